@@ -1,0 +1,557 @@
+"""Read and write datasets in the pfsspec layout (one HDF5 file, or a sharded folder).
+
+Layout of one file::
+
+    dataset/arrays/flux/value    (N, P)  noise-free flux
+    dataset/arrays/error/value   (N, P)  expected 1-sigma error ("clean error")
+    dataset/arrays/mask/value    (N, P)  pixel mask, optional (non-zero = bad pixel)
+    spectrumdataset/wave         (P,)    wavelength in Angstrom
+    dataset/params               pandas table (PyTables 'table' or 'fixed' format), N rows
+
+A sharded dataset is a folder holding ``shard_index.txt`` (one shard folder per line, ``#``
+comments allowed) and ``<shard>/dataset.h5`` in the layout above.
+
+Arrays are never read whole: :meth:`PfsDataset.iter_chunks` streams row chunks, so N may exceed
+the machine's memory.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import uuid
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import h5py
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "FLUX_KEY",
+    "ERROR_KEY",
+    "MASK_KEY",
+    "WAVE_KEY",
+    "PARAMS_KEY",
+    "DatasetError",
+    "BadRowsError",
+    "Chunk",
+    "PfsDataset",
+    "open_dataset",
+    "DatasetWriter",
+    "ShardedWriter",
+    "Split",
+    "split_rows",
+    "dataset_fingerprint",
+]
+
+FLUX_KEY = "dataset/arrays/flux/value"
+ERROR_KEY = "dataset/arrays/error/value"
+MASK_KEY = "dataset/arrays/mask/value"
+WAVE_KEY = "spectrumdataset/wave"
+PARAMS_KEY = "dataset/params"
+SHARD_INDEX = "shard_index.txt"
+SHARD_FILE = "dataset.h5"
+
+
+class DatasetError(ValueError):
+    """A dataset is missing a key, has inconsistent shapes, or cannot be read."""
+
+
+class BadRowsError(DatasetError):
+    """Rows hold NaN/inf or non-positive errors."""
+
+
+@dataclass
+class Chunk:
+    """A block of rows read from a dataset.
+
+    ``rows`` are global row numbers; ``mask`` is ``None`` when the dataset has no mask.
+    """
+
+    rows: np.ndarray
+    flux: np.ndarray
+    error: np.ndarray
+    mask: np.ndarray | None
+    params: pd.DataFrame
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def _list_keys(h5: h5py.File) -> list[str]:
+    keys: list[str] = []
+    h5.visit(keys.append)
+    return keys
+
+
+def _require(h5: h5py.File, key: str, path: Path) -> h5py.Dataset:
+    if key not in h5:
+        present = ", ".join(k for k in _list_keys(h5) if isinstance(h5[k], h5py.Dataset)) or "nothing"
+        raise DatasetError(f"{path}: missing '{key}'. The file holds: {present}")
+    obj = h5[key]
+    if not isinstance(obj, h5py.Dataset):
+        raise DatasetError(f"{path}: '{key}' is a group, expected an array")
+    return obj
+
+
+def _read_params_table(path: Path) -> pd.DataFrame:
+    try:
+        df = pd.read_hdf(path, PARAMS_KEY)
+    except KeyError:
+        with h5py.File(path, "r") as h5:
+            present = ", ".join(_list_keys(h5))
+        raise DatasetError(f"{path}: missing the params table '{PARAMS_KEY}'. The file holds: {present}") from None
+    except (OSError, ValueError, TypeError) as exc:
+        raise DatasetError(f"{path}: cannot read the params table '{PARAMS_KEY}': {exc}") from exc
+    if not isinstance(df, pd.DataFrame):
+        raise DatasetError(f"{path}: '{PARAMS_KEY}' is not a table")
+    return df.reset_index(drop=True)
+
+
+class _File:
+    """One pfsspec HDF5 file, checked for consistency at open."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        if not path.is_file():
+            raise FileNotFoundError(f"dataset file not found: {path}")
+        try:
+            h5 = h5py.File(path, "r")
+        except OSError as exc:
+            raise DatasetError(f"{path}: not a readable HDF5 file (half-written or corrupt?): {exc}") from exc
+        with h5:
+            flux = _require(h5, FLUX_KEY, path)
+            error = _require(h5, ERROR_KEY, path)
+            wave = _require(h5, WAVE_KEY, path)
+            self.has_mask = MASK_KEY in h5
+            if flux.ndim != 2:
+                raise DatasetError(f"{path}: flux must be 2-D (N, pixels), got shape {flux.shape}")
+            if error.shape != flux.shape:
+                raise DatasetError(f"{path}: error shape {error.shape} differs from flux shape {flux.shape}")
+            if self.has_mask and h5[MASK_KEY].shape != flux.shape:
+                raise DatasetError(f"{path}: mask shape {h5[MASK_KEY].shape} differs from flux shape {flux.shape}")
+            if wave.shape != (flux.shape[1],):
+                raise DatasetError(
+                    f"{path}: wave has shape {wave.shape}, expected ({flux.shape[1]},) to match the flux pixels"
+                )
+            self.shape = flux.shape
+            self.wave = np.asarray(wave[()], dtype=np.float64)
+            self.dtype = flux.dtype
+        self.params = _read_params_table(path)
+        if len(self.params) != self.shape[0]:
+            raise DatasetError(
+                f"{path}: params table has {len(self.params)} rows but flux has {self.shape[0]} spectra"
+            )
+        self._h5: h5py.File | None = None
+
+    def handle(self) -> h5py.File:
+        if self._h5 is None or not self._h5.id.valid:
+            self._h5 = h5py.File(self.path, "r")
+        return self._h5
+
+    def close(self) -> None:
+        if self._h5 is not None and self._h5.id.valid:
+            self._h5.close()
+        self._h5 = None
+
+    def read(self, key: str, local_rows: np.ndarray) -> np.ndarray:
+        """Read sorted local rows; contiguous spans are read as slices (fast in HDF5)."""
+        ds = self.handle()[key]
+        lo, hi = int(local_rows[0]), int(local_rows[-1]) + 1
+        if hi - lo <= 4 * len(local_rows):
+            block = ds[lo:hi]
+            return block[local_rows - lo]
+        return ds[local_rows]
+
+
+class PfsDataset:
+    """A pfsspec dataset: one file or a sharded folder, read lazily in row chunks.
+
+    Parameters
+    ----------
+    path
+        An HDF5 file, or a folder holding ``shard_index.txt``.
+    on_bad_rows
+        ``'raise'`` (default): a row with NaN/inf flux or error, or error <= 0 on an unmasked
+        pixel, raises :class:`BadRowsError`. ``'drop'``: such rows are left out of every chunk and
+        counted in :attr:`n_dropped` (a warning reports how many).
+
+    Attributes
+    ----------
+    n, n_pix : int
+    wave : ndarray (n_pix,)
+    params : DataFrame (n rows)
+    has_mask : bool
+    """
+
+    def __init__(self, path: str | Path, on_bad_rows: str = "raise"):
+        if on_bad_rows not in ("raise", "drop"):
+            raise ValueError(f"on_bad_rows must be 'raise' or 'drop', got {on_bad_rows!r}")
+        self.path = Path(path)
+        self.on_bad_rows = on_bad_rows
+        self.n_dropped = 0
+        if self.path.is_dir():
+            index = self.path / SHARD_INDEX
+            if not index.is_file():
+                raise DatasetError(f"{self.path}: a dataset folder needs '{SHARD_INDEX}'")
+            names = [ln.split("#", 1)[0].strip() for ln in index.read_text().splitlines()]
+            names = [n for n in names if n]
+            if not names:
+                raise DatasetError(f"{index}: lists no shards")
+            self.files = [_File(self.path / n / SHARD_FILE) for n in names]
+        elif self.path.exists():
+            self.files = [_File(self.path)]
+        else:
+            raise FileNotFoundError(f"dataset not found: {self.path}")
+        first = self.files[0]
+        for f in self.files[1:]:
+            if f.shape[1] != first.shape[1] or not np.allclose(f.wave, first.wave):
+                raise DatasetError(f"{f.path}: wavelength grid differs from {first.path}")
+            if list(f.params.columns) != list(first.params.columns):
+                raise DatasetError(f"{f.path}: params columns differ from {first.path}")
+        self.wave = first.wave
+        self.n_pix = first.shape[1]
+        self.has_mask = all(f.has_mask for f in self.files)
+        self._offsets = np.cumsum([0] + [f.shape[0] for f in self.files])
+        self.n = int(self._offsets[-1])
+        self.params = pd.concat([f.params for f in self.files], ignore_index=True)
+
+    # ------------------------------------------------------------------ reading
+    def __len__(self) -> int:
+        return self.n
+
+    def __repr__(self) -> str:
+        kind = f"{len(self.files)} shards" if len(self.files) > 1 else "1 file"
+        return f"PfsDataset({str(self.path)!r}, n={self.n}, n_pix={self.n_pix}, {kind}, mask={self.has_mask})"
+
+    def close(self) -> None:
+        for f in self.files:
+            f.close()
+
+    def __enter__(self) -> "PfsDataset":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _check_rows(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows)
+        if rows.ndim != 1 or (rows.size and (rows.min() < 0 or rows.max() >= self.n)):
+            raise IndexError(f"row numbers must be in [0, {self.n}), got range [{rows.min()}, {rows.max()}]")
+        return rows.astype(np.int64)
+
+    def read(self, rows: Sequence[int] | np.ndarray, dtype=np.float32) -> Chunk:
+        """Read the given rows (any order; returned in that order), checked for bad values."""
+        rows = self._check_rows(np.asarray(rows))
+        order = np.argsort(rows, kind="stable")
+        srows = rows[order]
+        parts = {"flux": [], "error": [], "mask": []}
+        shard_of = np.searchsorted(self._offsets, srows, side="right") - 1
+        for s in np.unique(shard_of):
+            f = self.files[s]
+            local = srows[shard_of == s] - self._offsets[s]
+            parts["flux"].append(f.read(FLUX_KEY, local))
+            parts["error"].append(f.read(ERROR_KEY, local))
+            if self.has_mask:
+                parts["mask"].append(f.read(MASK_KEY, local))
+        inv = np.empty_like(order)
+        inv[order] = np.arange(len(order))
+        flux = np.concatenate(parts["flux"]).astype(dtype, copy=False)[inv]
+        error = np.concatenate(parts["error"]).astype(dtype, copy=False)[inv]
+        mask = np.concatenate(parts["mask"])[inv] if self.has_mask else None
+        chunk = Chunk(rows, flux, error, mask, self.params.iloc[rows].reset_index(drop=True))
+        return self._screen(chunk)
+
+    def _screen(self, chunk: Chunk) -> Chunk:
+        good_pix = np.ones(chunk.flux.shape, bool) if chunk.mask is None else (chunk.mask == 0)
+        finite = np.isfinite(chunk.flux) & np.isfinite(chunk.error)
+        positive = ~good_pix | (chunk.error > 0)
+        bad = ~(finite.all(axis=1) & positive.all(axis=1))
+        if not bad.any():
+            return chunk
+        n_bad = int(bad.sum())
+        if self.on_bad_rows == "raise":
+            examples = ", ".join(str(r) for r in chunk.rows[bad][:5])
+            raise BadRowsError(
+                f"{self.path}: {n_bad} row(s) hold NaN/inf or error <= 0 (rows {examples}"
+                f"{', ...' if n_bad > 5 else ''}). Pass on_bad_rows='drop' (data.on_bad_rows: drop) to skip them."
+            )
+        self.n_dropped += n_bad
+        warnings.warn(f"{self.path}: dropped {n_bad} bad row(s) (NaN/inf or error <= 0) from this chunk", stacklevel=3)
+        keep = ~bad
+        return Chunk(
+            chunk.rows[keep],
+            chunk.flux[keep],
+            chunk.error[keep],
+            None if chunk.mask is None else chunk.mask[keep],
+            chunk.params[keep].reset_index(drop=True),
+        )
+
+    def iter_chunks(
+        self,
+        rows: Sequence[int] | np.ndarray | None = None,
+        chunk_size: int = 4096,
+        dtype=np.float32,
+        progress: bool | str = False,
+    ) -> Iterator[Chunk]:
+        """Yield :class:`Chunk` objects over ``rows`` (default: all), in sorted row order.
+
+        Memory is bounded by ``chunk_size`` whatever the number of rows.
+        """
+        if chunk_size <= 0:
+            raise ValueError("chunk_size must be positive")
+        rows = np.arange(self.n) if rows is None else np.sort(self._check_rows(np.asarray(rows)))
+        starts = range(0, len(rows), chunk_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc=progress if isinstance(progress, str) else "reading", unit="chunk")
+        for s in starts:
+            chunk = self.read(rows[s : s + chunk_size], dtype=dtype)
+            if len(chunk):
+                yield chunk
+
+    def load(self, rows: Sequence[int] | np.ndarray | None = None, dtype=np.float32) -> Chunk:
+        """Read ``rows`` into memory at once (for subsets that fit; prefer :meth:`iter_chunks`)."""
+        rows = np.arange(self.n) if rows is None else np.asarray(rows)
+        return self.read(rows, dtype=dtype)
+
+
+def open_dataset(path: str | Path, on_bad_rows: str = "raise") -> PfsDataset:
+    """Open a pfsspec dataset (file or sharded folder). See :class:`PfsDataset`."""
+    return PfsDataset(path, on_bad_rows=on_bad_rows)
+
+
+# ------------------------------------------------------------------------------------ writing
+
+
+def _temp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+
+
+class DatasetWriter:
+    """Write one pfsspec HDF5 file row block by row block; atomic on :meth:`close`.
+
+    The file is written under a temporary name in the same folder and renamed into place only
+    when complete, so a crash never leaves a half-written dataset under the real name. An
+    existing file is never replaced unless ``overwrite=True``.
+
+    Examples
+    --------
+    >>> with DatasetWriter("x.h5", n=10, wave=wave) as w:        # doctest: +SKIP
+    ...     w.write(flux, error, params_df, mask=mask)
+    """
+
+    def __init__(self, path: str | Path, n: int, wave: np.ndarray, with_mask: bool = True,
+                 overwrite: bool = False, dtype=np.float32):
+        self.path = Path(path)
+        if self.path.exists() and not overwrite:
+            raise FileExistsError(f"{self.path} exists; refusing to overwrite it (pass overwrite=True)")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.n = int(n)
+        self.wave = np.asarray(wave, dtype=np.float64)
+        self.with_mask = with_mask
+        self.tmp = _temp_name(self.path)
+        self._h5 = h5py.File(self.tmp, "w")
+        p = len(self.wave)
+        chunks = (max(1, min(self.n, 64)), p)
+        self._flux = self._h5.create_dataset(FLUX_KEY, (self.n, p), dtype=dtype, chunks=chunks)
+        self._error = self._h5.create_dataset(ERROR_KEY, (self.n, p), dtype=dtype, chunks=chunks)
+        self._mask = (self._h5.create_dataset(MASK_KEY, (self.n, p), dtype=np.int32, chunks=chunks)
+                      if with_mask else None)
+        self._h5.create_dataset(WAVE_KEY, data=self.wave)
+        self._params: list[pd.DataFrame] = []
+        self._pos = 0
+        self._closed = False
+
+    def write(self, flux: np.ndarray, error: np.ndarray, params: pd.DataFrame, mask: np.ndarray | None = None) -> None:
+        """Append a block of rows."""
+        k = len(flux)
+        if flux.shape != error.shape or flux.shape[1:] != self.wave.shape:
+            raise DatasetError(f"block shapes flux {flux.shape}, error {error.shape}, wave {self.wave.shape} disagree")
+        if len(params) != k:
+            raise DatasetError(f"params block has {len(params)} rows, flux block {k}")
+        if self._pos + k > self.n:
+            raise DatasetError(f"writing {k} rows at {self._pos} overflows the declared {self.n}")
+        if self.with_mask:
+            if mask is None or mask.shape != flux.shape:
+                raise DatasetError("this writer holds a mask: give one block of the flux's shape")
+            self._mask[self._pos:self._pos + k] = mask
+        self._flux[self._pos:self._pos + k] = flux
+        self._error[self._pos:self._pos + k] = error
+        self._params.append(params.reset_index(drop=True))
+        self._pos += k
+
+    def close(self) -> Path:
+        """Finish the file and move it into place."""
+        if self._closed:
+            return self.path
+        if self._pos != self.n:
+            self.abort()
+            raise DatasetError(f"{self.path}: {self._pos} rows written of the {self.n} declared; nothing kept")
+        self._h5.close()
+        params = pd.concat(self._params, ignore_index=True) if self._params else pd.DataFrame()
+        params.to_hdf(self.tmp, key=PARAMS_KEY, mode="a", format="table")
+        os.replace(self.tmp, self.path)
+        self._closed = True
+        return self.path
+
+    def abort(self) -> None:
+        """Discard the temporary file."""
+        if self._closed:
+            return
+        try:
+            self._h5.close()
+        except Exception:  # noqa: BLE001 - closing a broken handle must not mask the real error
+            pass
+        self.tmp.unlink(missing_ok=True)
+        self._closed = True
+
+    def __enter__(self) -> "DatasetWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class ShardedWriter:
+    """Write a sharded pfsspec folder (``shard_index.txt`` + ``<shard>/dataset.h5``) atomically.
+
+    Rows are appended in blocks and split into shards of ``shard_size`` rows; the folder is built
+    under a temporary name and renamed into place when complete.
+    """
+
+    def __init__(self, path: str | Path, n: int, wave: np.ndarray, shard_size: int,
+                 with_mask: bool = True, overwrite: bool = False, dtype=np.float32):
+        self.path = Path(path)
+        if self.path.exists() and not overwrite:
+            raise FileExistsError(f"{self.path} exists; refusing to overwrite it (pass overwrite=True)")
+        if shard_size <= 0:
+            raise ValueError("shard_size must be positive")
+        self.overwrite = overwrite
+        self.tmp = _temp_name(self.path)
+        self.tmp.mkdir(parents=True)
+        self.n, self.shard_size = int(n), int(shard_size)
+        self.sizes = [min(shard_size, n - s) for s in range(0, n, shard_size)]
+        self.names = [f"shard{i:04d}" for i in range(len(self.sizes))]
+        self.wave, self.with_mask, self.dtype = wave, with_mask, dtype
+        self._i = -1
+        self._left = 0
+        self._writer: DatasetWriter | None = None
+        self._closed = False
+
+    def _next(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._i += 1
+        self._left = self.sizes[self._i]
+        self._writer = DatasetWriter(self.tmp / self.names[self._i] / SHARD_FILE, self._left, self.wave,
+                                     self.with_mask, dtype=self.dtype)
+
+    def write(self, flux, error, params: pd.DataFrame, mask=None) -> None:
+        s = 0
+        while s < len(flux):
+            if self._left == 0:
+                self._next()
+            k = min(self._left, len(flux) - s)
+            self._writer.write(flux[s:s + k], error[s:s + k], params.iloc[s:s + k],
+                               None if mask is None else mask[s:s + k])
+            self._left -= k
+            s += k
+
+    def close(self) -> Path:
+        if self._closed:
+            return self.path
+        if self._writer is not None:
+            self._writer.close()
+        if self._i != len(self.sizes) - 1 or self._left != 0:
+            self.abort()
+            raise DatasetError(f"{self.path}: fewer rows written than the {self.n} declared; nothing kept")
+        (self.tmp / SHARD_INDEX).write_text("# shards of this dataset, one folder per line\n" + "\n".join(self.names) + "\n")
+        if self.path.exists() and self.overwrite:
+            old = _temp_name(self.path)
+            os.replace(self.path, old)
+            os.replace(self.tmp, self.path)
+            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+        else:
+            os.replace(self.tmp, self.path)
+        self._closed = True
+        return self.path
+
+    def abort(self) -> None:
+        if self._closed:
+            return
+        if self._writer is not None:
+            self._writer.abort()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self._closed = True
+
+    def __enter__(self) -> "ShardedWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+# ------------------------------------------------------------------------------------ splits
+
+
+@dataclass
+class Split:
+    """Row numbers of a seeded train/val/test split (each sorted)."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    seed: int
+
+    def to_dict(self) -> dict:
+        """What the results file records: sizes, seed and a digest of the row numbers."""
+        digest = hashlib.sha256()
+        for a in (self.train, self.val, self.test):
+            digest.update(np.ascontiguousarray(a, dtype=np.int64).tobytes())
+        return {"seed": int(self.seed), "n_train": int(len(self.train)), "n_val": int(len(self.val)),
+                "n_test": int(len(self.test)), "rows_sha256": digest.hexdigest()}
+
+
+def split_rows(n: int, n_train: int, n_val: int, n_test: int, seed: int) -> Split:
+    """A seeded random split of ``range(n)``; it depends only on (n, sizes, seed).
+
+    Raises
+    ------
+    ValueError
+        When the dataset holds fewer rows than requested.
+    """
+    need = n_train + n_val + n_test
+    if need > n:
+        raise ValueError(f"split needs {need} rows (train {n_train} + val {n_val} + test {n_test}) but the dataset has {n}")
+    perm = np.random.default_rng(seed).permutation(n)
+    train = np.sort(perm[:n_train])
+    val = np.sort(perm[n_train:n_train + n_val])
+    test = np.sort(perm[n_train + n_val:need])
+    return Split(train, val, test, seed)
+
+
+def dataset_fingerprint(ds: PfsDataset) -> str:
+    """sha256 of the layout, the sizes, the wavelength grid and the first and last rows."""
+    h = hashlib.sha256()
+    h.update(f"{ds.n}:{ds.n_pix}:{ds.has_mask}:{len(ds.files)}:{list(ds.params.columns)}".encode())
+    h.update(np.ascontiguousarray(ds.wave).tobytes())
+    rows = [0, ds.n - 1] if ds.n > 1 else [0]
+    f0 = ds.files[0].handle()
+    fl = ds.files[-1].handle()
+    h.update(np.ascontiguousarray(f0[FLUX_KEY][0]).tobytes())
+    h.update(np.ascontiguousarray(f0[ERROR_KEY][0]).tobytes())
+    h.update(np.ascontiguousarray(fl[FLUX_KEY][-1]).tobytes())
+    h.update(np.ascontiguousarray(fl[ERROR_KEY][-1]).tobytes())
+    h.update(pd.util.hash_pandas_object(ds.params.iloc[rows], index=False).values.tobytes())
+    return h.hexdigest()

@@ -1,0 +1,116 @@
+"""Regression metrics, per-bin tables, bootstrap intervals, ΔR² and the retention ratio ρ."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["r2", "mae", "rmse", "bootstrap_interval", "paired_bootstrap", "per_bin_table", "delta_r2", "rho",
+           "seed_summary"]
+
+
+def _check(y_true, y_pred):
+    y_true = np.asarray(y_true, dtype=np.float64)
+    y_pred = np.asarray(y_pred, dtype=np.float64)
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true {y_true.shape} and y_pred {y_pred.shape} differ in shape")
+    if y_true.size == 0:
+        raise ValueError("no samples to score")
+    if not (np.all(np.isfinite(y_true)) and np.all(np.isfinite(y_pred))):
+        raise ValueError("NaN or infinite values in the labels or predictions")
+    return y_true, y_pred
+
+
+def r2(y_true, y_pred) -> float:
+    """Coefficient of determination 1 − SS_res/SS_tot (NaN when the labels are constant)."""
+    y_true, y_pred = _check(y_true, y_pred)
+    ss_tot = np.sum((y_true - y_true.mean()) ** 2)
+    if ss_tot == 0:
+        return float("nan")
+    return float(1.0 - np.sum((y_true - y_pred) ** 2) / ss_tot)
+
+
+def mae(y_true, y_pred) -> float:
+    y_true, y_pred = _check(y_true, y_pred)
+    return float(np.mean(np.abs(y_true - y_pred)))
+
+
+def rmse(y_true, y_pred) -> float:
+    y_true, y_pred = _check(y_true, y_pred)
+    return float(np.sqrt(np.mean((y_true - y_pred) ** 2)))
+
+
+def bootstrap_interval(y_true, y_pred, stat: Callable = r2, n_boot: int = 200, level: float = 0.95,
+                       seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``stat(y_true, y_pred)`` over resampled test spectra."""
+    y_true, y_pred = _check(y_true, y_pred)
+    rng = np.random.default_rng(seed)
+    n = len(y_true)
+    vals = np.array([stat(y_true[i], y_pred[i]) for i in (rng.integers(0, n, n) for _ in range(n_boot))])
+    vals = vals[np.isfinite(vals)]
+    if vals.size == 0:
+        return (float("nan"), float("nan"))
+    a = (1 - level) / 2
+    return (float(np.quantile(vals, a)), float(np.quantile(vals, 1 - a)))
+
+
+def paired_bootstrap(y_true, pred_a, pred_b, n_boot: int = 200, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Bootstrap interval of R²(a) − R²(b) with the same resampled spectra for both models."""
+    y_true, pred_a = _check(y_true, pred_a)
+    _, pred_b = _check(y_true, pred_b)
+    rng = np.random.default_rng(seed)
+    n = len(y_true)
+    vals = []
+    for _ in range(n_boot):
+        i = rng.integers(0, n, n)
+        vals.append(r2(y_true[i], pred_a[i]) - r2(y_true[i], pred_b[i]))
+    a = (1 - level) / 2
+    return (float(np.quantile(vals, a)), float(np.quantile(vals, 1 - a)))
+
+
+def delta_r2(y_true, pred_model, pred_baseline) -> float:
+    """R²(model) − R²(baseline) on the same spectra."""
+    return r2(y_true, pred_model) - r2(y_true, pred_baseline)
+
+
+def rho(r2_deploy: float, r2_global: float, r2_oracle: float, min_gap: float = 0.0) -> float:
+    """Retention ρ = (R²_deploy − R²_global) / (R²_oracle − R²_global).
+
+    Returns NaN (undefined) when the oracle gap is not above ``min_gap`` (for example the noise of
+    the R² estimates): a ratio of two numbers within noise of zero carries no information.
+    """
+    gap = r2_oracle - r2_global
+    if not np.isfinite(gap) or gap <= max(min_gap, 0.0):
+        return float("nan")
+    return float((r2_deploy - r2_global) / gap)
+
+
+def per_bin_table(y_true, predictions: dict[str, np.ndarray], bins: np.ndarray, labels: Sequence[str],
+                  n_boot: int = 0, seed: int = 0) -> pd.DataFrame:
+    """R² (with optional bootstrap interval), MAE, RMSE and count per bin for each model.
+
+    Bins with fewer than 2 spectra get NaN scores and keep their count (never silently dropped).
+    """
+    bins = np.asarray(bins)
+    rows = []
+    for name, pred in predictions.items():
+        for k, lab in enumerate(labels):
+            sel = bins == k
+            n = int(sel.sum())
+            rec = {"model": name, "bin": lab, "n": n, "r2": np.nan, "r2_lo": np.nan, "r2_hi": np.nan,
+                   "mae": np.nan, "rmse": np.nan}
+            if n >= 2:
+                yt, yp = np.asarray(y_true)[sel], np.asarray(pred)[sel]
+                rec.update(r2=r2(yt, yp), mae=mae(yt, yp), rmse=rmse(yt, yp))
+                if n_boot:
+                    rec["r2_lo"], rec["r2_hi"] = bootstrap_interval(yt, yp, n_boot=n_boot, seed=seed)
+            rows.append(rec)
+    return pd.DataFrame(rows)
+
+
+def seed_summary(values: Sequence[float]) -> dict:
+    """Mean, standard deviation and min–max over seeds."""
+    v = np.asarray(values, dtype=float)
+    return {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
+            "min": float(np.min(v)), "max": float(np.max(v)), "values": [float(x) for x in v]}

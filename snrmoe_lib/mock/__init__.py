@@ -1,0 +1,21 @@
+"""The embedded mock PFS-MR simulator (a physically motivated stand-in, not BOSZ).
+
+It writes datasets in exactly the pfsspec layout (see :mod:`snrmoe_lib.io`), so one loader reads
+mock and real data alike. Forward models sit behind :class:`~snrmoe_lib.mock.base.ForwardModel`
+and are looked up by name with :func:`get_model`.
+"""
+from .base import PARAM_NAMES, ForwardModel, Observation, get_model, register_model
+from .generate import draw_conditions, draw_stellar, grid_table, simulate, ensure_dataset
+
+__all__ = [
+    "PARAM_NAMES",
+    "ForwardModel",
+    "Observation",
+    "get_model",
+    "register_model",
+    "draw_stellar",
+    "draw_conditions",
+    "grid_table",
+    "simulate",
+    "ensure_dataset",
+]

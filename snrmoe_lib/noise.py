@@ -1,0 +1,117 @@
+"""The noise protocol: effective sigma, seeded noisy flux, SNR definitions and SNR bins.
+
+``noisy = flux + N(0, 1) * error * noise_level``. Every random draw is keyed by (seed, row), so the
+noise a spectrum receives does not depend on how rows are chunked or ordered.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+__all__ = [
+    "effective_sigma",
+    "row_normals",
+    "add_noise",
+    "snr_l2",
+    "snr_pixel",
+    "snr",
+    "assign_bins",
+    "bin_labels",
+    "SNR_DEFINITIONS",
+]
+
+SNR_DEFINITIONS = ("l2", "pixel")
+
+
+def effective_sigma(error: np.ndarray, noise_level: float) -> np.ndarray:
+    """σ = error · noise_level: the only error any feature may be built from."""
+    if not np.isfinite(noise_level) or noise_level <= 0:
+        raise ValueError(f"noise_level must be a positive number, got {noise_level}")
+    return error * np.asarray(noise_level, dtype=error.dtype)
+
+
+def row_normals(rows: np.ndarray, n_pix: int, seed: int, dtype=np.float32) -> np.ndarray:
+    """Standard normal draws, one row of ``n_pix`` per row number, keyed by (seed, row)."""
+    out = np.empty((len(rows), n_pix), dtype=dtype)
+    for i, r in enumerate(np.asarray(rows, dtype=np.int64)):
+        out[i] = np.random.default_rng((int(seed), int(r))).standard_normal(n_pix, dtype=np.float32 if dtype == np.float32 else np.float64)
+    return out
+
+
+def add_noise(flux: np.ndarray, error: np.ndarray, noise_level: float, rows: np.ndarray, seed: int) -> np.ndarray:
+    """Noisy flux for the given rows: ``flux + N(0,1) · error · noise_level``.
+
+    Parameters
+    ----------
+    flux, error : ndarray (n, n_pix)
+        Noise-free flux and its expected 1σ error.
+    noise_level : float
+        1 is the realistic level.
+    rows : ndarray (n,)
+        Global row numbers: they key the random stream, so results do not depend on chunking.
+    seed : int
+        The noise seed (one of the run's ``seeds``).
+    """
+    if flux.shape != error.shape:
+        raise ValueError(f"flux {flux.shape} and error {error.shape} differ in shape")
+    if len(rows) != len(flux):
+        raise ValueError(f"{len(rows)} row numbers for {len(flux)} spectra")
+    return flux + row_normals(rows, flux.shape[1], seed, dtype=flux.dtype) * effective_sigma(error, noise_level)
+
+
+def _good(mask: np.ndarray | None, shape) -> np.ndarray:
+    return np.ones(shape, bool) if mask is None else (mask == 0)
+
+
+def snr_l2(flux: np.ndarray, sigma: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Per-spectrum L2 SNR: ‖flux‖ / ‖σ‖ over unmasked pixels."""
+    good = _good(mask, flux.shape)
+    num = np.sqrt(np.sum(np.where(good, flux.astype(np.float64) ** 2, 0.0), axis=1))
+    den = np.sqrt(np.sum(np.where(good, sigma.astype(np.float64) ** 2, 0.0), axis=1))
+    return num / den
+
+
+def snr_pixel(flux: np.ndarray, sigma: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Per-pixel SNR: median over unmasked pixels of flux / σ (pfsspec ``MedianSnr`` without binning)."""
+    good = _good(mask, flux.shape)
+    ratio = np.where(good, flux.astype(np.float64) / sigma.astype(np.float64), np.nan)
+    return np.nanmedian(ratio, axis=1)
+
+
+def snr(flux: np.ndarray, error: np.ndarray, noise_level: float, definition: str = "l2",
+        mask: np.ndarray | None = None) -> np.ndarray:
+    """SNR of each spectrum under ``definition`` ('l2' or 'pixel'), from σ = error · noise_level."""
+    sigma = effective_sigma(error, noise_level)
+    if definition == "l2":
+        return snr_l2(flux, sigma, mask)
+    if definition == "pixel":
+        return snr_pixel(flux, sigma, mask)
+    raise ValueError(f"unknown SNR definition {definition!r}; use one of {SNR_DEFINITIONS}")
+
+
+def assign_bins(values: np.ndarray, edges: Sequence[float]) -> np.ndarray:
+    """Bin index per value with right-closed bins: edges [2, 4, 7] give X ≤ 2 < L ≤ 4 < M ≤ 7 < H."""
+    edges = np.asarray(edges, dtype=float)
+    if np.any(np.diff(edges) <= 0):
+        raise ValueError(f"bin edges must be strictly increasing, got {edges.tolist()}")
+    values = np.asarray(values, dtype=float)
+    if not np.all(np.isfinite(values)):
+        raise ValueError("cannot bin NaN or infinite values")
+    return np.digitize(values, edges, right=True)
+
+
+def bin_labels(edges: Sequence[float], labels: Sequence[str] | None = None, unit: str = "") -> list[str]:
+    """Readable bin names such as ``'X (≤2)'``, ``'L (2–4]'``."""
+    edges = list(edges)
+    labels = list(labels) if labels is not None else [f"bin{i}" for i in range(len(edges) + 1)]
+    out = []
+    for i, lab in enumerate(labels):
+        if i == 0:
+            rng = f"≤{edges[0]:g}"
+        elif i == len(edges):
+            rng = f">{edges[-1]:g}"
+        else:
+            rng = f"({edges[i - 1]:g}–{edges[i]:g}]"
+        out.append(f"{lab} {rng}{unit}")
+    return out

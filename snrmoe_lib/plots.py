@@ -1,0 +1,44 @@
+"""Figure helpers: one colour-blind-safe palette, and figures saved as PNG beside the report."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+__all__ = ["PALETTE", "save_figure", "bin_colors", "label_features", "GRAVITY_FEATURES"]
+
+# Okabe & Ito (2008) colour-blind-safe palette
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
+
+#: Features in the MR window worth labelling (air Å)
+GRAVITY_FEATURES = {
+    "Ca II 8498": 8498.0, "Ca II 8542": 8542.1, "Ca II 8662": 8662.1, "Na I 8183/8195": 8189.0,
+    "Mg I 8807": 8806.8, "K I 7665/7699": 7682.0, "O2 A-band": 7620.0,
+}
+
+
+def bin_colors(n: int) -> list[str]:
+    """``n`` palette colours (cycled)."""
+    return [PALETTE[i % len(PALETTE)] for i in range(n)]
+
+
+def save_figure(fig: "matplotlib.figure.Figure", output_dir: str | Path, name: str, dpi: int = 110) -> str:
+    """Save ``fig`` as ``<output_dir>/<name>.png`` (atomically) and return the file name."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fname = f"{name}.png"
+    tmp = out / f".{fname}.tmp.png"
+    fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+    tmp.replace(out / fname)
+    return fname
+
+
+def label_features(ax, features: dict[str, float] | None = None, y: float = 0.98, **kw) -> None:
+    """Mark spectral features with a dotted line and a rotated label at the top of ``ax``."""
+    features = GRAVITY_FEATURES if features is None else features
+    lo, hi = ax.get_xlim()
+    for name, w in features.items():
+        if lo <= w <= hi:
+            ax.axvline(w, color="0.5", lw=0.6, ls=":", zorder=0)
+            ax.text(w, y, name, rotation=90, va="top", ha="right", fontsize=7, color="0.3",
+                    transform=ax.get_xaxis_transform(), **kw)
