@@ -45,6 +45,7 @@ __all__ = [
     "Split",
     "split_rows",
     "dataset_fingerprint",
+    "dataset_record",
 ]
 
 FLUX_KEY = "dataset/arrays/flux/value"
@@ -555,3 +556,13 @@ def dataset_fingerprint(ds: PfsDataset) -> str:
     h.update(np.ascontiguousarray(fl[ERROR_KEY][-1]).tobytes())
     h.update(pd.util.hash_pandas_object(ds.params.iloc[rows], index=False).values.tobytes())
     return h.hexdigest()
+
+
+def dataset_record(ds: PfsDataset, split: Split | None = None) -> dict:
+    """The ``dataset`` block of a results file: path, fingerprint, sizes and the split."""
+    rec = {"path": str(ds.path), "fingerprint": dataset_fingerprint(ds), "n": int(ds.n), "n_pix": int(ds.n_pix),
+           "has_mask": bool(ds.has_mask), "n_dropped_rows": int(ds.n_dropped)}
+    if split is not None:
+        rec.update(n_train=int(len(split.train)), n_val=int(len(split.val)), n_test=int(len(split.test)),
+                   split=split.to_dict())
+    return rec

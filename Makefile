@@ -1,0 +1,51 @@
+# snrmoe — the two commands (see README):  make reports   |   make test
+# Both create the virtualenv in .venv if it is missing and install the pinned dependencies.
+
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+SNRMOE := $(VENV)/bin/snrmoe
+STAMP  := $(VENV)/.installed
+CONFIG ?= default
+export JUPYTER_PREFER_ENV_PATH := 1
+export PYTHONHASHSEED := 0
+
+.PHONY: env data reports run hub test unit nbval lab bench clean-reports
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (or: make PYTHON=python3 ...)"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e .
+	@touch $(STAMP)
+
+## env: create .venv and install snrmoe_lib with its pinned dependencies
+env: $(STAMP)
+
+## data: generate the mock dataset of CONFIG (default) if it is missing
+data: env
+	$(SNRMOE) simulate --params params/$(CONFIG).yaml
+
+## reports: the main job — data, every notebook into reports/$(CONFIG)/ with HTML, then the Hub page
+reports: data
+	$(SNRMOE) run --params params/$(CONFIG).yaml
+	@if $(PY) -c "import snrmoe_lib.hub" 2>/dev/null; then $(SNRMOE) hub --reports reports; fi
+
+## test: unit tests and nbval on every notebook (smoke configuration)
+test: env
+	$(SNRMOE) simulate --params params/smoke.yaml
+	$(PY) -m pytest -n 2 --dist loadscope --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider tests notebooks
+
+unit: env
+	$(PY) -m pytest -n 2 tests
+
+## lab: JupyterLab on the notebooks; .py files open as notebooks through jupytext
+lab: env
+	$(VENV)/bin/jupytext-config set-default-viewer python >/dev/null 2>&1 || true
+	$(VENV)/bin/jupyter lab notebooks/
+
+## bench: every benchmark script (prints its figures)
+bench: env
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean-reports:
+	rm -rf reports/*/

@@ -1,0 +1,13 @@
+"""snrmoe_lib — SNR-aware mixtures of experts for log g from Subaru PFS medium-resolution spectra.
+
+Light to import: heavy dependencies (torch, papermill) load only inside the functions that need them.
+"""
+from .config import ParameterError, Params, load_params
+from .io import open_dataset, split_rows
+from .mock import ensure_dataset
+from .results import find_results, metric, verdict, write_results
+
+__version__ = "0.1.0"
+
+__all__ = ["ParameterError", "Params", "load_params", "open_dataset", "split_rows", "ensure_dataset",
+           "find_results", "metric", "verdict", "write_results", "__version__"]
