@@ -159,13 +159,13 @@ class _File:
         self._h5 = None
 
     def read(self, key: str, local_rows: np.ndarray) -> np.ndarray:
-        """Read sorted local rows; contiguous spans are read as slices (fast in HDF5)."""
+        """Read sorted local rows (repeats allowed); dense spans are read as one slice (fast in HDF5)."""
         ds = self.handle()[key]
-        lo, hi = int(local_rows[0]), int(local_rows[-1]) + 1
-        if hi - lo <= 4 * len(local_rows):
-            block = ds[lo:hi]
-            return block[local_rows - lo]
-        return ds[local_rows]
+        uniq, inverse = np.unique(local_rows, return_inverse=True)
+        lo, hi = int(uniq[0]), int(uniq[-1]) + 1
+        if hi - lo <= 4 * len(uniq):
+            return ds[lo:hi][local_rows - lo]
+        return ds[uniq][inverse]
 
 
 class PfsDataset:

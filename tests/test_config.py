@@ -1,0 +1,70 @@
+import pytest
+
+from snrmoe_lib.config import ParameterError, load_params, params_from_dict
+
+from conftest import ROOT
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "params").glob("*.yaml")))
+def test_shipped_configurations_are_valid(name):
+    p = load_params(ROOT / "params" / name)
+    assert p.name
+    assert p.dataset_path.is_absolute()
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ParameterError, match=r"split\.n_trian"):
+        params_from_dict({"split": {"n_trian": 5}})
+    with pytest.raises(ParameterError, match=r"nosie"):
+        params_from_dict({"nosie": {}})
+
+
+def test_wrong_type_is_named():
+    with pytest.raises(ParameterError, match=r"split\.n_train: expected an integer"):
+        params_from_dict({"split": {"n_train": "many"}})
+    with pytest.raises(ParameterError, match=r"noise\.noise_level: expected a number"):
+        params_from_dict({"noise": {"noise_level": [1]}})
+    with pytest.raises(ParameterError, match=r"snr_bins\.definition"):
+        params_from_dict({"snr_bins": {"definition": "median"}})
+
+
+def test_value_checks():
+    with pytest.raises(ParameterError, match="strictly increasing"):
+        params_from_dict({"snr_bins": {"edges": [4.0, 2.0], "labels": ["a", "b", "c"]}})
+    with pytest.raises(ParameterError, match="labels"):
+        params_from_dict({"snr_bins": {"edges": [2.0, 4.0], "labels": ["a", "b"]}})
+    with pytest.raises(ParameterError, match=r"mock\.teff"):
+        params_from_dict({"data": {"mock": {"teff": [6000.0, 4000.0]}}})
+    with pytest.raises(ParameterError, match="noise"):
+        params_from_dict({"noise": {"noise_level": 0}})
+
+
+def test_numeric_strings_and_ints_become_floats():
+    p = params_from_dict({"ridge": {"alphas": [1, "1e5"]}, "noise": {"noise_level": 1}})
+    assert p.ridge.alphas == [1.0, 1e5]
+    assert isinstance(p.noise.noise_level, float)
+
+
+def test_paths_resolve_against_the_yaml_folder(tmp_path):
+    f = tmp_path / "cfg" / "x.yaml"
+    f.parent.mkdir()
+    f.write_text("name: x\ndata:\n  path: ../data/d.h5\n")
+    p = load_params(f)
+    assert p.dataset_path == (tmp_path / "data" / "d.h5").resolve()
+
+
+def test_overrides_are_validated(tmp_path):
+    f = tmp_path / "x.yaml"
+    f.write_text("name: x\n")
+    assert load_params(f, overrides={"split": {"n_train": 7}}).split.n_train == 7
+    with pytest.raises(ParameterError, match="bogus"):
+        load_params(f, overrides={"split": {"bogus": 7}})
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_params(tmp_path / "nope.yaml")
+    f = tmp_path / "bad.yaml"
+    f.write_text("a: [1, 2\n")
+    with pytest.raises(ParameterError, match="not valid YAML"):
+        load_params(f)

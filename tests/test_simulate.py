@@ -1,0 +1,89 @@
+"""The simulator interface: pfsspec layout, chunk-size independence, refusal to overwrite, grid mode."""
+import numpy as np
+import pytest
+
+from snrmoe_lib.cli import main
+from snrmoe_lib.config import MockSpec
+from snrmoe_lib.io import open_dataset
+from snrmoe_lib.mock import grid_table, simulate
+from snrmoe_lib.mock.generate import grid_path
+
+SMALL = dict(n=24, teff=[4000.0, 5500.0], mag=[20.5, 22.5], model="simple")
+
+
+def test_output_does_not_depend_on_chunk_size(tmp_path):
+    a = simulate(MockSpec(chunk_size=24, **SMALL), tmp_path / "a.h5", progress=False)[0]
+    b = simulate(MockSpec(chunk_size=5, **SMALL), tmp_path / "b.h5", progress=False)[0]
+    da, db = open_dataset(a).load(), open_dataset(b).load()
+    np.testing.assert_array_equal(da.flux, db.flux)
+    np.testing.assert_array_equal(da.error, db.error)
+    assert da.params.equals(db.params)
+
+
+def test_estimated_errors_do_not_depend_on_chunk_size(tmp_path):
+    kw = dict(SMALL, error_mode="estimated")
+    a = simulate(MockSpec(chunk_size=24, **kw), tmp_path / "a.h5", progress=False)[0]
+    b = simulate(MockSpec(chunk_size=7, **kw), tmp_path / "b.h5", progress=False)[0]
+    c = simulate(MockSpec(chunk_size=7, **dict(SMALL)), tmp_path / "c.h5", progress=False)[0]
+    ea, eb, ec = (open_dataset(x).load().error for x in (a, b, c))
+    np.testing.assert_array_equal(ea, eb)
+    assert not np.array_equal(ea, ec)
+
+
+def test_layout_and_columns(tmp_path):
+    path = simulate(MockSpec(**SMALL), tmp_path / "m.h5", progress=False)[0]
+    ds = open_dataset(path)
+    assert ds.n_pix == 4096 and ds.has_mask
+    assert ds.wave[0] == pytest.approx(7100.2) and ds.wave[-1] == pytest.approx(8849.8)
+    for col in ("T_eff", "log_g", "M_H", "a_M", "C_M", "mag", "snr", "seeing", "redshift"):
+        assert col in ds.params
+    ch = ds.load()
+    assert np.all(ch.error > 0) and np.all(np.isfinite(ch.flux))
+    assert np.median(ch.flux, axis=1) == pytest.approx(1.0, rel=0.05)
+    p = ds.params
+    assert p["T_eff"].between(4000, 5500).all() and p["mag"].between(20.5, 22.5).all()
+
+
+def test_seed_changes_the_draws(tmp_path):
+    a = simulate(MockSpec(seed=1, **SMALL), tmp_path / "a.h5", progress=False)[0]
+    b = simulate(MockSpec(seed=2, **SMALL), tmp_path / "b.h5", progress=False)[0]
+    assert not open_dataset(a).params.equals(open_dataset(b).params)
+
+
+def test_refuses_to_overwrite(tmp_path):
+    path = simulate(MockSpec(**SMALL), tmp_path / "m.h5", progress=False)[0]
+    before = path.read_bytes()
+    with pytest.raises(FileExistsError):
+        simulate(MockSpec(seed=9, **SMALL), path, progress=False)
+    assert path.read_bytes() == before
+    simulate(MockSpec(seed=9, **SMALL), path, overwrite=True, progress=False)
+    assert path.read_bytes() != before
+
+
+def test_grid_mode_writes_one_file_per_magnitude(tmp_path):
+    spec = MockSpec(mode="grid", teff=[4000.0, 4500.0], log_g=[1.0, 2.0], m_h=[-1.0, -0.5], grid_mags=[21.5, 22.5],
+                    model="simple")
+    paths = simulate(spec, tmp_path / "grid.h5", progress=False)
+    assert [p.name for p in paths] == ["grid_mag21.5.h5", "grid_mag22.5.h5"]
+    assert paths[0] == grid_path(tmp_path / "grid.h5", 21.5)
+    ds = open_dataset(paths[0])
+    assert ds.n == 3 * 3 * 3 == len(grid_table(spec, 21.5))
+    assert sorted(ds.params["T_eff"].unique()) == [4000.0, 4250.0, 4500.0]
+    assert (ds.params["seeing"] == 1.0).all() and (ds.params["mag"] == 21.5).all()
+    s1, s2 = (np.median(open_dataset(p).params["snr"]) for p in paths)
+    assert s1 > s2  # fainter is noisier
+
+
+def test_sharded_output(tmp_path):
+    path = simulate(MockSpec(shard_size=10, **SMALL), tmp_path / "sharded", progress=False)[0]
+    ds = open_dataset(path)
+    assert ds.n == 24 and len(ds.files) == 3
+
+
+def test_cli_simulate(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("name: c\ndata:\n  path: out.h5\n  mock:\n    n: 6\n    model: simple\n")
+    assert main(["simulate", "--params", str(cfg)]) == 0
+    assert open_dataset(tmp_path / "out.h5").n == 6
+    assert main(["simulate", "--params", str(cfg)]) == 0  # keeps the existing dataset
+    assert "keeping it" in capsys.readouterr().out
