@@ -10,7 +10,7 @@ CONFIG ?= default
 export JUPYTER_PREFER_ENV_PATH := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: env data reports run hub test unit nbval lab bench clean-reports
+.PHONY: env data reports sweep hub test unit lab bench clean-reports
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (or: make PYTHON=python3 ...)"; exit 1; }
@@ -28,7 +28,15 @@ data: env
 ## reports: the main job — data, every notebook into reports/$(CONFIG)/ with HTML, then the Hub page
 reports: data
 	$(SNRMOE) run --params params/$(CONFIG).yaml
-	@if $(PY) -c "import snrmoe_lib.hub" 2>/dev/null; then $(SNRMOE) hub --reports reports; fi
+	$(SNRMOE) hub --reports reports
+
+## sweep: every SNR configuration (single magnitudes and the noise_level sweep), two at a time, then the Hub page
+sweep: env
+	$(SNRMOE) run --params params/mag*.yaml params/noise*.yaml --jobs 2 --hub
+
+## hub: reports/index.html and reports/hub.md from every results file under reports/
+hub: env
+	$(SNRMOE) hub --reports reports
 
 ## test: unit tests and nbval on every notebook (smoke configuration)
 test: env

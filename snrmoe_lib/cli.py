@@ -18,8 +18,11 @@ def _simulate(args) -> int:
         print(f"{args.params}: no data.mock section: nothing to simulate", file=sys.stderr)
         return 2
     out = Path(args.output) if args.output else params.dataset_path
-    if out.exists() and not args.overwrite:
-        print(f"{out} exists; keeping it (pass --overwrite to replace it)")
+    if out.exists() and not args.overwrite and spec.mode == "random":
+        from .mock import ensure_mock
+
+        ensure_mock(spec, out, on_stale="raise").close()  # a stale dataset is an error, not kept silently
+        print(f"{out} exists and matches the configuration; keeping it (pass --overwrite to replace it)")
         return 0
     paths = simulate(spec, out, overwrite=args.overwrite, progress=True)
     for p in paths:
@@ -28,16 +31,45 @@ def _simulate(args) -> int:
 
 
 def _run(args) -> int:
+    if len(args.params) > 1 or (args.jobs or 1) > 1 or args.scheduler:
+        return _sweep(args)
     from .runner import run_config
 
     failed = 0
     for params_path in args.params:
         statuses = run_config(params_path, notebooks=args.notebooks or None, reports_dir=args.reports)
         failed += sum(not s.ok for s in statuses)
+    if args.hub:
+        _build_hub(args.reports)
     if failed:
         print(f"{failed} notebook run(s) failed; see the messages above and reports/<config>/run.json", file=sys.stderr)
         return 1
     return 0
+
+
+def _sweep(args) -> int:
+    """Several configurations at once: one task per configuration, local processes or a Dask cluster."""
+    from .sweep import run_sweep, summary_table
+
+    outcomes = run_sweep(args.params, notebooks=args.notebooks or None, reports_dir=args.reports,
+                         jobs=args.jobs, scheduler=args.scheduler)
+    print(summary_table(outcomes))
+    if args.hub:
+        _build_hub(args.reports)
+    bad = [o.config for o in outcomes if not o.ok]
+    if bad:
+        print(f"{len(bad)} configuration(s) did not finish cleanly: {', '.join(bad)}; "
+              "see reports/<config>/run.json", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _build_hub(reports) -> None:
+    from .hub import build_hub
+    from .runner import project_root
+
+    for p in build_hub(reports or project_root() / "reports"):
+        print(f"wrote {p}")
 
 
 def _hub(args) -> int:
@@ -63,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--params", required=True, nargs="+", help="one or more params/*.yaml")
     p.add_argument("--notebooks", nargs="*", help="notebook names (default: all, in order)")
     p.add_argument("--reports", default=None, help="reports folder (default: <project>/reports)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="configurations run in parallel as local processes (default with several: CPU cores)")
+    p.add_argument("--scheduler", default=None,
+                   help="run the configurations on this Dask cluster (tcp://host:8786) instead of local processes")
+    p.add_argument("--hub", action="store_true", help="build reports/index.html and reports/hub.md at the end")
     p.set_defaults(func=_run)
 
     p = sub.add_parser("hub", help="build reports/index.html and reports/hub.md from every results file")

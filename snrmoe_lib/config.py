@@ -61,7 +61,7 @@ class MockSpec:
     chunk_size: int = 1000
     shard_size: int = 0  # 0: a single file; >0: a sharded folder with that many rows per shard
     error_mode: Literal["clean", "estimated"] = "clean"
-    model: str = "simple"  # name of the forward model (see snrmoe_lib.mock.models)
+    model: str = "calibrated"  # forward model: "calibrated" (the calibrated mock, default) or "simple"
     # stellar parameter ranges (random mode: beta(a, b) within the range)
     teff: list[float] = field(default_factory=lambda: [3750.0, 6000.0])
     log_g: list[float] = field(default_factory=lambda: [1.0, 5.0])
@@ -76,6 +76,11 @@ class MockSpec:
     field_angle: list[float] = field(default_factory=lambda: [0.0, 0.65])
     n_exp: int = 12
     t_exp: float = 900.0
+    moon: float = 0.0  # moon illumination fraction (0 = new moon, the real products' setting; 1 = full)
+    # random mode: night-to-night sky variation (rms of the continuum offset in mag, rms of ln OH scale)
+    sky_jitter: float = 0.4
+    oh_jitter: float = 0.3
+    workers: int = 1  # generation processes (each single-threaded); the output does not depend on it
     # grid mode
     grid_teff_step: float = 250.0
     grid_log_g_step: float = 0.5
@@ -132,27 +137,69 @@ class QualitySpec:
     )
     n_pca: int = 5
     chosen: str = "auto"  # 'auto': the passing representation with the best SNR R²
+    # 'interval': 'auto' only picks a representation whose whole 95 % bootstrap interval passes
+    # (log g upper bound < max, SNR lower bound > min), so the choice is not luck; 'point': values only
+    choose_by: Literal["interval", "point"] = "interval"
+    # the leakage audit runs on an in-memory subsample of the split (capped by split sizes)
+    audit_n_train: int = 800
+    audit_n_val: int = 200
+    audit_n_test: int = 400
+    # α grid of the audit's Ridge path (empty: ridge.alphas); leakage fits want small α
+    audit_alphas: list[float] = field(default_factory=lambda: [10.0 ** k for k in range(-4, 7)])
+    guard_max_abs_r2: float = 0.05  # the label-shuffle guard must give |R²| below this
+    estimated_mode: bool = True  # also audit a mock made with error_mode='estimated' (needs data.mock)
 
 
 @dataclass
 class RidgeSpec:
-    alphas: list[float] = field(default_factory=lambda: [1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3, 1e4, 1e5])
+    """Ridge on noisy flux (see :mod:`snrmoe_lib.ridge`): α candidates chosen on the validation split.
+
+    ``bin_pixels`` averages that many adjacent pixels into one feature (4096 pixels / 4 = 1024
+    features ≈ one resolution element each); 1 keeps every pixel (D² memory and D³ solves grow fast).
+    ``solver``: 'eigh' (one eigendecomposition for the whole α path), 'cholesky' (one per α) or
+    'auto' (Cholesky up to ``ridge.AUTO_CHOLESKY_MAX`` α, else eigh).
+    """
+
+    alphas: list[float] = field(default_factory=lambda: [1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7])
+    bin_pixels: int = 4
+    solver: Literal["auto", "eigh", "cholesky"] = "auto"
+    target: str = "log_g"
 
 
 @dataclass
 class ExpertSpec:
+    """Oracle experts: physical bins are T_eff × [M/H] cells (2 + 2 edges → the 3 × 3 grid).
+
+    Small bins follow ``snr_bins.min_count`` / ``snr_bins.on_small_bin`` for both families.
+    """
+
     physical_teff_edges: list[float] = field(default_factory=lambda: [4500.0, 5250.0])
     physical_m_h_edges: list[float] = field(default_factory=lambda: [-1.5, -0.5])
 
 
 @dataclass
 class GateSpec:
+    """The deployable gate (Q3): bin probabilities from the quality features, soft mixing, controls.
+
+    ``kind`` is the gate of the deployed mixture (both kinds are always reported). The gate's input
+    is the representation chosen by the Q2 notebook; ``representation`` is the fallback used (and
+    announced) when no Q2 results exist, or always when ``use_q2_choice`` is false.
+    """
+
     kind: Literal["logistic", "mlp"] = "logistic"
     tau: float = 0.4
     mlp_hidden: int = 32
     mlp_epochs: int = 200
     regression_epochs: int = 300
     learning_rate: float = 0.01
+    representation: str = "S2"  # fallback gate input when Q2 has not chosen one
+    use_q2_choice: bool = True
+    logistic_c: float = 1.0  # inverse L2 strength of the logistic gate (standardised features)
+    weight_decay: float = 1e-4  # L2 on the torch gates' weights (MLP and regression gate)
+    regression_include_global: bool = True  # the regression gate may also weight the global model
+    seed: int = 0  # initial weights of the torch gates
+    fit_n: int = 2000  # training spectra (a seeded subsample) that fit the compressor and the flux PCA
+    n_flux_components: int = 5  # leading flux components multiplied by the quality features (conditional control)
 
 
 @dataclass
@@ -163,6 +210,32 @@ class FisherSpec:
     n_stars: int = 200
     edges: Literal["drop", "one_sided"] = "drop"
     cond_max: float = 1e12
+    # Jacobian of the ceiling: 'fd' central differences on the grid files (the user's method, works on
+    # real pfsspec grids) or 'autograd' (exact, mock forward model only)
+    method: Literal["fd", "autograd"] = "fd"
+    seed: int = 0  # draw of the stars used per magnitude and per SNR bin
+    # grid files: '' = mock grid beside the dataset (<data dir>/mock_grid_<model>_<hash>_mag<m>.h5, generated if
+    # missing); else a path with '{mag}' (e.g. grids/grid_mag{mag:g}.h5) or a base '<stem>.h5' -> '<stem>_mag<m>.h5'
+    grid_path: str = ""
+    grid_teff: list[float] = field(default_factory=lambda: [3750.0, 6000.0])
+    grid_teff_step: float = 250.0
+    grid_log_g: list[float] = field(default_factory=lambda: [1.0, 5.0])
+    grid_log_g_step: float = 0.5
+    grid_m_h: list[float] = field(default_factory=lambda: [-2.5, 0.5])
+    grid_m_h_step: float = 0.75
+    grid_a_m: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.4])
+    grid_c_m: list[float] = field(default_factory=lambda: [-0.25, 0.0, 0.25])
+    # Var(log g) of R²_max: 'dataset' (the configured dataset's params table) or 'mock' (data.mock beta prior)
+    var_source: Literal["dataset", "mock"] = "dataset"
+    n_bin_stars: int = 200  # dataset test stars whose exact (autograd) CRLB gives the per-SNR-bin ceiling
+    fd_check_stars: int = 5  # grid stars where finite differences are checked against autograd
+    fd_check_tol: float = 0.25  # allowed median |σ_CRLB(FD) / σ_CRLB(autograd) − 1| at the grid's steps
+    # the user's real-product numbers (BRIEF §2–3): median R²_max with Var(log g) of their grid (log g 1–5 step 0.5)
+    reference_mags: list[float] = field(default_factory=lambda: [21.5, 22.0, 22.5])
+    reference_r2_3d: list[float] = field(default_factory=lambda: [0.89, 0.74, 0.37])
+    reference_r2_5d: list[float] = field(default_factory=lambda: [0.87, 0.70, 0.26])
+    reference_var_logg: float = 1.6667
+    calibration_tol: float = 0.1  # |mock − real| median R²_max reported as PASS/FAIL in the calibration row
 
 
 @dataclass
@@ -300,6 +373,12 @@ def _check(obj: Any, prefix: str) -> None:
                 raise ParameterError(f"{p}{k}: must be positive, got {getattr(obj, k)}")
         if obj.shard_size < 0:
             raise ParameterError(f"{p}shard_size: must be >= 0, got {obj.shard_size}")
+        if not 0.0 <= obj.moon <= 1.0:
+            raise ParameterError(f"{p}moon: illumination fraction must be in [0, 1], got {obj.moon}")
+        if obj.sky_jitter < 0 or obj.oh_jitter < 0:
+            raise ParameterError(f"{p}sky_jitter, oh_jitter: must be >= 0, got {obj.sky_jitter}, {obj.oh_jitter}")
+        if obj.workers < 1:
+            raise ParameterError(f"{p}workers: must be >= 1, got {obj.workers}")
     elif isinstance(obj, SplitSpec):
         for k in ("n_train", "n_val", "n_test"):
             if getattr(obj, k) < 0:
@@ -316,6 +395,50 @@ def _check(obj: Any, prefix: str) -> None:
             raise ParameterError(
                 f"{p}labels: {len(obj.edges)} edges make {len(obj.edges) + 1} bins, got {len(obj.labels)} labels"
             )
+    elif isinstance(obj, QualitySpec):
+        for k in ("audit_n_train", "audit_n_test", "n_pca"):
+            if getattr(obj, k) <= 0:
+                raise ParameterError(f"{p}{k}: must be positive, got {getattr(obj, k)}")
+        if obj.audit_n_val < 0:
+            raise ParameterError(f"{p}audit_n_val: must be >= 0, got {obj.audit_n_val}")
+        if any(a <= 0 for a in obj.audit_alphas):
+            raise ParameterError(f"{p}audit_alphas: all must be > 0, got {obj.audit_alphas}")
+        if not obj.representations:
+            raise ParameterError(f"{p}representations: give at least one")
+    elif isinstance(obj, RidgeSpec):
+        if not obj.alphas or any(a < 0 for a in obj.alphas):
+            raise ParameterError(f"{p}alphas: give at least one alpha, all >= 0, got {obj.alphas}")
+        if obj.bin_pixels <= 0:
+            raise ParameterError(f"{p}bin_pixels: must be positive, got {obj.bin_pixels}")
+    elif isinstance(obj, FisherSpec):
+        names = ("T_eff", "log_g", "M_H", "a_M", "C_M")
+        for k in ("nuisance_3d", "nuisance_5d"):
+            bad = [n for n in getattr(obj, k) if n not in names or n == "log_g"]
+            if bad:
+                raise ParameterError(f"{p}{k}: {bad} not among the nuisance parameters {[n for n in names if n != 'log_g']}")
+        if not obj.mags:
+            raise ParameterError(f"{p}mags: give at least one magnitude")
+        for k in ("n_stars", "n_bin_stars", "fd_check_stars"):
+            if getattr(obj, k) <= 0:
+                raise ParameterError(f"{p}{k}: must be positive, got {getattr(obj, k)}")
+        for k in ("grid_teff", "grid_log_g", "grid_m_h"):
+            v = getattr(obj, k)
+            if len(v) != 2 or v[0] > v[1]:
+                raise ParameterError(f"{p}{k}: expected [low, high] with low <= high, got {v}")
+        for k in ("grid_teff_step", "grid_log_g_step", "grid_m_h_step", "reference_var_logg", "cond_max", "fd_check_tol",
+                  "calibration_tol"):
+            if getattr(obj, k) <= 0:
+                raise ParameterError(f"{p}{k}: must be positive, got {getattr(obj, k)}")
+        if not (len(obj.reference_mags) == len(obj.reference_r2_3d) == len(obj.reference_r2_5d)):
+            raise ParameterError(f"{p}reference_mags, reference_r2_3d and reference_r2_5d must have equal lengths")
+    elif isinstance(obj, GateSpec):
+        if not 0.0 <= obj.tau <= 1.0:
+            raise ParameterError(f"{p}tau: a probability threshold in [0, 1], got {obj.tau}")
+        for k in ("mlp_hidden", "mlp_epochs", "regression_epochs", "fit_n", "learning_rate", "logistic_c"):
+            if getattr(obj, k) <= 0:
+                raise ParameterError(f"{p}{k}: must be positive, got {getattr(obj, k)}")
+        if obj.weight_decay < 0 or obj.n_flux_components < 0:
+            raise ParameterError(f"{p}weight_decay and {p}n_flux_components must be >= 0")
     elif isinstance(obj, Params):
         if not obj.seeds:
             raise ParameterError("seeds: give at least one seed")

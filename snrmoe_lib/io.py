@@ -228,6 +228,11 @@ class PfsDataset:
         kind = f"{len(self.files)} shards" if len(self.files) > 1 else "1 file"
         return f"PfsDataset({str(self.path)!r}, n={self.n}, n_pix={self.n_pix}, {kind}, mask={self.has_mask})"
 
+    @property
+    def attrs(self) -> dict:
+        """Root attributes of the (first) file: provenance such as the mock spec that made it."""
+        return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in self.files[0].handle().attrs.items()}
+
     def close(self) -> None:
         for f in self.files:
             f.close()
@@ -347,7 +352,7 @@ class DatasetWriter:
     """
 
     def __init__(self, path: str | Path, n: int, wave: np.ndarray, with_mask: bool = True,
-                 overwrite: bool = False, dtype=np.float32):
+                 overwrite: bool = False, dtype=np.float32, attrs: dict | None = None):
         self.path = Path(path)
         if self.path.exists() and not overwrite:
             raise FileExistsError(f"{self.path} exists; refusing to overwrite it (pass overwrite=True)")
@@ -364,6 +369,8 @@ class DatasetWriter:
         self._mask = (self._h5.create_dataset(MASK_KEY, (self.n, p), dtype=np.int32, chunks=chunks)
                       if with_mask else None)
         self._h5.create_dataset(WAVE_KEY, data=self.wave)
+        for k, v in (attrs or {}).items():  # provenance, e.g. the mock spec that made the file
+            self._h5.attrs[k] = v
         self._params: list[pd.DataFrame] = []
         self._pos = 0
         self._closed = False
@@ -429,7 +436,7 @@ class ShardedWriter:
     """
 
     def __init__(self, path: str | Path, n: int, wave: np.ndarray, shard_size: int,
-                 with_mask: bool = True, overwrite: bool = False, dtype=np.float32):
+                 with_mask: bool = True, overwrite: bool = False, dtype=np.float32, attrs: dict | None = None):
         self.path = Path(path)
         if self.path.exists() and not overwrite:
             raise FileExistsError(f"{self.path} exists; refusing to overwrite it (pass overwrite=True)")
@@ -441,7 +448,7 @@ class ShardedWriter:
         self.n, self.shard_size = int(n), int(shard_size)
         self.sizes = [min(shard_size, n - s) for s in range(0, n, shard_size)]
         self.names = [f"shard{i:04d}" for i in range(len(self.sizes))]
-        self.wave, self.with_mask, self.dtype = wave, with_mask, dtype
+        self.wave, self.with_mask, self.dtype, self.attrs = wave, with_mask, dtype, attrs
         self._i = -1
         self._left = 0
         self._writer: DatasetWriter | None = None
@@ -453,7 +460,7 @@ class ShardedWriter:
         self._i += 1
         self._left = self.sizes[self._i]
         self._writer = DatasetWriter(self.tmp / self.names[self._i] / SHARD_FILE, self._left, self.wave,
-                                     self.with_mask, dtype=self.dtype)
+                                     self.with_mask, dtype=self.dtype, attrs=self.attrs)
 
     def write(self, flux, error, params: pd.DataFrame, mask=None) -> None:
         s = 0

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["r2", "mae", "rmse", "bootstrap_interval", "paired_bootstrap", "per_bin_table", "delta_r2", "rho",
-           "seed_summary"]
+           "seed_summary", "bootstrap_indices", "r2_resampled", "seed_r2", "seed_delta_r2", "per_bin_seed_table"]
 
 
 def _check(y_true, y_pred):
@@ -114,3 +114,108 @@ def seed_summary(values: Sequence[float]) -> dict:
     v = np.asarray(values, dtype=float)
     return {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
             "min": float(np.min(v)), "max": float(np.max(v)), "values": [float(x) for x in v]}
+
+
+# ------------------------------------------------------------------ several noise seeds, one test set
+#
+# With a fixed split the test spectra are the same stars under every noise seed; only the noise
+# differs. A seed-averaged score therefore gets its interval by resampling *stars* (the same
+# resampled indices for every seed and for both models of a difference), which keeps the pairing.
+
+
+def bootstrap_indices(n: int, n_boot: int, seed: int = 0) -> np.ndarray:
+    """(n_boot, n) row indices drawn with replacement, from a seeded generator."""
+    if n <= 0 or n_boot <= 0:
+        raise ValueError(f"need n > 0 and n_boot > 0, got n={n}, n_boot={n_boot}")
+    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+
+
+def r2_resampled(y_true, y_pred, idx: np.ndarray) -> np.ndarray:
+    """R² on each resample ``idx[b]`` (vectorised; NaN where the resampled labels are constant)."""
+    y_true, y_pred = _check(y_true, y_pred)
+    yt, yp = y_true[idx], y_pred[idx]
+    ss_tot = ((yt - yt.mean(axis=1, keepdims=True)) ** 2).sum(axis=1)
+    ss_res = ((yt - yp) ** 2).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(ss_tot > 0, 1.0 - ss_res / ss_tot, np.nan)
+
+
+def _as_seeds(preds, n: int, name: str) -> np.ndarray:
+    P = np.atleast_2d(np.asarray(preds, dtype=np.float64))
+    if P.shape[1] != n:
+        raise ValueError(f"{name} must be (n_seeds, {n}), got {P.shape}")
+    return P
+
+
+def _interval(vals: np.ndarray, level: float) -> tuple[float, float]:
+    vals = vals[np.isfinite(vals)]
+    if vals.size == 0:
+        return (float("nan"), float("nan"))
+    a = (1 - level) / 2
+    return (float(np.quantile(vals, a)), float(np.quantile(vals, 1 - a)))
+
+
+def seed_r2(y_true, preds, n_boot: int = 200, level: float = 0.95, seed: int = 0) -> dict:
+    """Seed-mean R² of ``preds`` (n_seeds, n) with a star-bootstrap interval and the per-seed values."""
+    y_true = np.asarray(y_true, dtype=np.float64)
+    P = _as_seeds(preds, len(y_true), "preds")
+    per_seed = np.array([r2(y_true, p) for p in P])
+    out = {"value": float(np.mean(per_seed)), "per_seed": per_seed.tolist(), "interval": None}
+    if n_boot:
+        idx = bootstrap_indices(len(y_true), n_boot, seed)
+        boot = np.mean([r2_resampled(y_true, p, idx) for p in P], axis=0)
+        out["interval"] = list(_interval(boot, level))
+    return out
+
+
+def seed_delta_r2(y_true, preds_model, preds_baseline, n_boot: int = 200, level: float = 0.95,
+                  seed: int = 0) -> dict:
+    """Seed-mean ΔR² = R²(model) − R²(baseline), paired star-bootstrap interval, per-seed values."""
+    y_true = np.asarray(y_true, dtype=np.float64)
+    A = _as_seeds(preds_model, len(y_true), "preds_model")
+    B = _as_seeds(preds_baseline, len(y_true), "preds_baseline")
+    if A.shape != B.shape:
+        raise ValueError(f"model {A.shape} and baseline {B.shape} predictions differ in shape")
+    per_seed = np.array([delta_r2(y_true, a, b) for a, b in zip(A, B)])
+    out = {"value": float(np.mean(per_seed)), "per_seed": per_seed.tolist(), "interval": None}
+    if n_boot:
+        idx = bootstrap_indices(len(y_true), n_boot, seed)
+        boot = np.mean([r2_resampled(y_true, a, idx) - r2_resampled(y_true, b, idx) for a, b in zip(A, B)], axis=0)
+        out["interval"] = list(_interval(boot, level))
+    return out
+
+
+def per_bin_seed_table(y_true, predictions: dict, bins, labels: Sequence[str], baseline: str | None = None,
+                       n_boot: int = 200, level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """Per-bin seed-mean R² (with interval and seed spread) of each model, and ΔR² against ``baseline``.
+
+    ``predictions`` maps a model name to (n_seeds, n) predictions. Every bin keeps its row and
+    count; bins with fewer than 2 spectra get NaN scores.
+    """
+    y_true = np.asarray(y_true, dtype=np.float64)
+    bins = np.asarray(bins)
+    if bins.shape != y_true.shape:
+        raise ValueError(f"bins {bins.shape} and y_true {y_true.shape} differ in shape")
+    rows = []
+    for name, P in predictions.items():
+        P = _as_seeds(P, len(y_true), name)
+        for k, lab in enumerate(labels):
+            sel = bins == k
+            n = int(sel.sum())
+            rec = {"model": name, "bin": lab, "n": n, "r2": np.nan, "r2_lo": np.nan, "r2_hi": np.nan,
+                   "r2_seed_std": np.nan, "rmse": np.nan, "delta_r2": np.nan, "delta_lo": np.nan,
+                   "delta_hi": np.nan}
+            if n >= 2:
+                s = seed_r2(y_true[sel], P[:, sel], n_boot=n_boot, level=level, seed=seed)
+                rec.update(r2=s["value"], r2_seed_std=float(np.std(s["per_seed"], ddof=1)) if len(P) > 1 else 0.0,
+                           rmse=float(np.mean([rmse(y_true[sel], p) for p in P[:, sel]])))
+                if s["interval"]:
+                    rec["r2_lo"], rec["r2_hi"] = s["interval"]
+                if baseline is not None and name != baseline:
+                    Bp = _as_seeds(predictions[baseline], len(y_true), baseline)
+                    d = seed_delta_r2(y_true[sel], P[:, sel], Bp[:, sel], n_boot=n_boot, level=level, seed=seed)
+                    rec["delta_r2"] = d["value"]
+                    if d["interval"]:
+                        rec["delta_lo"], rec["delta_hi"] = d["interval"]
+            rows.append(rec)
+    return pd.DataFrame(rows)

@@ -87,3 +87,28 @@ def test_cli_simulate(tmp_path, capsys):
     assert open_dataset(tmp_path / "out.h5").n == 6
     assert main(["simulate", "--params", str(cfg)]) == 0  # keeps the existing dataset
     assert "keeping it" in capsys.readouterr().out
+
+
+def test_stale_mock_dataset_is_an_error_not_silently_reused(tmp_path, capsys):
+    from snrmoe_lib.config import params_from_dict
+    from snrmoe_lib.mock import StaleDatasetError, ensure_dataset, ensure_mock, stored_mock_spec
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("name: c\ndata:\n  path: out.h5\n  mock:\n    n: 6\n    model: simple\n")
+    assert main(["simulate", "--params", str(cfg)]) == 0
+    assert stored_mock_spec(tmp_path / "out.h5")["n"] == 6
+    before = (tmp_path / "out.h5").read_bytes()
+    cfg.write_text("name: c\ndata:\n  path: out.h5\n  mock:\n    n: 6\n    seed: 3\n    model: simple\n")
+    assert main(["simulate", "--params", str(cfg)]) == 2
+    assert "seed" in capsys.readouterr().err
+    p = params_from_dict({"data": {"path": str(tmp_path / "out.h5"), "mock": {"n": 6, "seed": 3, "model": "simple"}}})
+    with pytest.raises(StaleDatasetError, match="--overwrite"):
+        ensure_dataset(p, progress=False)
+    assert (tmp_path / "out.h5").read_bytes() == before  # nothing replaced
+    # a cache the library owns may be regenerated on request
+    ds = ensure_mock(p.data.mock, tmp_path / "out.h5", on_stale="regenerate", progress=False)
+    assert stored_mock_spec(tmp_path / "out.h5")["seed"] == 3 and ds.n == 6
+    # chunk size does not make a dataset stale
+    spec = p.data.mock
+    spec.chunk_size = 2
+    ensure_mock(spec, tmp_path / "out.h5", progress=False)

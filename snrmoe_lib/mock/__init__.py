@@ -5,7 +5,8 @@ mock and real data alike. Forward models sit behind :class:`~snrmoe_lib.mock.bas
 and are looked up by name with :func:`get_model`.
 """
 from .base import PARAM_NAMES, ForwardModel, Observation, get_model, register_model
-from .generate import draw_conditions, draw_stellar, grid_table, simulate, ensure_dataset
+from .generate import (StaleDatasetError, draw_conditions, draw_stellar, ensure_dataset, ensure_mock, grid_table,
+                       simulate, stored_mock_spec)
 
 __all__ = [
     "PARAM_NAMES",
@@ -18,4 +19,7 @@ __all__ = [
     "grid_table",
     "simulate",
     "ensure_dataset",
+    "ensure_mock",
+    "stored_mock_spec",
+    "StaleDatasetError",
 ]

@@ -1,0 +1,107 @@
+"""Calibration statistics of the mock against the real products, on small samples.
+
+The tolerances here are looser than the calibration table's (small samples are noisy); the full
+table is computed by the data notebook under each configuration.
+"""
+import numpy as np
+import pandas as pd
+import pytest
+
+from snrmoe_lib.config import MockSpec
+from snrmoe_lib.mock import calibration as C
+from snrmoe_lib.mock import get_model
+from snrmoe_lib.mock.generate import random_table
+
+
+@pytest.fixture(scope="module")
+def model():
+    return get_model("calibrated")
+
+
+@pytest.fixture(scope="module")
+def random_sample(model):
+    tab = random_table(MockSpec(n=400, seed=11))
+    return model.observe(tab, np.arange(len(tab)), seed=11)
+
+
+def test_grid_sample_is_on_the_real_lattice():
+    g = C.calibration_grid(30, seed=1)
+    assert len(g) == 30 and not g.duplicated(list(C.PARAM_NAMES)).any()
+    assert set(g["log_g"]) <= set(C.REAL_GRID["log_g"]) and g["T_eff"].between(3500, 7000).all()
+    assert (g["seeing"] == 1.0).all() and (g["zenith"] == 22.5).all() and (g["field_angle"] == 0.325).all()
+    assert C.VAR_LOGG_GRID == pytest.approx(1.667, abs=1e-3)
+    pd.testing.assert_frame_equal(g, C.calibration_grid(30, seed=1))
+    with pytest.raises(ValueError, match="positive"):
+        C.calibration_grid(0)
+
+
+def test_snr_by_magnitude_small_sample(model):
+    tab = C.snr_by_magnitude(model, C.calibration_grid(12, seed=2))
+    real = {18.0: 87.4, 20.0: 24.0, 21.5: 7.1, 22.0: 4.6, 22.5: 3.0, 23.0: 1.9}
+    for m, v in zip(tab["mag"], tab["snr_pixel"]):
+        assert abs(v / real[m] - 1) < 0.35, (m, v)
+    assert np.all(np.diff(tab["snr_pixel"]) < 0)
+
+
+def test_random_set_snr_small_sample(random_sample):
+    st = C.random_set_stats(random_sample.flux, random_sample.error, random_sample.columns["snr"])
+    assert abs(st["l2_median"] / 2.9 - 1) < 0.35, st
+    assert abs(st["snr_col_median"] / 8.0 - 1) < 0.35, st
+    assert st["l2_median"] < st["snr_col_median"]  # the L2 SNR is dominated by the sky-line pixels
+    # halving the noise level doubles both SNRs
+    half = C.random_set_stats(random_sample.flux, random_sample.error, None, noise_level=0.5)
+    assert half["l2_median"] == pytest.approx(2 * st["l2_median"], rel=1e-6)
+
+
+def test_error_vectors_alike_small_sample(random_sample):
+    sim = C.error_similarity(random_sample.error)
+    assert abs(sim["alike"] - 0.96) < 0.03, sim["alike"]
+    assert sim["template"].shape == (4096,) and np.isfinite(sim["residual_rms"]).all()
+    # the differences concentrate in few pixels: the worst 40 of 4096 hold far more than 1 % of them
+    assert sim["top_share"] > 0.2
+
+
+def test_error_similarity_definition():
+    rng = np.random.default_rng(0)
+    base = 1.0 + rng.random(200)
+    same = np.outer([1.0, 2.0, 5.0], base)
+    assert C.error_similarity(same)["alike"] == pytest.approx(1.0)
+    noisy = same * (1 + 0.5 * rng.standard_normal(same.shape)) ** 2
+    assert C.error_similarity(noisy)["alike"] < 0.9
+    with pytest.raises(ValueError, match="2 stars"):
+        C.error_similarity(base[None, :])
+
+
+def test_information_small_sample(model):
+    info = C.information(model, C.calibration_grid(16, seed=3), mags=(21.5, 22.5))
+    at = info.groupby("mag").median(numeric_only=True)
+    assert 0.43 / 2 < at.loc[21.5, "sigma_3d"] < 0.43 * 2, at.loc[21.5, "sigma_3d"]
+    # σ_CRLB scales as 1/SNR: the ratio between magnitudes follows the SNR ratio
+    ratio = at.loc[22.5, "sigma_3d"] / at.loc[21.5, "sigma_3d"]
+    assert ratio == pytest.approx(at.loc[21.5, "snr"] / at.loc[22.5, "snr"], rel=0.15)
+    assert (info["schur_5d"] <= info["schur_3d"] + 1e-9).all()   # more nuisances, less information
+    assert info["schur_3d"].between(0, 1).all()
+
+
+def test_table_rows_and_verdicts(model, random_sample):
+    table, stats = C.calibration_table(model, random_sample.flux, random_sample.error, random_sample.columns["snr"],
+                                       n_grid=12, seed=4)
+    assert list(table.columns) == ["tier", "quantity", "mock", "real", "tolerance", "deviation", "op", "limit",
+                                   "verdict", "source"]
+    assert len(table) == len(C.REAL) and set(table["tier"]) == {1, 2}
+    assert set(table["verdict"]) <= {"PASS", "FAIL", "UNDEFINED"}
+    # verdicts follow from the numbers, never typed: recompute them
+    for ref, row in zip(C.REAL, table.itertuples()):
+        assert row.quantity == ref.quantity and row.real == ref.real
+        if ref.relative:
+            assert row.deviation == pytest.approx(abs(row.mock / ref.real - 1))
+            assert row.verdict == ("PASS" if row.deviation <= ref.tolerance else "FAIL")
+    assert {"snr_by_mag", "random", "similarity", "information"} <= set(stats)
+
+
+def test_tier1_passed_logic():
+    t = pd.DataFrame({"tier": [1, 1, 2], "verdict": ["PASS", "PASS", "FAIL"]})
+    assert C.tier1_passed(t)
+    t.loc[1, "verdict"] = "FAIL"
+    assert not C.tier1_passed(t)
+    assert not C.tier1_passed(t[t["tier"] == 2])
