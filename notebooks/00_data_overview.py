@@ -28,19 +28,14 @@ params_path = "../params/smoke.yaml"
 output_dir = "../reports/interactive"
 
 # %%
-from pathlib import Path
-
 import numpy as np
 
-from snrmoe_lib import ensure_dataset, load_params, metric, verdict, write_results
+from snrmoe_lib import metric, verdict
 from snrmoe_lib import overview
-from snrmoe_lib.io import dataset_record
-from snrmoe_lib.plots import save_figure
+from snrmoe_lib.session import start_run
 
-p = load_params(params_path)
-Path(output_dir).mkdir(parents=True, exist_ok=True)
-ds = ensure_dataset(p)
-figures = []
+run = start_run("00_data_overview", params_path, output_dir)
+p, ds = run.params, run.dataset
 ds
 
 # %% [markdown]
@@ -49,7 +44,7 @@ ds
 
 # %%
 fig = overview.plot_parameter_distributions(ds.params)
-figures.append(save_figure(fig, output_dir, "00_parameters"))
+run.save(fig, "00_parameters")
 
 # %% [markdown]
 # ## SNR per spectrum
@@ -60,7 +55,7 @@ figures.append(save_figure(fig, output_dir, "00_parameters"))
 # %%
 table = overview.snr_table(ds, np.arange(ds.n), p.noise.noise_level, chunk_size=p.data.chunk_size)
 fig = overview.plot_snr_distributions(table, p.snr_bins.edges, p.snr_bins.definition)
-figures.append(save_figure(fig, output_dir, "00_snr_distributions"))
+run.save(fig, "00_snr_distributions")
 fractions = overview.bin_fractions(table[f"snr_{p.snr_bins.definition}"], p.snr_bins.edges, p.snr_bins.labels)
 fractions
 
@@ -70,11 +65,11 @@ fractions
 # %%
 examples = table.sort_values("log_g")["row"].to_numpy()[np.linspace(0, ds.n - 1, 3).astype(int)]
 fig = overview.plot_example_spectra(ds, examples, p.noise.noise_level, seed=p.seeds[0])
-figures.append(save_figure(fig, output_dir, "00_example_spectra"))
+run.save(fig, "00_example_spectra")
 
 # %%
 fig = overview.plot_error_vectors(ds, table, p.noise.noise_level)
-figures.append(save_figure(fig, output_dir, "00_error_vectors"))
+run.save(fig, "00_error_vectors")
 
 # %% [markdown]
 # ## Mock calibration
@@ -96,7 +91,7 @@ from snrmoe_lib.mock import get_model
 mock_model = get_model(p.data.mock.model) if p.data.mock is not None else None
 if mock_model is not None:
     fig = mock_figures.plot_logg_sequence(mock_model)
-    figures.append(save_figure(fig, output_dir, "00_mock_logg_sequence"))
+    run.save(fig, "00_mock_logg_sequence")
 
 # %% [markdown]
 # The calibration table: per-pixel SNR of the real grid's fixed conditions, L2 and `snr`-column SNR
@@ -122,7 +117,7 @@ if mock_model is not None:
 # %%
 if mock_model is not None:
     fig = mock_figures.plot_snr_calibration(calib_stats["snr_by_mag"])
-    figures.append(save_figure(fig, output_dir, "00_mock_snr_calibration"))
+    run.save(fig, "00_mock_snr_calibration")
 
 # %% [markdown]
 # Where the scale-free error vectors differ most, by wavelength: after removing each star's scale and
@@ -132,7 +127,7 @@ if mock_model is not None:
 # %%
 if mock_model is not None:
     fig = mock_figures.plot_error_differences(ds.wave, calib_stats["similarity"])
-    figures.append(save_figure(fig, output_dir, "00_mock_error_differences"))
+    run.save(fig, "00_mock_error_differences")
     assert np.isfinite(calib["mock"]).all() and len(calib) == len(mock_calibration.REAL)
 
 # %% [markdown]
@@ -147,8 +142,7 @@ if "snr" in table:
     medians["snr_column_median"] = metric(np.median(table["snr"]))
 assert np.all(np.isfinite(table[["snr_l2", "snr_pixel"]].to_numpy())) and (table["snr_l2"] > 0).all()
 assert fractions["n"].sum() == ds.n
-out = write_results(output_dir, "00_data_overview", p, dataset=dataset_record(ds), metrics={**medians, **calib_metrics},
-                    verdicts=calib_verdicts,
-                    figures=figures, extra={"bin_fractions": fractions.to_dict(orient="records"), **calib_extra})
+out = run.finish(metrics={**medians, **calib_metrics},
+                    verdicts=calib_verdicts, extra={"bin_fractions": fractions.to_dict(orient="records"), **calib_extra})
 print({k: round(v["value"], 3) for k, v in medians.items()})
 print("results:", out.name)

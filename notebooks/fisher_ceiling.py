@@ -32,23 +32,18 @@ params_path = "../params/smoke.yaml"
 output_dir = "../reports/interactive"
 
 # %%
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
-from snrmoe_lib import ensure_dataset, load_params, metric, verdict, write_results
+from snrmoe_lib import metric, verdict
 from snrmoe_lib import fisher, plots_fisher
-from snrmoe_lib.io import dataset_record
 from snrmoe_lib.mock import get_model
 from snrmoe_lib.noise import bin_labels
-from snrmoe_lib.plots import save_figure
+from snrmoe_lib.session import start_run
 
-p = load_params(params_path)
-Path(output_dir).mkdir(parents=True, exist_ok=True)
-ds = ensure_dataset(p)
+run = start_run("fisher_ceiling", params_path, output_dir)
+p, ds = run.params, run.dataset
 f = p.fisher
-figures = []
 pd.set_option("display.precision", 3)
 ds
 
@@ -92,7 +87,7 @@ table.set_index("mag").T
 
 # %%
 fig = plots_fisher.plot_cliff(frame, table)
-figures.append(save_figure(fig, output_dir, "fisher_cliff"))
+run.save(fig, "fisher_cliff")
 
 # %% [markdown]
 # ## Where the information is: R²_max over (T_eff, log g)
@@ -102,7 +97,7 @@ figures.append(save_figure(fig, output_dir, "fisher_cliff"))
 map_mags = [m for m in (21.5, 22.5) if m in files] or list(files)[:2]
 maps = {m: fisher.grid_star_frame(files[m], p, var_logg, model=model, n_stars=None)[0] for m in map_mags}
 fig = plots_fisher.plot_ceiling_map(maps)
-figures.append(save_figure(fig, output_dir, "fisher_map_teff_logg"))
+run.save(fig, "fisher_map_teff_logg")
 
 # %% [markdown]
 # ## Finite differences against autograd
@@ -116,7 +111,7 @@ check_mag = 21.5 if 21.5 in files else list(files)[0]
 check = fisher.fd_autograd_check(files[check_mag], p, model, var_logg) if model is not None else None
 if check is not None:
     fig = plots_fisher.plot_fd_vs_autograd(check)
-    figures.append(save_figure(fig, output_dir, "fisher_fd_vs_autograd"))
+    run.save(fig, "fisher_fd_vs_autograd")
 check
 
 # %% [markdown]
@@ -155,7 +150,7 @@ bins = fisher.ceiling_per_bin(bin_frame, f"snr_{p.snr_bins.definition}", p.snr_b
 models = fisher.model_bin_r2(output_dir, config=p.name, noise_level=p.noise.noise_level)
 eff = fisher.efficiency_table(models, bins, "5d")
 fig = plots_fisher.plot_efficiency(bins, eff, "5d")
-figures.append(save_figure(fig, output_dir, "fisher_efficiency"))
+run.save(fig, "fisher_efficiency")
 print("bin ceilings from:", bin_source)
 bins
 
@@ -204,8 +199,7 @@ for _, row in t.iterrows():
         metrics[f"median_r2_max_{tag}_mag{row['mag']:g}"] = metric(row[f"median_r2_{tag}"])
         metrics[f"pop_r2_max_{tag}_mag{row['mag']:g}"] = metric(row[f"pop_r2_{tag}"])
         metrics[f"bayes_r2_{tag}_mag{row['mag']:g}"] = metric(row[f"bayes_r2_{tag}"])
-out = write_results(output_dir, "fisher_ceiling", p, dataset=dataset_record(ds), metrics=metrics, verdicts=verdicts,
-                    figures=figures,
+out = run.finish(metrics=metrics, verdicts=verdicts,
                     extra={"ceiling_table": table.to_dict(orient="records"), "bin_ceilings": bins.to_dict(orient="records"),
                            "bin_source": bin_source, "efficiency": eff.to_dict(orient="records"),
                            "calibration": calib.to_dict(orient="records"), "var_logg": var_logg,

@@ -29,22 +29,17 @@ params_path = "../params/smoke.yaml"
 output_dir = "../reports/interactive"
 
 # %%
-from pathlib import Path
-
 import pandas as pd
 
-from snrmoe_lib import ensure_dataset, load_params, split_rows, verdict, write_results
+from snrmoe_lib import verdict
 from snrmoe_lib import experts, plots_experts
-from snrmoe_lib.io import dataset_record
-from snrmoe_lib.plots import save_figure
+from snrmoe_lib.session import start_run
 
-p = load_params(params_path)
-Path(output_dir).mkdir(parents=True, exist_ok=True)
-ds = ensure_dataset(p)
-split = split_rows(ds.n, p.split.n_train, p.split.n_val, p.split.n_test, p.split.seed)
+run = start_run("q1_snr_headroom", params_path, output_dir)
+p, ds = run.params, run.dataset
+split = run.split
 noise_levels = [p.noise.noise_level, *p.noise.extra_noise_levels]
 n_boot = p.runner.n_bootstrap
-figures = []
 ds
 
 # %% [markdown]
@@ -96,7 +91,7 @@ tables[noise_levels[0]].round(4)
 # %%
 for nl, t in tables.items():
     fig = plots_experts.per_bin_bars(t, f"log g R² per true-SNR bin, noise_level {nl:g} ({len(p.seeds)} seeds)")
-    figures.append(save_figure(fig, output_dir, f"q1_per_bin_nl{nl:g}"))
+    run.save(fig, f"q1_per_bin_nl{nl:g}")
 
 # %% [markdown]
 # ## Predicted vs true log g, coloured by the true SNR (first seed, primary noise level)
@@ -105,19 +100,19 @@ for nl, t in tables.items():
 h0 = head[noise_levels[0]]
 preds0 = {k: v[0] for k, v in h0.predictions().items()}
 fig = plots_experts.pred_vs_true(h0.y, preds0, h0.info["snr"].to_numpy(), f"true SNR ({p.snr_bins.definition})")
-figures.append(save_figure(fig, output_dir, "q1_pred_vs_true"))
+run.save(fig, "q1_pred_vs_true")
 
 # %% [markdown]
 # ## Where the headroom is: ΔR² by SNR bin and noise level
 
 # %%
 fig = plots_experts.delta_heatmap(list(tables.values()))
-figures.append(save_figure(fig, output_dir, "q1_delta_r2_heatmap"))
+run.save(fig, "q1_delta_r2_heatmap")
 
 # %%
 deltas = summary[summary["model"] != "global"].rename(columns={"delta_lo": "lo", "delta_hi": "hi"})
 fig = plots_experts.headroom_vs_noise(deltas, p.thresholds.gate2_delta_r2_min)
-figures.append(save_figure(fig, output_dir, "q1_headroom_vs_noise"))
+run.save(fig, "q1_headroom_vs_noise")
 
 # %% [markdown]
 # Chosen α per model (median over seeds; `at_edge` counts seeds whose α sits at an end of the grid):
@@ -154,9 +149,7 @@ for nl, h in head.items():
         assert (r.oracle_prediction("snr") == r.expert_predictions("snr")[range(len(e)), e]).all()
 assert summary[["r2", "mae", "rmse"]].notna().all().all()
 
-out = write_results(
-    output_dir, "q1_snr_headroom", p, dataset=dataset_record(ds, split),
-    metrics=experts.headroom_metrics(scores, noise_levels[0]), verdicts=verdicts, figures=figures,
+out = run.finish(metrics=experts.headroom_metrics(scores, noise_levels[0]), verdicts=verdicts,
     extra={"summary": summary.to_dict(orient="records"),
            "per_bin": pd.concat(tables.values()).to_dict(orient="records"),
            "alphas": alphas.to_dict(orient="records"),

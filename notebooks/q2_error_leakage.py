@@ -30,21 +30,15 @@ params_path = "../params/smoke.yaml"
 output_dir = "../reports/interactive"
 
 # %%
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 
 from snrmoe_lib import leakage, plots_leakage, results
-from snrmoe_lib.config import load_params
 from snrmoe_lib.io import dataset_fingerprint
-from snrmoe_lib.mock import ensure_dataset
-from snrmoe_lib.plots import save_figure
+from snrmoe_lib.session import start_run
 
-p = load_params(params_path)
-Path(output_dir).mkdir(parents=True, exist_ok=True)
-ds = ensure_dataset(p)
+run = start_run("q2_error_leakage", params_path, output_dir)
+p, ds = run.params, run.dataset
 th = p.thresholds
-figures = []
 ds
 
 # %% [markdown]
@@ -98,7 +92,7 @@ leakage.format_table(audit_est.table) if audit_est is not None else print("no es
 audits = {"clean": audit} | ({"estimated": audit_est} if audit_est is not None else {})
 fig = plots_leakage.plot_tradeoff({k: a.table for k, a in audits.items()}, th.gate1_logg_r2_max,
                                   th.gate1_snr_r2_min, chosen)
-figures.append(save_figure(fig, output_dir, "q2_error_leakage_tradeoff"))
+run.save(fig, "q2_error_leakage_tradeoff")
 plt.show()
 
 # %% [markdown]
@@ -111,7 +105,7 @@ plt.show()
 decs = {k: leakage.decompose_errors(s) for k, s in {"clean": sample, "estimated": sample_est}.items() if s is not None}
 peaks = leakage.importance_table(sample.wave, audit.importance)
 fig = plots_leakage.plot_importance(sample.wave, audit.importance, peaks, decs["clean"].e0)
-figures.append(save_figure(fig, output_dir, "q2_error_leakage_importance"))
+run.save(fig, "q2_error_leakage_importance")
 plt.show()
 peaks.round(3)
 
@@ -124,7 +118,7 @@ for k, d in decs.items():
           f"of the variation between spectra; median cos(σ, e0) = {d.cosine_median:.4f}; "
           f"the top {d.n_top} pixels hold {100 * d.top_fraction:.1f} % of Σδ²")
 fig = plots_leakage.plot_decomposition(sample.wave, decs["clean"], "clean")
-figures.append(save_figure(fig, output_dir, "q2_error_leakage_decomposition"))
+run.save(fig, "q2_error_leakage_decomposition")
 plt.show()
 decs["clean"].peaks.round(4)
 
@@ -138,7 +132,7 @@ decs["clean"].peaks.round(4)
 
 # %%
 fig = plots_leakage.plot_controls({k: a.controls for k, a in audits.items()}, th.gate1_logg_r2_max)
-figures.append(save_figure(fig, output_dir, "q2_error_leakage_controls"))
+run.save(fig, "q2_error_leakage_controls")
 plt.show()
 audit.controls.drop(columns=["r2_snr"]).round(3)
 
@@ -166,6 +160,6 @@ metrics, extra = leakage.results_payload(audits, chosen, reason, decs, peaks)
 extra["estimated_dataset"] = str(leakage.estimated_path(p)) if audit_est is not None else None
 dataset = {"path": str(ds.path), "fingerprint": dataset_fingerprint(ds), "n_train": audit.sizes["train"],
            "n_val": audit.sizes["val"], "n_test": audit.sizes["test"], "split": p.split.__dict__}
-out = results.write_results(output_dir, "q2_error_leakage", p, dataset=dataset, metrics=metrics,
-                            verdicts=verdicts, figures=figures, extra=extra)
+out = run.finish(dataset=dataset, metrics=metrics,
+                            verdicts=verdicts, extra=extra)
 print(f"results: {out}")

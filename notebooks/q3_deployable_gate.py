@@ -33,24 +33,20 @@ output_dir = "../reports/interactive"
 
 # %%
 import time
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 
-from snrmoe_lib import ensure_dataset, load_params, metric, split_rows, verdict, write_results
+from snrmoe_lib import metric, verdict
 from snrmoe_lib import moe, plots_moe
 from snrmoe_lib.leakage import verdict_frame
-from snrmoe_lib.io import dataset_record
-from snrmoe_lib.plots import save_figure
+from snrmoe_lib.session import start_run
 
-p = load_params(params_path)
-Path(output_dir).mkdir(parents=True, exist_ok=True)
-ds = ensure_dataset(p)
-split = split_rows(ds.n, p.split.n_train, p.split.n_val, p.split.n_test, p.split.seed)
+run = start_run("q3_deployable_gate", params_path, output_dir)
+p, ds = run.params, run.dataset
+split = run.split
 th, g, n_boot = p.thresholds, p.gate, p.runner.n_bootstrap
 names = moe.model_names(g.kind)
-figures = []
 ds
 
 # %% [markdown]
@@ -117,7 +113,7 @@ moe.format_table(summary, g.kind)
 
 # %%
 fig = plots_moe.plot_r2_table(summary.table, names)
-figures.append(save_figure(fig, output_dir, "q3_r2_table"))
+run.save(fig, "q3_r2_table")
 plt.show()
 
 # %% [markdown]
@@ -134,13 +130,13 @@ for k, (v, iv) in acc.items():
     print(f"{k} gate accuracy: {v:.3f} [{iv[0]:.3f}, {iv[1]:.3f}]")
 print(f"fallback rate of the deployed mixture (τ = {g.tau}): {100 * fb:.1f} %")
 fig = plots_moe.plot_confusion(cm, f"{g.kind} gate: confusion matrix (test spectra, {len(runs)} seeds)")
-figures.append(save_figure(fig, output_dir, "q3_confusion"))
+run.save(fig, "q3_confusion")
 plt.show()
 
 # %%
 conf = {k: np.concatenate([r.proba[k].max(axis=1) for r in runs]) for k in ("logistic", "mlp")}
 fig = plots_moe.plot_gate_confidence(conf, g.tau)
-figures.append(save_figure(fig, output_dir, "q3_gate_confidence"))
+run.save(fig, "q3_gate_confidence")
 plt.show()
 
 # %% [markdown]
@@ -150,7 +146,7 @@ plt.show()
 bin_models = ["global", "oracle", moe.DEPLOYED, "regression_gate", "whitening", "conditional"]
 pb = moe.per_bin(runs, bin_models, runs[0].info["bin_labels"], n_boot, p.seeds[0])
 fig = plots_moe.plot_per_bin(pb, bin_models, names)
-figures.append(save_figure(fig, output_dir, "q3_per_bin"))
+run.save(fig, "q3_per_bin")
 plt.show()
 pb.pivot(index="bin", columns="model", values="r2").reindex(runs[0].info["bin_labels"])[bin_models].round(3)
 
@@ -163,7 +159,7 @@ pb.pivot(index="bin", columns="model", values="r2").reindex(runs[0].info["bin_la
 # %%
 rho_models = [m for m in summary.table.index if m not in ("global", "oracle")]
 fig = plots_moe.plot_rho(summary.table, rho_models, th.gate3_rho_min, names, summary.oracle_gap_interval)
-figures.append(save_figure(fig, output_dir, "q3_rho"))
+run.save(fig, "q3_rho")
 plt.show()
 print(f"oracle gap R²(oracle) − R²(global) = {summary.oracle_gap:.4f} "
       f"[{summary.oracle_gap_interval[0]:.4f}, {summary.oracle_gap_interval[1]:.4f}]")
@@ -208,8 +204,8 @@ metrics |= {"rho_deployed": metric(t.loc[moe.DEPLOYED, "rho"], (t.loc[moe.DEPLOY
             "fallback_rate": metric(fb), "gate_accuracy": metric(*acc[g.kind]),
             "regression_minus_deployed_r2": metric(d_reg, d_reg_iv),
             "leak_check_r2": metric(leak["r2_linear"], leak["interval_linear"])}
-out = write_results(output_dir, "q3_deployable_gate", p, dataset=dataset_record(ds, split), metrics=metrics,
-                    verdicts=verdicts, figures=figures,
+out = run.finish(metrics=metrics,
+                    verdicts=verdicts,
                     extra={"representation": rep, "representation_source": rep_source, "table": t.reset_index().to_dict(orient="records"),
                            "per_bin": pb.to_dict(orient="records"), "confusion": cm.to_dict(orient="split"), "leak_check": leak,
                            "runs": [r.info for r in runs]})

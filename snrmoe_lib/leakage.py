@@ -25,7 +25,6 @@ e ≈ s·e0 + δ (how much of σ the scaled template explains, and where δ conc
 from __future__ import annotations
 
 import dataclasses
-import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +36,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
 from .config import Params
-from .io import PfsDataset, split_rows
+from .io import PfsDataset, open_dataset, split_rows
 from .metrics import bootstrap_interval, r2
 from .noise import snr as snr_values
 from .quality import QualityError, QualityInput, check_features, make_compressor, quality_input
@@ -717,24 +716,16 @@ def ensure_estimated_dataset(params: Params, progress: bool = False) -> PfsDatas
     """Open (generating when missing or stale) a small mock like the configured one but with
     ``error_mode='estimated'``, sized to the audit sample. ``None`` when the configuration has no mock.
     """
-    from .io import open_dataset
-    from .mock.generate import simulate
-    from .results import atomic_write_text
+    from .mock.generate import ensure_mock
 
     mock = params.data.mock
     if mock is None:
         return None
     n = sum(audit_sizes(params))
     spec = dataclasses.replace(mock, error_mode="estimated", n=n, shard_size=0)
-    path = estimated_path(params)
-    stamp = path.with_name(path.name + ".spec.json")
-    want = json.dumps(dataclasses.asdict(spec), sort_keys=True)
-    if path.exists() and stamp.is_file() and stamp.read_text() == want:
-        return open_dataset(path, on_bad_rows=params.data.on_bad_rows)
-    # missing, or made with other settings (the stamp records the spec it was made from): (re)generate
-    simulate(spec, path, overwrite=True, progress=progress)
-    atomic_write_text(stamp, want)
-    return open_dataset(path, on_bad_rows=params.data.on_bad_rows)
+    # a cache the library owns: made with other settings (the file records its spec), it is regenerated
+    ensure_mock(spec, estimated_path(params), on_stale="regenerate", progress=progress).close()
+    return open_dataset(estimated_path(params), on_bad_rows=params.data.on_bad_rows)
 
 
 def mock_provenance(ds: PfsDataset, params: Params, rows: Sequence[int] = (0,)) -> str | None:

@@ -1,0 +1,26 @@
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from snrmoe_lib.results import metric, read_results, verdict  # noqa: E402
+from snrmoe_lib.session import start_run  # noqa: E402
+
+
+def test_start_save_finish(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("name: c\ndata:\n  path: d.h5\n  mock:\n    n: 12\n    model: simple\n"
+                   "split:\n  n_train: 6\n  n_val: 2\n  n_test: 4\n")
+    run = start_run("nb", cfg, tmp_path / "out", progress=False)
+    assert run.dataset.n == 12 and (tmp_path / "out").is_dir()
+    fig, ax = plt.subplots()
+    ax.plot([0, 1])
+    assert run.save(fig, "line") == "line.png" and (tmp_path / "out" / "line.png").exists()
+    run.save(fig, "line")  # saving again does not list it twice
+    path = run.finish({"m": metric(1.0)}, [verdict("G", "Q", "m", 1.0, ">=", 0.5)])
+    rec = read_results(path)
+    assert rec["figures"] == ["line.png"] and rec["verdicts"][0]["verdict"] == "PASS"
+    assert "split" not in rec["dataset"]  # no split was used
+    assert len(run.split.train) == 6
+    rec = read_results(run.finish({}))
+    assert rec["dataset"]["split"]["n_test"] == 4 and rec["dataset"]["fingerprint"]
