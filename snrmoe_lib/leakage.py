@@ -41,6 +41,7 @@ from .metrics import bootstrap_interval, r2
 from .noise import snr as snr_values
 from .quality import QualityError, QualityInput, check_features, make_compressor, quality_input
 from .results import decide
+from .threads import one_blas_thread
 
 __all__ = [
     "AuditWarning",
@@ -148,9 +149,8 @@ def _eigh(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     it up to 40× slower (0.4 s on one thread against 19 s on two, for an 800 × 800 kernel).
     """
     from scipy.linalg import eigh
-    from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=1, user_api="blas"):
+    with one_blas_thread():
         return eigh(a, check_finite=False)
 
 

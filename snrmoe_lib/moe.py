@@ -38,6 +38,7 @@ from .gates import GateError, RegressionGate, check_labels, check_proba, make_ga
 from .metrics import r2, rho
 from .noise import add_noise, effective_sigma
 from .quality import QualityInput, make_compressor
+from .threads import one_blas_thread
 
 __all__ = [
     "mix",
@@ -247,12 +248,11 @@ class ConditionalFeatures(TransformerMixin, BaseEstimator):
         self.z_mean_ = F.mean(axis=0)
         if m:
             from scipy.linalg import eigh
-            from threadpoolctl import threadpool_limits
 
             # only the m leading eigenpairs of the covariance (far cheaper than a full SVD); one BLAS
             # thread, as in ridge.solve_path: multi-threaded LAPACK collapses on shared cores
             Fc = F - self.z_mean_
-            with threadpool_limits(limits=1, user_api="blas"):
+            with one_blas_thread():
                 lam, vec = eigh(Fc.T @ Fc / max(len(F) - 1, 1), subset_by_index=[F.shape[1] - m, F.shape[1] - 1])
             lam, vec = lam[::-1], vec[:, ::-1]
             self.components_ = (vec * np.where(vec.sum(axis=0) < 0, -1.0, 1.0)).T  # deterministic signs
@@ -756,10 +756,8 @@ def leak_check(run: DeployRun, alphas: Sequence[float], n_boot: int = 200, seed:
         warnings.simplefilter("ignore", AuditWarning)
         m = RidgePath(alphas=list(alphas)).fit(F["train"], Y["train"]).select(F[val], Y[val])
     pl = m.predict(F["test"])
-    from threadpoolctl import threadpool_limits
-
     # one OpenMP thread: on shared cores the trees' thread team otherwise spins for minutes
-    with threadpool_limits(limits=1):
+    with one_blas_thread(user_api=None):
         ph = HistGradientBoostingRegressor(max_iter=100, random_state=seed).fit(F["train"], Y["train"]).predict(F["test"])
     return {"r2_linear": r2(Y["test"], pl), "interval_linear": bootstrap_interval(Y["test"], pl, n_boot=n_boot, seed=seed),
             "r2_nonlinear": r2(Y["test"], ph), "interval_nonlinear": bootstrap_interval(Y["test"], ph, n_boot=n_boot, seed=seed),

@@ -46,6 +46,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from .noise import effective_sigma
+from .threads import one_blas_thread
 
 __all__ = [
     "QualityInput",
@@ -178,13 +179,12 @@ def _top_right_singular(s: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """
     from scipy.linalg import eigh
     from scipy.sparse.linalg import eigsh
-    from threadpoolctl import threadpool_limits
 
     n, p = s.shape
     g = s @ s.T if n < p else s.T @ s
     m = len(g)
     # the eigensolvers run small BLAS-2 steps: one thread avoids oversubscription stalls
-    with threadpool_limits(limits=1, user_api="blas"):
+    with one_blas_thread():
         if k < m - 1:
             w, vec = eigsh(g, k=k, which="LA", v0=np.ones(m), tol=1e-12)
         else:

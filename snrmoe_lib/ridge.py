@@ -37,6 +37,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin, TransformerMixin
 
 from .noise import add_noise
+from .threads import one_blas_thread
 
 __all__ = [
     "GramStats",
@@ -445,18 +446,6 @@ def _check_alphas(alphas) -> np.ndarray:
     return a
 
 
-#: BLAS threads for the factorisations in :func:`solve_path`. Multi-threaded LAPACK (eigh,
-#: Cholesky) at D ~ 1000 collapses when the cores are shared (measured: eigh 15 s with 2 threads
-#: vs 0.6 s with 1 on a loaded 2-core machine); one thread loses at most the second core's share.
-SOLVER_THREADS = 1
-
-
-def _solver_threads():
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=SOLVER_THREADS, user_api="blas")
-
-
 def _solve(C: np.ndarray, c: np.ndarray, alphas: np.ndarray, solver: str, g: int):
     """Weights (D, A) and effective degrees of freedom (A,) for the centred system (C + αI) w = c."""
     D = C.shape[0]
@@ -506,7 +495,7 @@ def solve_path(stats: GramStats, alphas: Iterable[float], g: int = 0, solver: st
         solver = "cholesky" if (len(alphas) <= AUTO_CHOLESKY_MAX and alphas.min() > 0) else "eigh"
     m = stats.centered(g)
     C, c = m["C"], m["c"]
-    with _solver_threads():
+    with one_blas_thread():
         W, dof = _solve(C, c, alphas, solver, g)
     xm, ym, shift = m["x_mean"], m["y_mean"], m["shift"]
     b_shifted = ym - xm @ W  # intercept in shifted coordinates
