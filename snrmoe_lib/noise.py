@@ -60,33 +60,47 @@ def add_noise(flux: np.ndarray, error: np.ndarray, noise_level: float, rows: np.
     return flux + row_normals(rows, flux.shape[1], seed, dtype=flux.dtype) * effective_sigma(error, noise_level)
 
 
-def _good(mask: np.ndarray | None, shape) -> np.ndarray:
-    return np.ones(shape, bool) if mask is None else (mask == 0)
+def _valid(sigma: np.ndarray, mask: np.ndarray | None, exclude_masked: bool) -> np.ndarray:
+    """Pixels that enter an SNR: σ finite and > 0 (a masked pixel may carry σ = 0), and, only with
+    ``exclude_masked``, unmasked."""
+    good = np.isfinite(sigma) & (sigma > 0)
+    if exclude_masked and mask is not None:
+        good &= mask == 0
+    return good
 
 
-def snr_l2(flux: np.ndarray, sigma: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-    """Per-spectrum L2 SNR: ‖flux‖ / ‖σ‖ over unmasked pixels."""
-    good = _good(mask, flux.shape)
+def snr_l2(flux: np.ndarray, sigma: np.ndarray, mask: np.ndarray | None = None,
+           exclude_masked: bool = False) -> np.ndarray:
+    """Per-spectrum L2 SNR: ‖flux‖ / ‖σ‖.
+
+    As the user defines it (BRIEF §3), every pixel counts, masked sky and telluric pixels too
+    (their large σ is part of the observation's quality); ``exclude_masked=True`` drops them.
+    """
+    good = _valid(sigma, mask, exclude_masked)
     num = np.sqrt(np.sum(np.where(good, flux.astype(np.float64) ** 2, 0.0), axis=1))
     den = np.sqrt(np.sum(np.where(good, sigma.astype(np.float64) ** 2, 0.0), axis=1))
     return num / den
 
 
-def snr_pixel(flux: np.ndarray, sigma: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-    """Per-pixel SNR: median over unmasked pixels of flux / σ (pfsspec ``MedianSnr`` without binning)."""
-    good = _good(mask, flux.shape)
-    ratio = np.where(good, flux.astype(np.float64) / sigma.astype(np.float64), np.nan)
+def snr_pixel(flux: np.ndarray, sigma: np.ndarray, mask: np.ndarray | None = None,
+              exclude_masked: bool = False) -> np.ndarray:
+    """Per-pixel SNR: median of flux / σ over the pixels (pfsspec ``MedianSnr`` without binning)."""
+    good = _valid(sigma, mask, exclude_masked)
+    ratio = np.where(good, flux.astype(np.float64) / np.where(good, sigma, 1.0).astype(np.float64), np.nan)
     return np.nanmedian(ratio, axis=1)
 
 
 def snr(flux: np.ndarray, error: np.ndarray, noise_level: float, definition: str = "l2",
-        mask: np.ndarray | None = None) -> np.ndarray:
-    """SNR of each spectrum under ``definition`` ('l2' or 'pixel'), from σ = error · noise_level."""
+        mask: np.ndarray | None = None, exclude_masked: bool = False) -> np.ndarray:
+    """SNR of each spectrum under ``definition`` ('l2' or 'pixel'), from σ = error · noise_level.
+
+    Every pixel counts unless ``exclude_masked`` (the mask is then needed).
+    """
     sigma = effective_sigma(error, noise_level)
     if definition == "l2":
-        return snr_l2(flux, sigma, mask)
+        return snr_l2(flux, sigma, mask, exclude_masked)
     if definition == "pixel":
-        return snr_pixel(flux, sigma, mask)
+        return snr_pixel(flux, sigma, mask, exclude_masked)
     raise ValueError(f"unknown SNR definition {definition!r}; use one of {SNR_DEFINITIONS}")
 
 

@@ -38,8 +38,15 @@ def test_snr_definitions():
     assert snr_l2(flux, sigma)[0] == pytest.approx(np.sqrt(1 + 4 + 9 + 1e4) / 2)
     assert snr_pixel(flux, sigma)[0] == pytest.approx(2.5)
     mask = np.array([[0, 0, 0, 1]])
-    assert snr_pixel(flux, sigma, mask)[0] == pytest.approx(2.0)
-    assert snr(flux, sigma, 2.0, "pixel", mask)[0] == pytest.approx(1.0)
+    # the user's definitions count every pixel; the mask matters only when asked to
+    assert snr_pixel(flux, sigma, mask)[0] == pytest.approx(2.5)
+    assert snr_pixel(flux, sigma, mask, exclude_masked=True)[0] == pytest.approx(2.0)
+    assert snr(flux, sigma, 2.0, "pixel", mask, exclude_masked=True)[0] == pytest.approx(1.0)
+    assert snr_l2(flux, sigma, mask, exclude_masked=True)[0] == pytest.approx(np.sqrt(14 / 3))
+    # a masked pixel with σ = 0 is left out rather than dividing by zero
+    sig0 = np.array([[1.0, 1.0, 1.0, 0.0]])
+    assert snr_pixel(flux, sig0, mask)[0] == pytest.approx(2.0)
+    assert np.isfinite(snr_l2(flux, sig0, mask)[0])
     with pytest.raises(ValueError, match="unknown SNR definition"):
         snr(flux, sigma, 1.0, "peak")
 
