@@ -24,7 +24,7 @@ starts a ``python3`` kernel on the worker).
 Examples
 --------
 >>> run_sweep(["params/mag21.5.yaml", "params/mag22.yaml"], jobs=2)                  # doctest: +SKIP
->>> run_sweep(sorted(Path("params").glob("noise*.yaml")), scheduler="tcp://10.0.0.5:8786")  # doctest: +SKIP
+>>> run_sweep(sorted(Path("params").glob("noise*.yaml")), scheduler="tcp://scheduler:8786")  # doctest: +SKIP
 """
 from __future__ import annotations
 
