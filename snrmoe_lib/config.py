@@ -199,6 +199,9 @@ class GateSpec:
     regression_include_global: bool = True  # the regression gate may also weight the global model
     seed: int = 0  # initial weights of the torch gates
     fit_n: int = 2000  # training spectra (a seeded subsample) that fit the compressor and the flux PCA
+    # most spectra a gate learns from: a seeded subsample of larger splits (a gate has a few hundred
+    # weights; full-batch training on a 1M-spectrum split would cost minutes and change nothing)
+    train_n: int = 100_000
     n_flux_components: int = 5  # leading flux components multiplied by the quality features (conditional control)
 
 
@@ -434,7 +437,7 @@ def _check(obj: Any, prefix: str) -> None:
     elif isinstance(obj, GateSpec):
         if not 0.0 <= obj.tau <= 1.0:
             raise ParameterError(f"{p}tau: a probability threshold in [0, 1], got {obj.tau}")
-        for k in ("mlp_hidden", "mlp_epochs", "regression_epochs", "fit_n", "learning_rate", "logistic_c"):
+        for k in ("mlp_hidden", "mlp_epochs", "regression_epochs", "fit_n", "train_n", "learning_rate", "logistic_c"):
             if getattr(obj, k) <= 0:
                 raise ParameterError(f"{p}{k}: must be positive, got {getattr(obj, k)}")
         if obj.weight_decay < 0 or obj.n_flux_components < 0:

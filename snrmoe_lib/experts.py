@@ -14,22 +14,22 @@ Small bins
 Two ways to fit
     * :class:`BinnedExperts` — in memory, any scikit-learn-style regressor (``fit(X, y,
       sample_weight)`` / ``predict``) as the expert type, hard bins or soft responsibilities.
-    * :func:`fit_oracle_stream` — the out-of-core path for Ridge experts: one streaming pass fills
-      a Gram per cell of (every router's bins crossed); each family's experts and the global model
-      are sums of cells (:meth:`GramStats.collapse`). Returns every expert's prediction for every
+    * :func:`fit_oracle_stream` — the out-of-core path for Ridge experts: one sequential pass over
+      train, validation and test rows fills a Gram per cell of (every router's bins crossed); each
+      family's experts and the global model are sums of cells (:meth:`GramStats.collapse`). Returns every expert's prediction for every
       test spectrum (:class:`OracleRun`), so mixtures and gates can be built on top without refitting.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 
 from . import noise as _noise
-from .ridge import FluxFeatures, GramStats, StreamingRidge, solve_path, stream_predict, stream_stats
+from .ridge import FluxFeatures, GramStats, StreamingRidge, solve_path
 
 __all__ = [
     "SmallBinError",
@@ -445,6 +445,8 @@ class OracleRun:
     test_info: pd.DataFrame
     train_info: pd.DataFrame
     features: FluxFeatures
+    val_pred: np.ndarray | None = None
+    val_info: pd.DataFrame | None = None
 
     @property
     def y(self) -> np.ndarray:
@@ -477,9 +479,15 @@ def _select_alpha(stats: GramStats, g: int, val: GramStats, vg: int, alphas, sol
 def fit_oracle_stream(ds, split, routers: dict, *, noise_level: float, seed: int, alphas: Sequence[float],
                       features: FluxFeatures | None = None, min_count: int = 20, on_small_bin: str = "merge",
                       target: str = "log_g", chunk_size: int = 4096, solver: str = "eigh",
-                      min_val_count: int = 20) -> OracleRun:
-    """Fit a global Ridge and one Ridge expert per bin of every router, in one streaming pass each
-    over train, validation and test.
+                      min_val_count: int = 20, on_chunk: Callable | None = None, predict_val: bool = False,
+                      cache_bytes: float = 2e9, progress: bool | str = False) -> OracleRun:
+    """Fit a global Ridge and one Ridge expert per bin of every router in one sequential pass.
+
+    The pass (:func:`snrmoe_lib.passes.split_pass`) reads train, validation and test rows together,
+    in file order: training rows fill one Gram per cell, validation rows their own Grams (α is
+    chosen on them), and the test rows' features are kept, as float32, until the models are solved.
+    When those kept features would exceed ``cache_bytes`` a second pass over the test rows predicts
+    them instead (same noise, same numbers).
 
     Parameters
     ----------
@@ -498,22 +506,25 @@ def fit_oracle_stream(ds, split, routers: dict, *, noise_level: float, seed: int
         The small-bin policy (:func:`plan_bins`), applied to training counts.
     min_val_count : int
         Below this many validation spectra a model chooses α by GCV instead (recorded).
+    on_chunk : callable, optional
+        ``on_chunk(role, noisy_chunk)`` for every chunk of every role ('train', 'val', 'test'), each
+        row exactly once: other models can be built from the same pass (the deployable MoE does).
+    predict_val : bool
+        Also predict the validation spectra (:attr:`OracleRun.val_pred`).
+    cache_bytes : float
+        Largest size of the kept test (and validation) features.
+    progress : bool or str
+        A progress bar over the pass.
     """
+    from .passes import split_pass
+
     features = FluxFeatures() if features is None else features
     names = list(routers)
     dims = [routers[n].n_bins for n in names]
     n_cells = int(np.prod(dims))
+    D = features.n_features(ds.n_pix)
 
-    memo: dict = {}
-
-    def cells(chunk):
-        info = collect(chunk)
-        return np.ravel_multi_index(tuple(info[f"{n}_bin"] for n in names), dims)
-
-    def collect(chunk):
-        # routing is computed once per chunk and shared by the grouping and the per-row record
-        if memo.get("rows") is chunk.rows:  # the rows array, not the chunk: spectra are not kept alive
-            return memo["info"]
+    def route(chunk) -> dict:
         out = {}
         for n in names:
             r = routers[n]
@@ -523,14 +534,29 @@ def fit_oracle_stream(ds, split, routers: dict, *, noise_level: float, seed: int
                 out[f"{n}_bin"] = r.assign_values(v)
             else:
                 out[f"{n}_bin"] = r.assign(chunk)
-        memo["rows"], memo["info"] = chunk.rows, out
         return out
 
-    kw = dict(noise_level=noise_level, seed=seed, features=features, target=target, chunk_size=chunk_size)
-    train, train_info = stream_stats(ds, split.train, n_groups=n_cells, groups=cells, collect=collect, **kw)
-    val, _ = stream_stats(ds, split.val, n_groups=n_cells, groups=cells, **kw) if len(split.val) else (None, None)
-    if val is None:
-        val = GramStats(train.n_features, n_cells)
+    predicted = ["test"] + (["val"] if predict_val and len(split.val) else [])
+    cache = sum(len(getattr(split, r)) for r in predicted) * D * 4 <= cache_bytes
+    roles = {"train": split.train, "val": split.val} | ({r: getattr(split, r) for r in predicted} if cache else {})
+    train, val = GramStats(D, n_cells), GramStats(D, n_cells)
+    parts: dict = {r: [] for r in ("train", "val", "test")}
+    kept: dict = {r: [] for r in predicted}
+    kw = dict(noise_level=noise_level, seed=seed, features=features, target=target, chunk_size=chunk_size,
+              annotate=route)
+    for role, nc in split_pass(ds, roles, progress=progress, **kw):
+        info = nc.info
+        if role in ("train", "val"):
+            cell = np.ravel_multi_index(tuple(info[f"{n}_bin"] for n in names), dims)
+            (train if role == "train" else val).update(nc.X, nc.y, groups=cell)
+        if cache and role in kept:
+            kept[role].append(np.asarray(nc.X, dtype=np.float32))
+        parts[role].append(pd.DataFrame({"row": nc.rows, "y": nc.y} | info))
+        if on_chunk is not None:
+            on_chunk(role, nc)
+    if not parts["train"]:
+        raise ValueError("no training rows (empty split, or every row dropped as bad)")
+    train_info = pd.concat(parts["train"], ignore_index=True)
 
     cell_idx = np.unravel_index(np.arange(n_cells), dims)
     coefs, icpts, alps, srcs, ntr, edges, mnames = [], [], [], [], [], [], []
@@ -555,8 +581,24 @@ def fit_oracle_stream(ds, split, routers: dict, *, noise_level: float, seed: int
                    plan.expert_labels)
         families[n] = ExpertFamily(n, r, plan, list(range(start, len(mnames))))
     models = LinearModels(mnames, np.array(coefs), np.array(icpts), np.array(alps), srcs, np.array(ntr), edges)
-    pred, test_info = stream_predict(ds, split.test, models.coef, models.intercept, collect=collect, **kw)
-    return OracleRun(float(noise_level), int(seed), models, families, pred, test_info, train_info, features)
+    del train, val
+
+    if not cache:  # the features did not fit in cache_bytes: a second pass predicts chunk by chunk
+        for role, nc in split_pass(ds, {r: getattr(split, r) for r in predicted}, progress=progress, **kw):
+            kept[role].append(models.predict(np.asarray(nc.X, dtype=np.float32)))
+            if role == "test":  # validation rows were recorded (and handed out) by the first pass
+                parts[role].append(pd.DataFrame({"row": nc.rows, "y": nc.y} | nc.info))
+                if on_chunk is not None:
+                    on_chunk(role, nc)
+    else:
+        kept = {r: [models.predict(x) for x in v] for r, v in kept.items()}  # block by block: no float64 copy of all
+    if not kept["test"]:
+        raise ValueError("no rows to predict")
+    pred, test_info = np.concatenate(kept["test"]), pd.concat(parts["test"], ignore_index=True)
+    out = OracleRun(float(noise_level), int(seed), models, families, pred, test_info, train_info, features)
+    if kept.get("val"):
+        out.val_pred, out.val_info = np.concatenate(kept["val"]), pd.concat(parts["val"], ignore_index=True)
+    return out
 
 
 # ============================================================================ Q1: headroom over seeds

@@ -81,6 +81,13 @@ class Chunk:
     def __len__(self) -> int:
         return len(self.rows)
 
+    def take(self, index) -> "Chunk":
+        """The rows selected by ``index`` (a boolean mask or positions), as a new chunk."""
+        index = np.asarray(index)
+        pos = np.flatnonzero(index) if index.dtype == bool else index
+        return Chunk(self.rows[pos], self.flux[pos], self.error[pos],
+                     None if self.mask is None else self.mask[pos], self.params.iloc[pos].reset_index(drop=True))
+
 
 def _list_keys(h5: h5py.File) -> list[str]:
     keys: list[str] = []
@@ -163,6 +170,8 @@ class _File:
         ds = self.handle()[key]
         uniq, inverse = np.unique(local_rows, return_inverse=True)
         lo, hi = int(uniq[0]), int(uniq[-1]) + 1
+        if hi - lo == len(local_rows):  # a contiguous run of rows (the sequential passes): no copy
+            return ds[lo:hi]
         if hi - lo <= 4 * len(uniq):
             return ds[lo:hi][local_rows - lo]
         return ds[uniq][inverse]
@@ -249,33 +258,41 @@ class PfsDataset:
             raise IndexError(f"row numbers must be in [0, {self.n}), got range [{rows.min()}, {rows.max()}]")
         return rows.astype(np.int64)
 
-    def read(self, rows: Sequence[int] | np.ndarray, dtype=np.float32) -> Chunk:
-        """Read the given rows (any order; returned in that order), checked for bad values."""
+    def read(self, rows: Sequence[int] | np.ndarray, dtype=np.float32, with_mask: bool = True) -> Chunk:
+        """Read the given rows (any order; returned in that order), checked for bad values.
+
+        ``with_mask=False`` skips the pixel mask (a third array as large as the flux) when the caller
+        does not use it: the chunk's ``mask`` is then ``None``, except that the mask is still read
+        for a chunk in which some σ ≤ 0, to tell masked pixels from bad ones.
+        """
         rows = self._check_rows(np.asarray(rows))
         order = np.argsort(rows, kind="stable")
         srows = rows[order]
-        parts = {"flux": [], "error": [], "mask": []}
+        in_order = bool(np.all(order == np.arange(len(order))))
         shard_of = np.searchsorted(self._offsets, srows, side="right") - 1
-        for s in np.unique(shard_of):
-            f = self.files[s]
-            local = srows[shard_of == s] - self._offsets[s]
-            parts["flux"].append(f.read(FLUX_KEY, local))
-            parts["error"].append(f.read(ERROR_KEY, local))
-            if self.has_mask:
-                parts["mask"].append(f.read(MASK_KEY, local))
-        inv = np.empty_like(order)
-        inv[order] = np.arange(len(order))
-        flux = np.concatenate(parts["flux"]).astype(dtype, copy=False)[inv]
-        error = np.concatenate(parts["error"]).astype(dtype, copy=False)[inv]
-        mask = np.concatenate(parts["mask"])[inv] if self.has_mask else None
+        pieces = [(self.files[s], srows[shard_of == s] - self._offsets[s]) for s in np.unique(shard_of)]
+
+        def gather(key, astype=None):
+            parts = [f.read(key, local) for f, local in pieces]
+            a = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            if astype is not None:
+                a = a.astype(astype, copy=False)
+            return a if in_order else a[np.argsort(order)]
+
+        flux, error = gather(FLUX_KEY, dtype), gather(ERROR_KEY, dtype)
+        mask = None
+        if self.has_mask and (with_mask or not np.all(error > 0)):
+            mask = gather(MASK_KEY)
         chunk = Chunk(rows, flux, error, mask, self.params.iloc[rows].reset_index(drop=True))
         return self._screen(chunk)
 
     def _screen(self, chunk: Chunk) -> Chunk:
-        good_pix = np.ones(chunk.flux.shape, bool) if chunk.mask is None else (chunk.mask == 0)
-        finite = np.isfinite(chunk.flux) & np.isfinite(chunk.error)
-        positive = ~good_pix | (chunk.error > 0)
-        bad = ~(finite.all(axis=1) & positive.all(axis=1))
+        finite = np.isfinite(chunk.flux).all(axis=1) & np.isfinite(chunk.error).all(axis=1)
+        if chunk.mask is None:
+            positive = (chunk.error > 0).all(axis=1)
+        else:
+            positive = ((chunk.mask != 0) | (chunk.error > 0)).all(axis=1)
+        bad = ~(finite & positive)
         if not bad.any():
             return chunk
         n_bad = int(bad.sum())
@@ -302,10 +319,11 @@ class PfsDataset:
         chunk_size: int = 4096,
         dtype=np.float32,
         progress: bool | str = False,
+        with_mask: bool = True,
     ) -> Iterator[Chunk]:
         """Yield :class:`Chunk` objects over ``rows`` (default: all), in sorted row order.
 
-        Memory is bounded by ``chunk_size`` whatever the number of rows.
+        Memory is bounded by ``chunk_size`` whatever the number of rows. ``with_mask``: see :meth:`read`.
         """
         if chunk_size <= 0:
             raise ValueError("chunk_size must be positive")
@@ -316,7 +334,7 @@ class PfsDataset:
 
             starts = tqdm(starts, desc=progress if isinstance(progress, str) else "reading", unit="chunk")
         for s in starts:
-            chunk = self.read(rows[s : s + chunk_size], dtype=dtype)
+            chunk = self.read(rows[s : s + chunk_size], dtype=dtype, with_mask=with_mask)
             if len(chunk):
                 yield chunk
 

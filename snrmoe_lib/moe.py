@@ -19,9 +19,9 @@ Controls (Gate-4): single models without a gate
 At scale
     :func:`run_deployable` fits everything for one noise seed without materialising N × pixels: the
     experts and the global model come from :func:`snrmoe_lib.experts.fit_oracle_stream` (streamed
-    sufficient statistics); a second streamed pass per split computes the compact quality features,
-    the experts' predictions (n × K) and the controls' Gram matrices. Gates train on the compact
-    arrays only. :func:`summarize` and friends turn several seeds into the Q3 table with
+    sufficient statistics), and the same sequential pass computes, through its per-chunk hook, the
+    compact quality features and the controls' Gram matrices. Gates train on the compact arrays
+    (n × quality features, n × K expert predictions) only. :func:`summarize` and friends turn several seeds into the Q3 table with
     bootstrap intervals and ρ.
 """
 from __future__ import annotations
@@ -38,6 +38,7 @@ from .gates import GateError, RegressionGate, check_labels, check_proba, make_ga
 from .metrics import r2, rho
 from .noise import add_noise, effective_sigma
 from .quality import QualityInput, make_compressor
+from .ridge import bin_pixels
 from .threads import one_blas_thread
 
 __all__ = [
@@ -166,10 +167,7 @@ def _spectra(X) -> SpectraInput:
 
 
 def _bin_pixels(X: np.ndarray, b: int) -> np.ndarray:
-    if b <= 0 or X.shape[1] % b:
-        raise ValueError(f"{X.shape[1]} pixels are not a positive multiple of bin_pixels={b}")
-    X = np.asarray(X, dtype=np.float64)
-    return X if b == 1 else X.reshape(len(X), X.shape[1] // b, b).mean(axis=2)
+    return np.asarray(bin_pixels(X, b), dtype=np.float64)
 
 
 def _mean_std(F: np.ndarray) -> float:
@@ -194,7 +192,7 @@ class WhitenedFlux(TransformerMixin, BaseEstimator):
 
     def _raw(self, X) -> np.ndarray:
         X = _spectra(X)
-        return _bin_pixels(X.flux.astype(np.float64) / X.sigma.astype(np.float64), int(self.bin_pixels))
+        return _bin_pixels(X.flux / X.sigma, int(self.bin_pixels))  # binned (and summed) in float64
 
     def fit(self, X, y=None) -> "WhitenedFlux":
         X = _spectra(X)
@@ -266,12 +264,20 @@ class ConditionalFeatures(TransformerMixin, BaseEstimator):
     def quality(self, X) -> np.ndarray:
         """Standardised quality features of ``X`` (from σ only)."""
         check_is_fitted(self, "compressor_")
-        return (self.compressor_.transform(_spectra(X).quality) - self.q_mean_) / self.q_scale_
+        return self.standardise(self.compressor_.transform(_spectra(X).quality))
+
+    def standardise(self, q_raw: np.ndarray) -> np.ndarray:
+        """Standardised quality features from the compressor's output."""
+        return (np.asarray(q_raw) - self.q_mean_) / self.q_scale_
 
     def transform(self, X) -> np.ndarray:
         X = _spectra(X)
-        F = _bin_pixels(X.flux, int(self.bin_pixels))
-        q = self.quality(X)
+        return self.assemble(_bin_pixels(X.flux, int(self.bin_pixels)), self.quality(X))
+
+    def assemble(self, F: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """The output columns from the binned flux ``F`` and the standardised quality ``q`` (what
+        :meth:`transform` computes; the streamed pass already holds both)."""
+        check_is_fitted(self, "compressor_")
         z = (F - self.z_mean_) @ self.components_.T / self.z_scale_
         prods = (q[:, :, None] * z[:, None, :]).reshape(len(F), -1)
         return np.hstack([F, self.scale_ * q, self.scale_ * prods])
@@ -477,6 +483,13 @@ def resolve_representation(params, results_root=None) -> tuple[str, str]:
     return rep, f"{rep}, chosen by the Q2 notebook (results under {results_root})"
 
 
+def _subsample(n: int, most: int, seed: int) -> np.ndarray:
+    """All of ``range(n)`` when ``n <= most``, else a seeded sorted subsample of ``most`` of them."""
+    if n <= most:
+        return np.arange(n)
+    return np.sort(np.random.default_rng((int(seed), 37)).choice(n, int(most), replace=False))
+
+
 def _fit_rows(split, n: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng((int(seed), 31))
     n = min(int(n), len(split.train))
@@ -484,12 +497,14 @@ def _fit_rows(split, n: int, seed: int) -> np.ndarray:
 
 
 def run_deployable(ds, split, params, seed: int, representation: str, noise_level: float | None = None,
-                   chunk_size: int | None = None) -> DeployRun:
+                   chunk_size: int | None = None, progress: bool | str = False) -> DeployRun:
     """Fit and evaluate the deployable mixtures, the regression gate and the controls for one seed.
 
-    Streaming: no array of N × pixels is formed. Passes over the data: the experts' own (train, val,
-    test; :func:`~snrmoe_lib.experts.fit_oracle_stream`), then one more over each split for the
-    quality features, the experts' predictions and the controls.
+    Streaming: no array of N × pixels is formed. One sequential pass over the data
+    (:func:`~snrmoe_lib.experts.fit_oracle_stream`) fills the experts' Grams and, through its
+    per-chunk hook, the quality features and the two controls' Grams; the test spectra's features
+    (flux, whitened flux, conditional) are kept as float32 until the models are solved, about
+    ``n_test × 3 × D × 4`` bytes.
 
     Parameters
     ----------
@@ -500,6 +515,8 @@ def run_deployable(ds, split, params, seed: int, representation: str, noise_leve
         Noise seed (noise keyed by (seed, row): every model sees the same noisy spectra).
     representation : str
         The quality representation of the gate (see :func:`resolve_representation`).
+    progress : bool or str
+        A progress bar over the pass.
     """
     from .experts import SNRRouter, fit_oracle_stream
     from .ridge import FluxFeatures, GramStats, StreamingRidge
@@ -510,54 +527,62 @@ def run_deployable(ds, split, params, seed: int, representation: str, noise_leve
     sb, g = p.snr_bins, p.gate
     router = SNRRouter(sb.edges, sb.labels, sb.definition, nl)
     feats = FluxFeatures(p.ridge.bin_pixels)
-    run = fit_oracle_stream(ds, split, {"snr": router}, noise_level=nl, seed=seed, alphas=p.ridge.alphas,
-                            features=feats, min_count=sb.min_count, on_small_bin=sb.on_small_bin,
-                            target=p.ridge.target, chunk_size=cs, solver=p.ridge.solver)
-    fam = run.families["snr"]
-    plan, cols = fam.plan, fam.columns
-    gi = run.models.index("global")
 
     # templates of the compressor and the flux PCA of the conditional control: a seeded subsample
-    sub = SpectraInput.from_chunk(ds.read(_fit_rows(split, g.fit_n, g.seed)), nl, seed)
+    sub = SpectraInput.from_chunk(ds.read(_fit_rows(split, g.fit_n, g.seed), with_mask=False), nl, seed)
     cond = ConditionalFeatures(representation, g.n_flux_components, p.ridge.bin_pixels).fit(sub)
     white = WhitenedFlux(p.ridge.bin_pixels).fit(sub)
     del sub
 
-    def stream(rows, stats=None, models=None):
-        out = {k: [] for k in ("row", "q", "bin", "y", "pred", "ctrl")}
-        for chunk in ds.iter_chunks(rows, chunk_size=cs):
-            X = SpectraInput.from_chunk(chunk, nl, seed)
-            out["row"].append(chunk.rows)
-            out["q"].append(cond.compressor_.transform(X.quality))
-            out["bin"].append(router.assign(chunk))
-            y = chunk.params[p.ridge.target].to_numpy(np.float64)
-            out["y"].append(y)
-            out["pred"].append(run.models.predict(feats.transform(X.flux)))
-            Zw, Zc = white.transform(X), cond.transform(X)
-            if stats is not None:
-                stats[0].update(Zw, y)
-                stats[1].update(Zc, y)
-            if models is not None:
-                out["ctrl"].append(np.column_stack([m.predict(Z) for m, Z in zip(models, (Zw, Zc))]))
-        return {k: np.concatenate(v) for k, v in out.items() if v}
-
     D = feats.n_features(ds.n_pix)
     n_c = D + cond.n_quality_ * (1 + int(g.n_flux_components))
-    tr_stats = [GramStats(D), GramStats(n_c)]
-    va_stats = [GramStats(D), GramStats(n_c)]
-    tr = stream(split.train, tr_stats)
-    va = stream(split.val, va_stats) if len(split.val) else None
-    has_val = va is not None and va_stats[0].count_[0] >= 2
-    controls = [StreamingRidge.from_stats(s, alpha=list(p.ridge.alphas), val_stats=v if has_val else None,
-                                          solver=p.ridge.solver) for s, v in zip(tr_stats, va_stats)]
-    del tr_stats, va_stats
-    te = stream(split.test, models=controls)
+    stats = {"train": [GramStats(D), GramStats(n_c)], "val": [GramStats(D), GramStats(n_c)]}
+    seen = {r: {"row": [], "q": []} for r in ("train", "val", "test")}
+    test_controls: list = [[], []]
 
-    # the experts' predictions recomputed here must equal fit_oracle_stream's (same noise, same rows)
-    order = np.searchsorted(te["row"], run.test_info["row"].to_numpy())
-    same = np.allclose(te["pred"][order], run.test_pred, rtol=1e-6, atol=1e-6)
-    if not same:
-        raise RuntimeError("expert predictions differ between passes: the noise is not keyed by (seed, row)")
+    def on_chunk(role, nc):
+        # the controls and the gate features from the experts' own pass: every spectrum is read,
+        # made noisy and binned once for every model of Q3
+        sigma = nc.chunk.error if nl == 1 else effective_sigma(nc.chunk.error, nl)  # no copy at the usual level
+        X = SpectraInput(nc.noisy, sigma)
+        q = cond.compressor_.transform(X.quality)
+        seen[role]["row"].append(nc.rows)
+        seen[role]["q"].append(q)
+        # the conditional features reuse the pass's binned flux (nc.X) and this chunk's quality
+        Z = (white.transform(X), cond.assemble(np.asarray(nc.X, dtype=np.float64), cond.standardise(q)))
+        if role == "test":
+            for kept, z in zip(test_controls, Z):
+                kept.append(z.astype(np.float32))
+        else:
+            for st, z in zip(stats[role], Z):
+                st.update(z, nc.y)
+
+    run = fit_oracle_stream(ds, split, {"snr": router}, noise_level=nl, seed=seed, alphas=p.ridge.alphas,
+                            features=feats, min_count=sb.min_count, on_small_bin=sb.on_small_bin,
+                            target=p.ridge.target, chunk_size=cs, solver=p.ridge.solver, on_chunk=on_chunk,
+                            predict_val=True, progress=progress)
+    fam = run.families["snr"]
+    plan, cols = fam.plan, fam.columns
+    gi = run.models.index("global")
+    has_val = stats["val"][0].count_[0] >= 2
+    controls = [StreamingRidge.from_stats(s, alpha=list(p.ridge.alphas), val_stats=v if has_val else None,
+                                          solver=p.ridge.solver) for s, v in zip(stats["train"], stats["val"])]
+    stats.clear()  # the Grams are solved: free them before the predictions
+
+    def by_role(role, info):
+        rows = np.concatenate(seen[role]["row"])
+        at = np.searchsorted(rows, info["row"].to_numpy())  # both in file order; this only checks it
+        if not np.array_equal(rows[at], info["row"].to_numpy()):
+            raise RuntimeError(f"{role}: the pass handed out different rows to the experts and the gate")
+        return {"row": rows[at], "q": np.concatenate(seen[role]["q"])[at], "bin": info["snr_bin"].to_numpy(),
+                "y": info["y"].to_numpy()}
+
+    tr = by_role("train", run.train_info)
+    te = by_role("test", run.test_info) | {"pred": run.test_pred}
+    ctrl = np.column_stack([np.concatenate([m.predict(z) for z in Z]) for m, Z in zip(controls, test_controls)])
+    te["ctrl"] = ctrl[np.searchsorted(np.concatenate(seen["test"]["row"]), te["row"])]
+    test_controls.clear()
+    va = by_role("val", run.val_info) | {"pred": run.val_pred} if run.val_pred is not None else None
 
     K = plan.n_experts
     e_tr, e_te = plan.route(tr["bin"]), plan.route(te["bin"])
@@ -565,8 +590,9 @@ def run_deployable(ds, split, params, seed: int, representation: str, noise_leve
     pred = {"global": glob_te, "oracle": P_te[np.arange(len(P_te)), e_te],
             "whitening": te["ctrl"][:, 0], "conditional": te["ctrl"][:, 1]}
     proba, fell = {}, {}
+    gate_rows = _subsample(len(tr["q"]), g.train_n, g.seed)
     for kind in ("logistic", "mlp"):
-        gate = make_gate(kind, g, n_classes=K).fit(tr["q"], check_labels(e_tr, K)[0])
+        gate = make_gate(kind, g, n_classes=K).fit(tr["q"][gate_rows], check_labels(e_tr[gate_rows], K)[0])
         W = gate.predict_proba(te["q"])
         proba[kind] = W
         pred[f"{kind}_soft_fallback"], fell[f"{kind}_soft_fallback"] = mix(W, P_te, glob_te, g.tau)
@@ -577,10 +603,11 @@ def run_deployable(ds, split, params, seed: int, representation: str, noise_leve
 
     # regression gate: learns on validation spectra, which the experts did not fit
     rg_cols = cols + ([gi] if g.regression_include_global else [])
-    reg_src = va if has_val else tr
+    reg_src = va if has_val else _train_sample(ds, split, run, tr, g, nl, seed, cs)
     rgate = RegressionGate(hidden=g.mlp_hidden, epochs=g.regression_epochs, learning_rate=g.learning_rate,
                            weight_decay=g.weight_decay, seed=g.seed)
-    rgate.fit(reg_src["q"], reg_src["y"], expert_pred=reg_src["pred"][:, rg_cols])
+    reg_rows = _subsample(len(reg_src["q"]), g.train_n, g.seed + 1)
+    rgate.fit(reg_src["q"][reg_rows], reg_src["y"][reg_rows], expert_pred=reg_src["pred"][reg_rows][:, rg_cols])
     pred["regression_gate"] = rgate.predict(te["q"], expert_pred=te["pred"][:, rg_cols])
     proba["regression"] = rgate.predict_proba(te["q"])
 
@@ -589,12 +616,25 @@ def run_deployable(ds, split, params, seed: int, representation: str, noise_leve
             "alpha_whitening": controls[0].alpha_, "alpha_conditional": controls[1].alpha_,
             "alpha_at_edge_controls": [bool(c.alpha_ in (min(p.ridge.alphas), max(p.ridge.alphas))) for c in controls],
             "alpha_experts": dict(zip(run.models.names, run.models.alpha.tolist())),
-            "regression_gate_trained_on": "val" if has_val else "train (no validation split: optimistic)",
+            "regression_gate_trained_on": "val" if has_val else "a train subsample (no validation split: optimistic)",
             "regression_gate_components": [run.models.names[c] for c in rg_cols],
-            "experts_consistent": bool(same)}
+            "gate_train_spectra": int(len(gate_rows)), "regression_gate_train_spectra": int(len(reg_rows))}
     feats_out = {"train": tr["q"], "test": te["q"]} | ({"val": va["q"]} if va is not None else {})
     targets = {"train": tr["y"], "test": te["y"]} | ({"val": va["y"]} if va is not None else {})
     return DeployRun(int(seed), te["y"], te["row"], te["bin"], e_te, pred, proba, fell, feats_out, targets, plan, info)
+
+
+def _train_sample(ds, split, run, tr: dict, g, noise_level: float, seed: int, chunk_size: int) -> dict:
+    """Gate features, targets and expert predictions of a seeded training subsample (no validation split)."""
+    from .passes import split_pass
+
+    rows = _fit_rows(split, max(g.fit_n, 2), g.seed + 1)
+    pred = []
+    for _, nc in split_pass(ds, {"train": rows}, noise_level=noise_level, seed=seed, features=run.features,
+                            target=None, chunk_size=chunk_size, workers=0):
+        pred.append(run.models.predict(np.asarray(nc.X, dtype=np.float32)))
+    at = np.searchsorted(tr["row"], rows)
+    return {"q": tr["q"][at], "y": tr["y"][at], "pred": np.concatenate(pred)}
 
 
 # ============================================================================ over seeds

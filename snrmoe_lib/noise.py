@@ -33,9 +33,9 @@ def effective_sigma(error: np.ndarray, noise_level: float) -> np.ndarray:
 
 def row_normals(rows: np.ndarray, n_pix: int, seed: int, dtype=np.float32) -> np.ndarray:
     """Standard normal draws, one row of ``n_pix`` per row number, keyed by (seed, row)."""
-    out = np.empty((len(rows), n_pix), dtype=dtype)
+    out = np.empty((len(rows), n_pix), dtype=np.float32 if dtype == np.float32 else np.float64)
     for i, r in enumerate(np.asarray(rows, dtype=np.int64)):
-        out[i] = np.random.default_rng((int(seed), int(r))).standard_normal(n_pix, dtype=np.float32 if dtype == np.float32 else np.float64)
+        np.random.default_rng((int(seed), int(r))).standard_normal(dtype=out.dtype, out=out[i])
     return out
 
 
@@ -57,7 +57,10 @@ def add_noise(flux: np.ndarray, error: np.ndarray, noise_level: float, rows: np.
         raise ValueError(f"flux {flux.shape} and error {error.shape} differ in shape")
     if len(rows) != len(flux):
         raise ValueError(f"{len(rows)} row numbers for {len(flux)} spectra")
-    return flux + row_normals(rows, flux.shape[1], seed, dtype=flux.dtype) * effective_sigma(error, noise_level)
+    noisy = row_normals(rows, flux.shape[1], seed, dtype=flux.dtype)
+    noisy *= effective_sigma(error, noise_level) if noise_level != 1 else error  # in place: one chunk-sized array
+    noisy += flux
+    return noisy
 
 
 def _valid(sigma: np.ndarray, mask: np.ndarray | None, exclude_masked: bool) -> np.ndarray:
@@ -69,6 +72,17 @@ def _valid(sigma: np.ndarray, mask: np.ndarray | None, exclude_masked: bool) -> 
     return good
 
 
+def _row_sum_squares(a: np.ndarray, good: np.ndarray | None, block: int = 256) -> np.ndarray:
+    """Σ a² over each row's ``good`` pixels (all when None), accumulated in float64, a block of rows at a time."""
+    out = np.empty(len(a))
+    for i in range(0, len(a), block):
+        b = a[i:i + block].astype(np.float64)
+        if good is not None:
+            b = np.where(good[i:i + block], b, 0.0)
+        out[i:i + block] = np.einsum("ij,ij->i", b, b)
+    return out
+
+
 def snr_l2(flux: np.ndarray, sigma: np.ndarray, mask: np.ndarray | None = None,
            exclude_masked: bool = False) -> np.ndarray:
     """Per-spectrum L2 SNR: ‖flux‖ / ‖σ‖.
@@ -76,10 +90,11 @@ def snr_l2(flux: np.ndarray, sigma: np.ndarray, mask: np.ndarray | None = None,
     As the user defines it (BRIEF §3), every pixel counts, masked sky and telluric pixels too
     (their large σ is part of the observation's quality); ``exclude_masked=True`` drops them.
     """
-    good = _valid(sigma, mask, exclude_masked)
-    num = np.sqrt(np.sum(np.where(good, flux.astype(np.float64) ** 2, 0.0), axis=1))
-    den = np.sqrt(np.sum(np.where(good, sigma.astype(np.float64) ** 2, 0.0), axis=1))
-    return num / den
+    flux, sigma = np.asarray(flux), np.asarray(sigma)
+    all_good = sigma.size and sigma.min() > 0 and np.isfinite(sigma.max()) and not (
+        exclude_masked and mask is not None and np.any(mask))
+    good = None if all_good else _valid(sigma, mask, exclude_masked)
+    return np.sqrt(_row_sum_squares(flux, good)) / np.sqrt(_row_sum_squares(sigma, good))
 
 
 def snr_pixel(flux: np.ndarray, sigma: np.ndarray, mask: np.ndarray | None = None,

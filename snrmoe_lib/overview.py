@@ -1,8 +1,6 @@
 """Dataset overview: SNR tables and the figures of the data notebook."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 

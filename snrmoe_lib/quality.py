@@ -323,8 +323,15 @@ class TemplateScale(_Compressor):
         return scale, sig - scale[:, None] * self.e0_[None, :]
 
     def transform(self, X) -> np.ndarray:
-        scale, delta = self.decompose(X)
-        F = np.column_stack([scale, np.linalg.norm(delta, axis=1)])
+        check_is_fitted(self, "e0_")
+        sig = X.sigma if isinstance(X, QualityInput) else np.asarray(X)
+        self._transform_common(sig[:1])  # the pixel-count check, without a float64 copy of every row
+        # the residual norms a block of rows at a time: the same numbers as decompose, without an
+        # (n, n_pixels) float64 residual (this runs on every chunk of the streamed passes)
+        F = np.empty((len(sig), 2))
+        for i in range(0, len(sig), 256):
+            scale, delta = self.decompose(sig[i:i + 256])
+            F[i:i + 256, 0], F[i:i + 256, 1] = scale, np.sqrt(np.einsum("ij,ij->i", delta, delta))
         if self.log:
             with np.errstate(divide="ignore", invalid="ignore"):
                 F = np.log(F)

@@ -11,7 +11,6 @@ import math
 import os
 import subprocess
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 

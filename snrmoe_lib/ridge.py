@@ -23,9 +23,9 @@ Features
     D = 1024, about one resolution element per feature). Centring is the intercept's job.
 
 Streaming over a dataset
-    :func:`stream_stats` and :func:`stream_predict` iterate :meth:`PfsDataset.iter_chunks`, draw the
-    noise on the fly with :func:`snrmoe_lib.noise.add_noise` (keyed by (seed, row), so results do not
-    depend on the chunk size), and never hold more than one chunk of spectra.
+    :func:`stream_stats` and :func:`stream_predict` read through :func:`snrmoe_lib.passes.split_pass`,
+    which draws the noise on the fly (keyed by (seed, row), so results do not depend on the chunk
+    size) and holds a few chunks of spectra at most.
 """
 from __future__ import annotations
 
@@ -36,7 +36,6 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin, TransformerMixin
 
-from .noise import add_noise
 from .threads import one_blas_thread
 
 __all__ = [
@@ -658,22 +657,28 @@ class FluxFeatures(TransformerMixin, BaseEstimator):
 
     def transform(self, X) -> np.ndarray:
         X = _as_2d_float(X)
-        D = self.n_features(X.shape[1])
-        b = int(self.bin_pixels)
-        if b == 1:
-            return X
-        return X.reshape(len(X), D, b).mean(axis=2, dtype=np.float64)
+        self.n_features(X.shape[1])
+        return bin_pixels(X, int(self.bin_pixels))
 
 
-def _noisy_features(chunk, noise_level: float, seed: int, features) -> np.ndarray:
-    noisy = add_noise(chunk.flux, chunk.error, noise_level, chunk.rows, seed)
-    return features.transform(noisy)
+def bin_pixels(X: np.ndarray, b: int) -> np.ndarray:
+    """The mean of every ``b`` adjacent pixels, in float64 (``X`` itself when ``b`` is 1).
 
-
-def _target(chunk, target: str) -> np.ndarray:
-    if target not in chunk.params.columns:
-        raise KeyError(f"target column {target!r} not in the params table (columns: {list(chunk.params.columns)})")
-    return chunk.params[target].to_numpy(np.float64)
+    For small ``b`` the mean is summed from ``b`` strided views (the same additions in the same
+    order as ``reshape(n, D, b).mean(axis=2)``, about 3× faster: this runs on every chunk).
+    """
+    X = _as_2d_float(X)
+    if b <= 0 or X.shape[1] % b:
+        raise ValueError(f"{X.shape[1]} pixels are not a positive multiple of bin_pixels={b}")
+    if b == 1:
+        return X
+    if b > 8:
+        return X.reshape(len(X), X.shape[1] // b, b).mean(axis=2, dtype=np.float64)
+    out = X[:, 0::b].astype(np.float64)
+    for k in range(1, b):
+        out += X[:, k::b]
+    out /= b
+    return out
 
 
 def stream_stats(ds, rows, *, noise_level: float, seed: int, features: FluxFeatures | None = None,
@@ -711,9 +716,13 @@ def stream_stats(ds, rows, *, noise_level: float, seed: int, features: FluxFeatu
     features = FluxFeatures() if features is None else features
     stats = GramStats(features.n_features(ds.n_pix), n_groups, center=center)
     parts = []
-    for chunk in ds.iter_chunks(rows, chunk_size=chunk_size):
-        X = _noisy_features(chunk, noise_level, seed, features)
-        y = _target(chunk, target)
+    from .passes import split_pass
+
+    if not len(rows):
+        raise ValueError("no rows to accumulate (empty row set)")
+    for _, nc in split_pass(ds, {"rows": rows}, noise_level=noise_level, seed=seed, features=features,
+                            target=target, chunk_size=chunk_size):
+        chunk, X, y = nc.chunk, nc.X, nc.y
         g = None if groups is None else np.asarray(groups(chunk))
         w = None if sample_weight is None else np.asarray(sample_weight(chunk))
         stats.update(X, y, groups=g, sample_weight=w)
@@ -723,7 +732,7 @@ def stream_stats(ds, rows, *, noise_level: float, seed: int, features: FluxFeatu
         if collect is not None:
             part.update(collect(chunk))
         parts.append(pd.DataFrame(part))
-        del chunk, X  # release before the next read: peak memory is one chunk, not two
+        del chunk, X, nc  # release before the next chunk arrives
     if not parts:
         raise ValueError("no rows to accumulate (empty row set, or every row dropped as bad)")
     return stats, pd.concat(parts, ignore_index=True)
@@ -744,16 +753,21 @@ def stream_predict(ds, rows, coef: np.ndarray, intercept: np.ndarray, *, noise_l
     if coef.shape[1] != D or len(intercept) != len(coef):
         raise ValueError(f"coef {coef.shape} / intercept {intercept.shape} do not match {D} features")
     preds, parts = [], []
-    for chunk in ds.iter_chunks(rows, chunk_size=chunk_size):
-        X = _noisy_features(chunk, noise_level, seed, features)
-        preds.append(np.asarray(X, dtype=np.float64) @ coef.T + intercept)
+    from .passes import split_pass
+
+    if not len(rows):
+        raise ValueError("no rows to predict")
+    for _, nc in split_pass(ds, {"rows": rows}, noise_level=noise_level, seed=seed, features=features,
+                            target=target, chunk_size=chunk_size):
+        chunk = nc.chunk
+        preds.append(np.asarray(nc.X, dtype=np.float64) @ coef.T + intercept)
         part = {"row": chunk.rows}
         if target is not None:
-            part["y"] = _target(chunk, target)
+            part["y"] = nc.y
         if collect is not None:
             part.update(collect(chunk))
         parts.append(pd.DataFrame(part))
-        del chunk, X
+        del chunk, nc
     if not preds:
         raise ValueError("no rows to predict")
     return np.concatenate(preds), pd.concat(parts, ignore_index=True)

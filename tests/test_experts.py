@@ -169,6 +169,29 @@ def test_oracle_stream_experts_are_ridge_on_their_bins(expert_dataset):
     assert r2(y, run.oracle_prediction("snr")) > r2(y, run.global_prediction()) + 0.05
 
 
+def test_fit_oracle_stream_one_pass_or_two_gives_the_same_run(expert_dataset):
+    """Test features kept in memory, or predicted by a second pass when over ``cache_bytes``: same numbers."""
+    ds = expert_dataset
+    split = split_rows(ds.n, 600, 100, 200, seed=0)
+    routers = {"snr": E.SNRRouter([2, 4, 7], ["X", "L", "M", "H"])}
+    seen: dict = {"one": [], "two": []}
+    runs = {}
+    for key, cache in (("one", 2e9), ("two", 0)):
+        runs[key] = E.fit_oracle_stream(
+            ds, split, routers, noise_level=1.0, seed=3, alphas=[1e-2, 1.0, 1e2], features=FluxFeatures(2),
+            min_count=10, chunk_size=96, predict_val=True, cache_bytes=cache,
+            on_chunk=lambda role, nc, k=key: seen[k].extend((role, int(r)) for r in nc.rows))
+    a, b = runs["one"], runs["two"]
+    np.testing.assert_allclose(a.test_pred, b.test_pred, rtol=1e-12)
+    np.testing.assert_allclose(a.val_pred, b.val_pred, rtol=1e-12)
+    assert a.test_info.equals(b.test_info) and a.val_info.equals(b.val_info)
+    # the hook sees every row of every role exactly once, in either mode
+    expect = sorted([("train", int(r)) for r in split.train] + [("val", int(r)) for r in split.val]
+                    + [("test", int(r)) for r in split.test])
+    assert sorted(seen["one"]) == expect and sorted(seen["two"]) == expect
+    assert np.array_equal(a.test_info["row"], np.sort(split.test))
+
+
 def test_run_headroom_over_seeds(expert_dataset):
     p = params_from_dict({
         "data": {"path": str(expert_dataset.path), "chunk_size": 128},

@@ -155,7 +155,7 @@ def test_run_deployable_streams_and_does_not_depend_on_chunking(snr_data):
     split = split_rows(ds.n, 300, 80, 120, 0)
     a = moe.run_deployable(ds, split, p, seed=0, representation="S2", chunk_size=64)
     b = moe.run_deployable(ds, split, p, seed=0, representation="S2", chunk_size=500)
-    assert a.info["experts_consistent"]
+    assert np.array_equal(a.rows, np.sort(split.test)) and np.array_equal(b.rows, a.rows)
     for name in ("global", "oracle", "logistic_soft_fallback", "mlp_hard", "regression_gate", "whitening",
                  "conditional", moe.DEPLOYED):
         assert np.all(np.isfinite(a.pred[name])), name
@@ -163,6 +163,12 @@ def test_run_deployable_streams_and_does_not_depend_on_chunking(snr_data):
     assert a.features["train"].shape == (300, 2) and set(a.features) == {"train", "val", "test"}
     assert np.array_equal(a.y, ds.params["log_g"].to_numpy()[split.test])
     assert a.info["regression_gate_trained_on"] == "val"
+    assert a.info["gate_train_spectra"] == 300 and a.info["regression_gate_train_spectra"] == 80
+    # a split larger than gate.train_n: the gates learn from a seeded subsample of that size
+    few = moe.run_deployable(ds, split, _params(path, train_n=150), seed=0, representation="S2")
+    assert few.info["gate_train_spectra"] == 150 and few.info["regression_gate_train_spectra"] == 80
+    assert np.allclose(few.pred["global"], a.pred["global"])  # the experts do not change
+    assert not np.allclose(few.pred["logistic_soft"], a.pred["logistic_soft"])
     c = moe.run_deployable(ds, split, p, seed=1, representation="S2")
     assert not np.allclose(a.pred["global"], c.pred["global"])  # another noise seed, other noisy spectra
     s = moe.summarize([a, c], n_boot=50)
