@@ -543,7 +543,7 @@ def run_deployable(ds, split, params, seed: int, representation: str, noise_leve
     def on_chunk(role, nc):
         # the controls and the gate features from the experts' own pass: every spectrum is read,
         # made noisy and binned once for every model of Q3
-        sigma = nc.chunk.error if nl == 1 else effective_sigma(nc.chunk.error, nl)  # no copy at the usual level
+        sigma = nc.error if nl == 1 else effective_sigma(nc.error, nl)  # no copy at the usual level
         X = SpectraInput(nc.noisy, sigma)
         q = cond.compressor_.transform(X.quality)
         seen[role]["row"].append(nc.rows)

@@ -111,7 +111,7 @@ def snr(flux: np.ndarray, error: np.ndarray, noise_level: float, definition: str
 
     Every pixel counts unless ``exclude_masked`` (the mask is then needed).
     """
-    sigma = effective_sigma(error, noise_level)
+    sigma = error if noise_level == 1 else effective_sigma(error, noise_level)  # read only: no copy needed
     if definition == "l2":
         return snr_l2(flux, sigma, mask, exclude_masked)
     if definition == "pixel":

@@ -60,6 +60,11 @@ class NoisyChunk:
         return self._chunk if self._index is None else self._chunk.take(self._index)
 
     @cached_property
+    def error(self) -> np.ndarray:
+        """The role's rows of the expected 1σ error (without copying the rest of the chunk)."""
+        return self._chunk.error if self._index is None else self._chunk.error[self._index]
+
+    @cached_property
     def noisy(self) -> np.ndarray:
         return self._noisy if self._index is None else self._noisy[self._index]
 
