@@ -49,8 +49,9 @@ ds
 #   spectrum from the noise seed and its row number, averaged over `ridge.bin_pixels` adjacent
 #   pixels. Nothing of size N × pixels is ever held: each model is fitted from sufficient statistics
 #   (Grams) accumulated in float64 chunk by chunk.
-# * **One pass per split**: the training pass fills one Gram per cell of SNR bin × physical bin;
-#   the SNR experts, the physical experts and the global model are sums of cells.
+# * **One pass per noise seed**: train, validation and test spectra are read together in file order;
+#   the training spectra fill one Gram per cell of SNR bin × physical bin (the SNR experts, the
+#   physical experts and the global model are sums of cells), the validation spectra their own Grams.
 # * **Routing**: the true SNR (definition `snr_bins.definition`, σ = error · noise_level) of the
 #   noise-free spectrum, bins `snr_bins.edges` (right-closed); physical bins from the true T_eff
 #   and [M/H]. Bins with fewer than `snr_bins.min_count` training spectra follow

@@ -55,8 +55,9 @@ ds
 #
 # * **Experts and the global model** are the Q1 Ridge models (`experts.fit_oracle_stream`: one
 #   sequential pass of sufficient statistics, one Ridge per true-SNR bin after small-bin merges, α per
-#   model on the validation split); the same pass feeds the gate's quality features and the controls. Noise is drawn on the fly per (seed, row), so every model sees
-#   the same noisy spectra for a seed; nothing of size N × pixels is held in memory.
+#   model on the validation split); the same pass feeds the gate's quality features and the controls.
+#   Noise is drawn on the fly per (seed, row), so every model sees the same noisy spectra for a seed;
+#   nothing of size N × pixels is held in memory.
 # * **Gate input**: the quality representation chosen by the Q2 notebook (its results JSON in this
 #   run's output folder, where the runner writes every notebook of a configuration), computed from
 #   σ only; its templates are fitted on a seeded subsample of the training split (`gate.fit_n`).
