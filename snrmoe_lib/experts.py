@@ -16,8 +16,9 @@ Two ways to fit
       sample_weight)`` / ``predict``) as the expert type, hard bins or soft responsibilities.
     * :func:`fit_oracle_stream` — the out-of-core path for Ridge experts: one sequential pass over
       train, validation and test rows fills a Gram per cell of (every router's bins crossed); each
-      family's experts and the global model are sums of cells (:meth:`GramStats.collapse`). Returns every expert's prediction for every
-      test spectrum (:class:`OracleRun`), so mixtures and gates can be built on top without refitting.
+      family's experts and the global model are sums of cells (:meth:`GramStats.collapse`).
+      Returns every expert's prediction for every test spectrum (:class:`OracleRun`), so mixtures
+      and gates can be built on top without refitting.
 """
 from __future__ import annotations
 

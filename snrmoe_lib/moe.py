@@ -21,8 +21,8 @@ At scale
     experts and the global model come from :func:`snrmoe_lib.experts.fit_oracle_stream` (streamed
     sufficient statistics), and the same sequential pass computes, through its per-chunk hook, the
     compact quality features and the controls' Gram matrices. Gates train on the compact arrays
-    (n × quality features, n × K expert predictions) only. :func:`summarize` and friends turn several seeds into the Q3 table with
-    bootstrap intervals and ρ.
+    (n × quality features, n × K expert predictions) only. :func:`summarize` and friends turn
+    several seeds into the Q3 table with bootstrap intervals and ρ.
 """
 from __future__ import annotations
 

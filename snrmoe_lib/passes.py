@@ -87,7 +87,8 @@ def split_pass(ds, roles: Mapping[str, np.ndarray], *, noise_level: float, seed:
     ds : PfsDataset
     roles : mapping name → row numbers
         For example ``{"train": split.train, "val": split.val, "test": split.test}``. Empty roles
-        are skipped; a row in several roles is handed to each.
+        are skipped; a row in several roles is handed to each; a row listed twice in one role
+        counts once.
     noise_level, seed : float, int
     features : transformer
         ``transform(noisy_flux) -> (n, D)``, for example :class:`~snrmoe_lib.ridge.FluxFeatures`.

@@ -169,6 +169,11 @@ def test_run_deployable_streams_and_does_not_depend_on_chunking(snr_data):
     assert few.info["gate_train_spectra"] == 150 and few.info["regression_gate_train_spectra"] == 80
     assert np.allclose(few.pred["global"], a.pred["global"])  # the experts do not change
     assert not np.allclose(few.pred["logistic_soft"], a.pred["logistic_soft"])
+    # no validation split: α by GCV and the regression gate on a seeded training subsample, said so
+    no_val = split_rows(ds.n, 300, 0, 120, 0)
+    nv = moe.run_deployable(ds, no_val, p, seed=0, representation="S2")
+    assert nv.info["regression_gate_trained_on"].startswith("a train subsample")
+    assert nv.info["regression_gate_train_spectra"] == 200 and np.all(np.isfinite(nv.pred["regression_gate"]))
     c = moe.run_deployable(ds, split, p, seed=1, representation="S2")
     assert not np.allclose(a.pred["global"], c.pred["global"])  # another noise seed, other noisy spectra
     s = moe.summarize([a, c], n_boot=50)
