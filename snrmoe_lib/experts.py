@@ -30,6 +30,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 
 from . import noise as _noise
+from .passes import split_pass
 from .ridge import FluxFeatures, GramStats, StreamingRidge, solve_path
 
 __all__ = [
@@ -517,8 +518,6 @@ def fit_oracle_stream(ds, split, routers: dict, *, noise_level: float, seed: int
     progress : bool or str
         A progress bar over the pass.
     """
-    from .passes import split_pass
-
     features = FluxFeatures() if features is None else features
     names = list(routers)
     dims = [routers[n].n_bins for n in names]

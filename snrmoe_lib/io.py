@@ -170,7 +170,7 @@ class _File:
         ds = self.handle()[key]
         uniq, inverse = np.unique(local_rows, return_inverse=True)
         lo, hi = int(uniq[0]), int(uniq[-1]) + 1
-        if hi - lo == len(local_rows):  # a contiguous run of rows (the sequential passes): no copy
+        if hi - lo == len(uniq) == len(local_rows):  # a run of consecutive rows (the sequential passes): no copy
             return ds[lo:hi]
         if hi - lo <= 4 * len(uniq):
             return ds[lo:hi][local_rows - lo]
@@ -280,17 +280,17 @@ class PfsDataset:
             return a if in_order else a[np.argsort(order)]
 
         flux, error = gather(FLUX_KEY, dtype), gather(ERROR_KEY, dtype)
+        positive = (error > 0).all(axis=1)
         mask = None
-        if self.has_mask and (with_mask or not np.all(error > 0)):
+        if self.has_mask and (with_mask or not positive.all()):
             mask = gather(MASK_KEY)
         chunk = Chunk(rows, flux, error, mask, self.params.iloc[rows].reset_index(drop=True))
-        return self._screen(chunk)
+        return self._screen(chunk, positive)
 
-    def _screen(self, chunk: Chunk) -> Chunk:
+    def _screen(self, chunk: Chunk, positive: np.ndarray) -> Chunk:
+        """Rows with NaN/inf, or σ ≤ 0 on an unmasked pixel (``positive``: σ > 0 on every pixel)."""
         finite = np.isfinite(chunk.flux).all(axis=1) & np.isfinite(chunk.error).all(axis=1)
-        if chunk.mask is None:
-            positive = (chunk.error > 0).all(axis=1)
-        else:
+        if chunk.mask is not None and not positive.all():
             positive = ((chunk.mask != 0) | (chunk.error > 0)).all(axis=1)
         bad = ~(finite & positive)
         if not bad.any():

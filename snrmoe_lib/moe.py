@@ -37,6 +37,7 @@ from sklearn.utils.validation import check_is_fitted
 from .gates import GateError, RegressionGate, check_labels, check_proba, make_gate
 from .metrics import r2, rho
 from .noise import add_noise, effective_sigma
+from .passes import split_pass
 from .quality import QualityInput, make_compressor
 from .ridge import bin_pixels
 from .threads import one_blas_thread
@@ -626,8 +627,6 @@ def run_deployable(ds, split, params, seed: int, representation: str, noise_leve
 
 def _train_sample(ds, split, run, tr: dict, g, noise_level: float, seed: int, chunk_size: int) -> dict:
     """Gate features, targets and expert predictions of a seeded training subsample (no validation split)."""
-    from .passes import split_pass
-
     rows = _fit_rows(split, max(g.fit_n, 2), g.seed + 1)
     pred = []
     for _, nc in split_pass(ds, {"train": rows}, noise_level=noise_level, seed=seed, features=run.features,

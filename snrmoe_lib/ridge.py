@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin, TransformerMixin
 
+from .passes import split_pass
 from .threads import one_blas_thread
 
 __all__ = [
@@ -716,8 +717,6 @@ def stream_stats(ds, rows, *, noise_level: float, seed: int, features: FluxFeatu
     features = FluxFeatures() if features is None else features
     stats = GramStats(features.n_features(ds.n_pix), n_groups, center=center)
     parts = []
-    from .passes import split_pass
-
     if not len(rows):
         raise ValueError("no rows to accumulate (empty row set)")
     for _, nc in split_pass(ds, {"rows": rows}, noise_level=noise_level, seed=seed, features=features,
@@ -753,8 +752,6 @@ def stream_predict(ds, rows, coef: np.ndarray, intercept: np.ndarray, *, noise_l
     if coef.shape[1] != D or len(intercept) != len(coef):
         raise ValueError(f"coef {coef.shape} / intercept {intercept.shape} do not match {D} features")
     preds, parts = [], []
-    from .passes import split_pass
-
     if not len(rows):
         raise ValueError("no rows to predict")
     for _, nc in split_pass(ds, {"rows": rows}, noise_level=noise_level, seed=seed, features=features,

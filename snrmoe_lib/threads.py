@@ -20,7 +20,7 @@ def one_blas_thread(user_api: str | None = "blas"):
 def ordered_map(fn, items, workers: int = 2, ahead: int = 2):
     """``fn(item)`` for every item on ``workers`` background threads, yielded in the items' order.
 
-    At most ``workers + ahead`` results wait for the consumer, so memory stays bounded. The streamed
+    At most ``workers + ahead + 1`` items are in hand or waiting at once, so memory stays bounded. The streamed
     passes use it to read, add noise to and featurise the next chunks while the caller accumulates
     this one: numpy, BLAS and HDF5 reads spend most of their time outside the GIL, so the threads
     share the cores. An exception in ``fn`` is raised in the consumer at that item; leaving the loop

@@ -28,6 +28,10 @@ def test_read_any_order_and_chunks_cover_rows(tiny):
     subset = np.arange(0, 50, 3)
     got = np.concatenate([c.flux for c in ds.iter_chunks(subset, chunk_size=4)])
     np.testing.assert_array_equal(got, flux[subset])
+    for rows in ([5, 5, 7], [5, 6, 7], [7, 6, 5]):  # repeats and consecutive runs in any order
+        np.testing.assert_array_equal(ds.read(rows).flux, flux[rows])
+        np.testing.assert_array_equal(ds.read(rows, with_mask=False).error, ds.read(rows).error)
+    assert ds.read([1, 2], with_mask=False).mask is None and ds.read([1, 2]).mask is not None
     with pytest.raises(IndexError):
         ds.read([50])
 
@@ -130,6 +134,9 @@ def test_masked_zero_error_is_not_bad(tmp_path):
     with DatasetWriter(tmp_path / "m.h5", 5, wave) as w:
         w.write(flux, error, params, mask)
     assert len(open_dataset(tmp_path / "m.h5").load()) == 5
+    # without asking for the mask it is still read where σ ≤ 0, so the row is not called bad
+    chunk = open_dataset(tmp_path / "m.h5").read(np.arange(5), with_mask=False)
+    assert len(chunk) == 5 and chunk.mask is not None
 
 
 def test_half_written_file_is_a_clear_error(tiny, tmp_path):
