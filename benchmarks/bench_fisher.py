@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from snrmoe_lib import fisher
+from snrmoe_lib.ceiling import fisher
 
 NUIS_3D = ("T_eff", "M_H")
 NUIS_5D = ("T_eff", "M_H", "a_M", "C_M")
@@ -84,7 +84,7 @@ def main() -> None:
         import torch
 
         from snrmoe_lib.config import MockSpec
-        from snrmoe_lib.mock import get_model, grid_table
+        from snrmoe_lib.data.mock import get_model, grid_table
 
         model = get_model(args.model)
         table = grid_table(MockSpec(mode="grid"), 21.5).sample(args.autograd_stars, random_state=args.seed)

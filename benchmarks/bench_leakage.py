@@ -1,7 +1,7 @@
 """Benchmark: the leakage audit's Ridge α path (one eigendecomposition) against one Ridge fit per α.
 
 The Q2 audit fits a Ridge on the raw error (4,096 features) for a grid of α and several targets
-(log g, SNR and three shuffled labels). :class:`snrmoe_lib.leakage.RidgePath` decomposes the
+(log g, SNR and three shuffled labels). :class:`snrmoe_lib.analyses.q2.RidgePath` decomposes the
 training design once and solves every α and target from it. The baseline, measured in the same
 run on the same synthetic inputs, is scikit-learn's ``Ridge`` refitted for each α (all targets at
 once, its fastest use), with the same standardisation. Both give the same predictions (checked).
@@ -18,7 +18,7 @@ import numpy as np
 from sklearn.linear_model import Ridge
 from sklearn.preprocessing import StandardScaler
 
-from snrmoe_lib.leakage import AuditWarning, RidgePath
+from snrmoe_lib.analyses.q2 import AuditWarning, RidgePath
 
 
 def main() -> None:

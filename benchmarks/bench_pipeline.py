@@ -8,21 +8,21 @@ Stages (wall time, and peak RSS of this process sampled every 50 ms during the s
 generate        the mock writes a sharded dataset (``mock.shard_size``); timed separately
 q1_oracle       Q1: one seed of the oracle experiments — a streamed pass over train (a Gram per
                 SNR-bin × physical-bin cell), val (α choice) and test (predictions), global model,
-                SNR experts and physical experts (:func:`snrmoe_lib.experts.fit_oracle_stream`)
-q3_deployable   Q3: one seed of the deployable MoE (:func:`snrmoe_lib.moe.run_deployable`: its own
+                SNR experts and physical experts (:func:`snrmoe_lib.models.experts.fit_oracle_stream`)
+q3_deployable   Q3: one seed of the deployable MoE (:func:`snrmoe_lib.models.mixtures.run_deployable`: its own
                 expert pass, quality features, gates, regression gate, Gate-4 controls)
-stats_local     the global train Gram in one process (:func:`snrmoe_lib.ridge.stream_stats`)
+stats_local     the global train Gram in one process (:func:`snrmoe_lib.models.ridge.stream_stats`)
 stats_dask      the same Gram from per-shard statistics computed on a Dask LocalCluster's workers and
-                summed (:func:`snrmoe_lib.distributed.distributed_stats`); checked equal to stats_local
+                summed (:func:`snrmoe_lib.orchestration.distributed.distributed_stats`); checked equal to stats_local
 
-Gram throughput: :class:`~snrmoe_lib.ridge.GramStats` updates (float64 dsyrk on the lower triangle,
+Gram throughput: :class:`~snrmoe_lib.models.ridge.GramStats` updates (float64 dsyrk on the lower triangle,
 N·D² useful flops) against a numpy ``X.T @ X`` matmul (2·N·D² flops) of the same block, measured in
 the same run. Below N = 1,000,000 each Q stage also runs on a quarter of the split, and the 1M
 figures printed at the end are EXTRAPOLATED from the two sizes (fixed + per-spectrum cost; the
 streaming pass is linear in N, the per-model solves do not depend on N) and labelled as such; at
 N = 1,000,000 they are measured.
 
-Each Q stage is one sequential pass over the dataset (:func:`snrmoe_lib.passes.split_pass`): train,
+Each Q stage is one sequential pass over the dataset (:func:`snrmoe_lib.data.passes.split_pass`): train,
 validation and test rows read together in file order, the noise drawn once per spectrum.
 
     .venv/bin/python benchmarks/bench_pipeline.py [--n 20000] [--shard-size 5000] [--workdir DIR]
@@ -93,7 +93,7 @@ def stage(results: dict, name: str, fn, *args, **kw):
 
 def gram_throughput(D: int, n: int = 4096, repeats: int = 5) -> dict:
     """GFLOP/s of GramStats.update vs numpy matmul on the same (n, D) float64 block."""
-    from snrmoe_lib.ridge import GramStats
+    from snrmoe_lib.models.ridge import GramStats
 
     X = np.random.default_rng(0).standard_normal((n, D))
     y = X[:, 0].copy()
@@ -137,10 +137,10 @@ def main() -> None:
     ap.add_argument("--bin-pixels", type=int, default=None, help="ridge.bin_pixels (default: default.yaml's)")
     a = ap.parse_args()
 
-    from snrmoe_lib.experts import fit_oracle_stream, routers_from_params
-    from snrmoe_lib.io import open_dataset, split_rows
-    from snrmoe_lib.mock import simulate
-    from snrmoe_lib.ridge import FluxFeatures, stream_stats
+    from snrmoe_lib.models.experts import fit_oracle_stream, routers_from_params
+    from snrmoe_lib.data.io import open_dataset, split_rows
+    from snrmoe_lib.data.mock import simulate
+    from snrmoe_lib.models.ridge import FluxFeatures, stream_stats
 
     workdir = Path(a.workdir) if a.workdir else Path(tempfile.mkdtemp(prefix="snrmoe-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -167,8 +167,8 @@ def main() -> None:
         seed, nl = p.seeds[0], p.noise.noise_level
         sb = p.snr_bins
 
-        from snrmoe_lib import metrics as M
-        from snrmoe_lib.moe import resolve_representation, run_deployable
+        from snrmoe_lib.evaluation import metrics as M
+        from snrmoe_lib.models.mixtures import resolve_representation, run_deployable
 
         rep, _ = resolve_representation(p, None)
         # each pipeline stage at a quarter of the split, then at the full split: the two points
@@ -200,7 +200,7 @@ def main() -> None:
 
 def quarter(split):
     """The first quarter of each part of a split (a smaller problem with the same data)."""
-    from snrmoe_lib.io import Split
+    from snrmoe_lib.data.io import Split
 
     return Split(*(np.sort(r)[: max(1, len(r) // 4)] for r in (split.train, split.val, split.test)), split.seed)
 
@@ -209,7 +209,7 @@ def run_dask(st, path, rows, nl, seed, bp, chunk_size, workers, ref) -> dict:
     import dask
     from distributed import Client, LocalCluster
 
-    from snrmoe_lib.distributed import distributed_stats
+    from snrmoe_lib.orchestration.distributed import distributed_stats
 
     dask.config.set({"distributed.worker.memory.target": False, "distributed.worker.memory.spill": False})
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,

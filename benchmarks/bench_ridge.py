@@ -1,4 +1,4 @@
-"""Benchmark of the streaming Ridge (snrmoe_lib.ridge).
+"""Benchmark of the streaming Ridge (snrmoe_lib.models.ridge).
 
 Every figure is a ratio against a baseline measured in the same run on the same machine:
 
@@ -35,8 +35,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from snrmoe_lib.io import DatasetWriter, open_dataset  # noqa: E402
-from snrmoe_lib.ridge import FluxFeatures, GramStats, StreamingRidge, solve_path, stream_stats  # noqa: E402
+from snrmoe_lib.data.io import DatasetWriter, open_dataset  # noqa: E402
+from snrmoe_lib.models.ridge import FluxFeatures, GramStats, StreamingRidge, solve_path, stream_stats  # noqa: E402
 
 
 def best(fn, repeat: int) -> float:

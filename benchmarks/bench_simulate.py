@@ -23,7 +23,7 @@ def _one(model: str, n: int, workers: int, chunk: int) -> dict:
     import torch
 
     from snrmoe_lib.config import MockSpec
-    from snrmoe_lib.mock import get_model, simulate
+    from snrmoe_lib.data.mock import get_model, simulate
 
     if workers > 1:
         torch.set_num_threads(1)

@@ -31,8 +31,8 @@ output_dir = "../reports/interactive"
 import numpy as np
 
 from snrmoe_lib import metric, verdict
-from snrmoe_lib import overview
-from snrmoe_lib.session import start_run
+from snrmoe_lib.analyses import overview
+from snrmoe_lib.reporting.session import start_run
 
 run = start_run("00_data_overview", params_path, output_dir)
 p, ds = run.params, run.dataset
@@ -73,7 +73,7 @@ run.save(fig, "00_error_vectors")
 
 # %% [markdown]
 # ## Mock calibration
-# The embedded default data come from the **mock** PFS-MR simulator (`snrmoe_lib.mock`, model
+# The embedded default data come from the **mock** PFS-MR simulator (`snrmoe_lib.data.mock`, model
 # "calibrated"): a physically motivated stand-in with the pfsspec layout and noise protocol — **not
 # BOSZ/ATLAS9 and not the PFS simulator**. Its realism is the evidence every gate rests on, so here it
 # is compared with the statistics of the user's real products (BRIEF §3), each row with its
@@ -84,9 +84,9 @@ run.save(fig, "00_error_vectors")
 # [M/H]. The Ca II triplet wings strengthen toward low gravity; Na I and Mg I toward high gravity.
 
 # %%
-from snrmoe_lib.mock import calibration as mock_calibration
-from snrmoe_lib.mock import figures as mock_figures
-from snrmoe_lib.mock import get_model
+from snrmoe_lib.data.mock import calibration as mock_calibration
+from snrmoe_lib.data.mock import figures as mock_figures
+from snrmoe_lib.data.mock import get_model
 
 mock_model = get_model(p.data.mock.model) if p.data.mock is not None else None
 if mock_model is not None:

@@ -36,10 +36,11 @@ import numpy as np
 import pandas as pd
 
 from snrmoe_lib import metric, verdict
-from snrmoe_lib import fisher, plots_fisher
-from snrmoe_lib.mock import get_model
-from snrmoe_lib.noise import bin_labels
-from snrmoe_lib.session import start_run
+from snrmoe_lib.ceiling import fisher
+from snrmoe_lib.reporting.plots import k1 as plots_fisher
+from snrmoe_lib.data.mock import get_model
+from snrmoe_lib.data.noise import bin_labels
+from snrmoe_lib.reporting.session import start_run
 
 run = start_run("fisher_ceiling", params_path, output_dir)
 p, ds = run.params, run.dataset

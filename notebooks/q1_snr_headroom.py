@@ -32,8 +32,9 @@ output_dir = "../reports/interactive"
 import pandas as pd
 
 from snrmoe_lib import verdict
-from snrmoe_lib import experts, plots_experts
-from snrmoe_lib.session import start_run
+from snrmoe_lib.models import experts
+from snrmoe_lib.reporting.plots import q1 as plots_experts
+from snrmoe_lib.reporting.session import start_run
 
 run = start_run("q1_snr_headroom", params_path, output_dir)
 p, ds = run.params, run.dataset

@@ -1,6 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
 #     text_representation:
@@ -32,9 +33,11 @@ output_dir = "../reports/interactive"
 # %%
 import matplotlib.pyplot as plt
 
-from snrmoe_lib import leakage, plots_leakage, results
-from snrmoe_lib.io import dataset_fingerprint
-from snrmoe_lib.session import start_run
+from snrmoe_lib.analyses import q2 as leakage
+from snrmoe_lib.reporting.plots import q2 as plots_leakage
+from snrmoe_lib.evaluation import records as results
+from snrmoe_lib.data.io import dataset_fingerprint
+from snrmoe_lib.reporting.session import start_run
 
 run = start_run("q2_error_leakage", params_path, output_dir)
 p, ds = run.params, run.dataset

@@ -39,9 +39,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from snrmoe_lib import metric, verdict
-from snrmoe_lib import moe, plots_moe
-from snrmoe_lib.leakage import verdict_frame
-from snrmoe_lib.session import start_run
+from snrmoe_lib.models import mixtures as moe
+from snrmoe_lib.reporting.plots import q3 as plots_moe
+from snrmoe_lib.analyses.q2 import verdict_frame
+from snrmoe_lib.reporting.session import start_run
 
 run = start_run("q3_deployable_gate", params_path, output_dir)
 p, ds = run.params, run.dataset

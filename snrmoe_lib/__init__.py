@@ -2,10 +2,10 @@
 
 Light to import: heavy dependencies (torch, papermill) load only inside the functions that need them.
 """
-from .config import ParameterError, Params, load_params
-from .io import open_dataset, split_rows
-from .mock import ensure_dataset
-from .results import find_results, metric, verdict, write_results
+from snrmoe_lib.config import ParameterError, Params, load_params
+from snrmoe_lib.data.io import open_dataset, split_rows
+from snrmoe_lib.data.mock import ensure_dataset
+from snrmoe_lib.evaluation.records import find_results, metric, verdict, write_results
 
 __version__ = "0.1.0"
 

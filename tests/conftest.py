@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from snrmoe_lib.io import DatasetWriter
+from snrmoe_lib.data.io import DatasetWriter
 
 ROOT = Path(__file__).resolve().parent.parent
 

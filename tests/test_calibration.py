@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from snrmoe_lib.config import MockSpec
-from snrmoe_lib.mock import calibration as C
-from snrmoe_lib.mock import get_model
-from snrmoe_lib.mock.generate import random_table
+from snrmoe_lib.data.mock import calibration as C
+from snrmoe_lib.data.mock import get_model
+from snrmoe_lib.data.mock.generate import random_table
 
 
 @pytest.fixture(scope="module")

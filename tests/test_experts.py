@@ -6,12 +6,12 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import Ridge
 
-from snrmoe_lib import experts as E
+from snrmoe_lib.models import experts as E
 from snrmoe_lib.config import params_from_dict
-from snrmoe_lib.io import DatasetWriter, open_dataset, split_rows
-from snrmoe_lib.metrics import r2
-from snrmoe_lib.noise import add_noise, assign_bins, snr
-from snrmoe_lib.ridge import FluxFeatures
+from snrmoe_lib.data.io import DatasetWriter, open_dataset, split_rows
+from snrmoe_lib.evaluation.metrics import r2
+from snrmoe_lib.data.noise import add_noise, assign_bins, snr
+from snrmoe_lib.models.ridge import FluxFeatures
 
 
 # ------------------------------------------------------------------------------- small-bin policy

@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from snrmoe_lib import fisher
+from snrmoe_lib.ceiling import fisher
 from snrmoe_lib.config import MockSpec
-from snrmoe_lib.mock import PARAM_NAMES, get_model, grid_table
+from snrmoe_lib.data.mock import PARAM_NAMES, get_model, grid_table
 
 NUIS_3D = ("T_eff", "M_H")
 NUIS_5D = ("T_eff", "M_H", "a_M", "C_M")
@@ -250,8 +250,8 @@ def test_one_sided_edges_are_exact_on_linear_flux():
 
 
 def test_grid_file_roundtrip(tmp_path, model):
-    from snrmoe_lib.io import open_dataset
-    from snrmoe_lib.mock import simulate
+    from snrmoe_lib.data.io import open_dataset
+    from snrmoe_lib.data.mock import simulate
 
     spec = MockSpec(mode="grid", model="simple", teff=[4500, 5500], log_g=[2, 4], m_h=[-1, 0], grid_teff_step=500,
                     grid_log_g_step=1.0, grid_m_h_step=0.5, grid_a_m=[0.0, 0.2, 0.4], grid_mags=[21.5], chunk_size=200)
@@ -302,7 +302,7 @@ def test_van_trees_under_the_sampling_prior_is_valid_and_not_vacuous():
 
 def test_per_bin_ceilings_and_model_efficiency(tmp_path):
     from snrmoe_lib.config import params_from_dict
-    from snrmoe_lib.results import write_results
+    from snrmoe_lib.evaluation.records import write_results
 
     frame = pd.DataFrame({"snr_l2": [1.0, 1.5, 3.0, 5.0, 9.0], "crlb_3d": [4.0, 2.0, 0.5, 0.1, 0.01],
                           "crlb_5d": [8.0, 4.0, 1.0, 0.2, 0.02], "bcrlb_3d": [0.9, 0.8, 0.4, 0.1, 0.01],

@@ -8,9 +8,9 @@ import pytest
 from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 
-from snrmoe_lib.gates import (GateError, LogisticGate, MLPGate, RegressionGate, check_labels, check_proba,
+from snrmoe_lib.models.gates import (GateError, LogisticGate, MLPGate, RegressionGate, check_labels, check_proba,
                               make_gate)
-from snrmoe_lib.quality import make_compressor
+from snrmoe_lib.features.quality import make_compressor
 
 
 def _snr_problem(n: int = 600, seed: int = 0):

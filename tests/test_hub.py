@@ -16,10 +16,10 @@ from urllib.parse import unquote, urljoin, urlparse
 
 import pytest
 
-from snrmoe_lib.cli import main
+from snrmoe_lib.orchestration.cli import main
 from snrmoe_lib.config import params_from_dict
-from snrmoe_lib.hub import build_hub, collect
-from snrmoe_lib.results import metric, verdict, write_results
+from snrmoe_lib.reporting.hub import build_hub, collect
+from snrmoe_lib.evaluation.records import metric, verdict, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLE_IDS = ("sweep", "gates", "k-table", "question-matrix", "decision-gaps", "authoritative", "runs", "metrics")
@@ -239,7 +239,7 @@ def test_hub_page_in_a_headless_browser(reports, browser):
 
 def test_hub_from_a_real_overview_run(tmp_path, browser):
     """A real papermill run of 00_data_overview on the smoke configuration, then the Hub over it."""
-    from snrmoe_lib.runner import run_config
+    from snrmoe_lib.orchestration.runner import run_config
 
     if not (ROOT / "data" / "mock_smoke.h5").exists():
         pytest.skip("the smoke dataset is made by `make test` (snrmoe simulate --params params/smoke.yaml)")

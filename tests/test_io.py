@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from snrmoe_lib.io import (ERROR_KEY, FLUX_KEY, MASK_KEY, PARAMS_KEY, WAVE_KEY, BadRowsError, DatasetError,
+from snrmoe_lib.data.io import (ERROR_KEY, FLUX_KEY, MASK_KEY, PARAMS_KEY, WAVE_KEY, BadRowsError, DatasetError,
                            DatasetWriter, ShardedWriter, dataset_fingerprint, open_dataset, split_rows)
 
 from conftest import make_arrays, write_dataset

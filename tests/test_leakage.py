@@ -1,4 +1,4 @@
-"""The leakage audit (snrmoe_lib.leakage): α path, audit on synthetic leaks, controls, choice, mock I/O."""
+"""The leakage audit (snrmoe_lib.analyses.q2): α path, audit on synthetic leaks, controls, choice, mock I/O."""
 from __future__ import annotations
 
 import warnings
@@ -9,9 +9,9 @@ import pytest
 from sklearn.linear_model import Ridge
 from sklearn.preprocessing import StandardScaler
 
-from snrmoe_lib import leakage as L
+from snrmoe_lib.analyses import q2 as L
 from snrmoe_lib.config import params_from_dict
-from snrmoe_lib.quality import QualityError, QualityInput
+from snrmoe_lib.features.quality import QualityError, QualityInput
 
 REPS = ["S0", "S1a", "S1b", "S2", "S2b", "S3_11", "S3_21", "S3b", "S4"]
 
@@ -219,11 +219,11 @@ def mock_params(tmp_path_factory):
 
 
 def test_mock_sample_estimated_mode_and_results(mock_params, tmp_path):
-    from snrmoe_lib.io import split_rows
-    from snrmoe_lib.mock import ensure_dataset
-    from snrmoe_lib.noise import snr
-    from snrmoe_lib.quality import chosen_representation
-    from snrmoe_lib.results import read_results, write_results
+    from snrmoe_lib.data.io import split_rows
+    from snrmoe_lib.data.mock import ensure_dataset
+    from snrmoe_lib.data.noise import snr
+    from snrmoe_lib.features.quality import chosen_representation
+    from snrmoe_lib.evaluation.records import read_results, write_results
 
     p = mock_params
     ds = ensure_dataset(p, progress=False)

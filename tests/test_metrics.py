@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from snrmoe_lib import metrics as M
+from snrmoe_lib.evaluation import metrics as M
 
 
 @pytest.fixture(scope="module")

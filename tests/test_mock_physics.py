@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from snrmoe_lib.config import MockSpec
-from snrmoe_lib.io import open_dataset
-from snrmoe_lib.mock import PARAM_NAMES, get_model, simulate
-from snrmoe_lib.mock.calibrated import CalibratedMock
-from snrmoe_lib.mock.instrument import MASK_BITS
+from snrmoe_lib.data.io import open_dataset
+from snrmoe_lib.data.mock import PARAM_NAMES, get_model, simulate
+from snrmoe_lib.data.mock.calibrated import CalibratedMock
+from snrmoe_lib.data.mock.instrument import MASK_BITS
 
 CAT_BANDS = [(8484.0, 8513.0), (8522.0, 8562.0), (8642.0, 8682.0)]  # Cenarro et al. 2001
 

@@ -5,11 +5,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from snrmoe_lib import moe
+from snrmoe_lib.models import mixtures as moe
 from snrmoe_lib.config import params_from_dict
-from snrmoe_lib.gates import GateError
-from snrmoe_lib.io import DatasetWriter, open_dataset, split_rows
-from snrmoe_lib.noise import assign_bins, snr_l2
+from snrmoe_lib.models.gates import GateError
+from snrmoe_lib.data.io import DatasetWriter, open_dataset, split_rows
+from snrmoe_lib.data.noise import assign_bins, snr_l2
 
 EDGES = [2.0, 4.0, 7.0]
 

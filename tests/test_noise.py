@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from snrmoe_lib.noise import add_noise, assign_bins, bin_labels, effective_sigma, snr, snr_l2, snr_pixel
+from snrmoe_lib.data.noise import add_noise, assign_bins, bin_labels, effective_sigma, snr, snr_l2, snr_pixel
 
 
 def test_noise_does_not_depend_on_chunking_or_order():

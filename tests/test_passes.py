@@ -2,11 +2,11 @@
 import numpy as np
 import pytest
 
-from snrmoe_lib.io import open_dataset, split_rows
-from snrmoe_lib.noise import add_noise
-from snrmoe_lib.passes import split_pass
-from snrmoe_lib.ridge import FluxFeatures
-from snrmoe_lib.threads import ordered_map
+from snrmoe_lib.data.io import open_dataset, split_rows
+from snrmoe_lib.data.noise import add_noise
+from snrmoe_lib.data.passes import split_pass
+from snrmoe_lib.models.ridge import FluxFeatures
+from snrmoe_lib._util.threads import ordered_map
 
 from conftest import write_dataset
 

@@ -1,4 +1,4 @@
-"""Error compressors S0–S4 (snrmoe_lib.quality): shapes, known answers, bad input, sklearn behaviour."""
+"""Error compressors S0–S4 (snrmoe_lib.features.quality): shapes, known answers, bad input, sklearn behaviour."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,8 +8,8 @@ from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LinearRegression
 from sklearn.pipeline import Pipeline
 
-from snrmoe_lib import quality as Q
-from snrmoe_lib.quality import QualityError, QualityInput, make_compressor, quality_features, quality_input
+from snrmoe_lib.features import quality as Q
+from snrmoe_lib.features.quality import QualityError, QualityInput, make_compressor, quality_features, quality_input
 
 P = 64
 
@@ -132,7 +132,7 @@ def test_pipeline_and_quality_features():
 
 def test_chosen_representation_reads_results(tmp_path):
     from snrmoe_lib.config import params_from_dict
-    from snrmoe_lib.results import write_results
+    from snrmoe_lib.evaluation.records import write_results
 
     with pytest.raises(FileNotFoundError, match="run notebooks/q2_error_leakage"):
         Q.chosen_representation(tmp_path, "smoke")

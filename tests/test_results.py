@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from snrmoe_lib.config import params_from_dict
-from snrmoe_lib.results import ResultsError, decide, find_results, metric, read_results, verdict, write_results
+from snrmoe_lib.evaluation.records import ResultsError, decide, find_results, metric, read_results, verdict, write_results
 
 
 def test_decide():

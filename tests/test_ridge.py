@@ -9,9 +9,9 @@ from sklearn.linear_model import Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from snrmoe_lib.io import DatasetWriter, open_dataset
-from snrmoe_lib.noise import add_noise
-from snrmoe_lib.ridge import FluxFeatures, GramStats, StreamingRidge, solve_path, stream_predict, stream_stats
+from snrmoe_lib.data.io import DatasetWriter, open_dataset
+from snrmoe_lib.data.noise import add_noise
+from snrmoe_lib.models.ridge import FluxFeatures, GramStats, StreamingRidge, solve_path, stream_predict, stream_stats
 
 
 def _rel(a, b):

@@ -4,8 +4,8 @@ import json
 import nbformat
 import pytest
 
-from snrmoe_lib.cli import main
-from snrmoe_lib.runner import discover_notebooks, run_config
+from snrmoe_lib.orchestration.cli import main
+from snrmoe_lib.orchestration.runner import discover_notebooks, run_config
 
 GOOD = '''from snrmoe_lib import load_params, write_results, metric
 p = load_params(params_path)
@@ -55,7 +55,7 @@ def test_failing_notebook_does_not_hide_the_others(project):
 
 def test_cli_exits_nonzero_when_a_notebook_fails(project, capsys):
     root, nbdir, cfg = project
-    import snrmoe_lib.runner as runner
+    import snrmoe_lib.orchestration.runner as runner
 
     orig = runner.project_root
     runner.project_root = lambda: root

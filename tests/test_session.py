@@ -3,8 +3,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from snrmoe_lib.results import metric, read_results, verdict  # noqa: E402
-from snrmoe_lib.session import start_run  # noqa: E402
+from snrmoe_lib.evaluation.records import metric, read_results, verdict  # noqa: E402
+from snrmoe_lib.reporting.session import start_run  # noqa: E402
 
 
 def test_start_save_finish(tmp_path):

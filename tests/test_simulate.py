@@ -2,11 +2,11 @@
 import numpy as np
 import pytest
 
-from snrmoe_lib.cli import main
+from snrmoe_lib.orchestration.cli import main
 from snrmoe_lib.config import MockSpec
-from snrmoe_lib.io import open_dataset
-from snrmoe_lib.mock import grid_table, simulate
-from snrmoe_lib.mock.generate import grid_path
+from snrmoe_lib.data.io import open_dataset
+from snrmoe_lib.data.mock import grid_table, simulate
+from snrmoe_lib.data.mock.generate import grid_path
 
 SMALL = dict(n=24, teff=[4000.0, 5500.0], mag=[20.5, 22.5], model="simple")
 
@@ -91,7 +91,7 @@ def test_cli_simulate(tmp_path, capsys):
 
 def test_stale_mock_dataset_is_an_error_not_silently_reused(tmp_path, capsys):
     from snrmoe_lib.config import params_from_dict
-    from snrmoe_lib.mock import StaleDatasetError, ensure_dataset, ensure_mock, stored_mock_spec
+    from snrmoe_lib.data.mock import StaleDatasetError, ensure_dataset, ensure_mock, stored_mock_spec
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text("name: c\ndata:\n  path: out.h5\n  mock:\n    n: 6\n    model: simple\n")

@@ -12,7 +12,7 @@ import nbformat
 import pytest
 
 from snrmoe_lib.config import load_params
-from snrmoe_lib.sweep import prepare_dataset, run_one, run_sweep, summary_table
+from snrmoe_lib.orchestration.sweep import prepare_dataset, run_one, run_sweep, summary_table
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -134,7 +134,7 @@ def test_sweep_parameter_files_describe_the_sweeps():
 def sharded(tmp_path):
     """A 90-row dataset in 4 shards (25 rows each, the last 15)."""
     from conftest import make_arrays
-    from snrmoe_lib.io import ShardedWriter
+    from snrmoe_lib.data.io import ShardedWriter
 
     wave, flux, error, mask, params = make_arrays(n=90, p=32, seed=3)
     path = tmp_path / "sharded"
@@ -161,15 +161,15 @@ def test_distributed_stats_equal_one_pass(sharded):
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
-    from snrmoe_lib.distributed import distributed_stats, shard_blocks
-    from snrmoe_lib.experts import SNRRouter
-    from snrmoe_lib.io import open_dataset
-    from snrmoe_lib.ridge import FluxFeatures, solve_path, stream_stats
+    from snrmoe_lib.orchestration.distributed import distributed_stats, shard_blocks
+    from snrmoe_lib.models.experts import SNRRouter
+    from snrmoe_lib.data.io import open_dataset
+    from snrmoe_lib.models.ridge import FluxFeatures, solve_path, stream_stats
 
     ds = open_dataset(sharded)
     rows = np.random.default_rng(0).choice(90, 70, replace=False)
     assert [len(b) for b in shard_blocks(ds)] == [25, 25, 25, 15]
-    from snrmoe_lib.noise import snr
+    from snrmoe_lib.data.noise import snr
 
     every = ds.load()
     edge = float(np.median(snr(every.flux, every.error, 1.0, "l2")))  # two groups of similar size
@@ -190,9 +190,9 @@ def test_distributed_stats_on_a_dask_cluster(sharded):
     distributed = pytest.importorskip("distributed")
     import numpy as np
 
-    from snrmoe_lib.distributed import distributed_stats
-    from snrmoe_lib.ridge import FluxFeatures, stream_stats
-    from snrmoe_lib.io import open_dataset
+    from snrmoe_lib.orchestration.distributed import distributed_stats
+    from snrmoe_lib.models.ridge import FluxFeatures, stream_stats
+    from snrmoe_lib.data.io import open_dataset
 
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
                                   dashboard_address=None) as cluster, distributed.Client(cluster) as client:
@@ -203,8 +203,8 @@ def test_distributed_stats_on_a_dask_cluster(sharded):
 
 def test_cli_routes_several_configurations_to_the_sweep(monkeypatch, tmp_path, capsys):
     """`snrmoe run --params a b --jobs 2 --scheduler ...` reaches run_sweep with those arguments."""
-    import snrmoe_lib.sweep as sweep
-    from snrmoe_lib.cli import main
+    import snrmoe_lib.orchestration.sweep as sweep
+    from snrmoe_lib.orchestration.cli import main
 
     seen = {}
 

@@ -1,0 +1,230 @@
+"""Statistics of the mock against the real pfsspec products, and the mock-vs-real table.
+
+Every number on the "mock" side is computed here from generated data (a random-mode dataset and
+small in-memory grids at the real grid's fixed conditions); the "real" side is the user's
+reference numbers (``BRIEF.md`` §3), kept in :data:`REAL` with their tolerances. Verdicts come
+from :func:`snrmoe_lib.results.decide`.
+
+Definitions (stated once, used everywhere):
+
+* per-pixel median SNR: median over unmasked pixels of flux/σ (the pfsspec ``snr`` column);
+* L2 SNR: ‖flux‖ / ‖σ‖ over all pixels, σ = error · noise_level;
+* "error vectors alike": per star, the error vector is fitted by scale × a global template
+  (least squares, the template is the median of unit-norm error vectors); "alike" is the median
+  over stars of the fraction of the error vector's variance that scale × template explains;
+* information: σ_CRLB(log g) from autograd Jacobians of the stored flux (float64), Fisher matrix
+  with the clean σ, marginal over (T_eff, [M/H]) (3-D) or also ([α/M], [C/M]) (5-D);
+  R²_max = 1 − CRLB / Var(log g) with Var(log g) = 1.667 of the real grid (log g 1–5, step 0.5).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from snrmoe_lib.evaluation.records import decide
+from snrmoe_lib.data.mock.base import PARAM_NAMES
+
+__all__ = ["REAL", "REAL_GRID", "calibration_grid", "snr_by_magnitude", "random_set_stats",
+           "error_similarity", "information", "calibration_table", "tier1_passed"]
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One real-product number and how close the mock must come."""
+
+    tier: int
+    quantity: str
+    real: float
+    tolerance: float
+    relative: bool  # tolerance is a fraction of ``real`` (else absolute)
+    source: str
+
+
+_SNR_MAG = {18.0: 87.4, 20.0: 24.0, 21.5: 7.1, 22.0: 4.6, 22.5: 3.0, 23.0: 1.9}
+REAL: list[Reference] = (
+    [Reference(1, f"per-pixel median SNR, grid, i = {m:g}", v, 0.25, True, "BRIEF §3 grid products")
+     for m, v in _SNR_MAG.items()]
+    + [Reference(1, "L2 SNR median, random set, noise_level 1", 2.9, 0.25, True, "BRIEF §3 random set"),
+       Reference(1, "snr column median, random set", 8.0, 0.25, True, "BRIEF §3 random set (≈ 8.2)"),
+       Reference(1, "scale-free error vectors alike (fraction)", 0.96, 0.02, False, "BRIEF §3 error-vector facts"),
+       Reference(1, "median σ_CRLB(log g) 3-D, grid, i = 21.5 (dex)", 0.43, 0.25, True, "BRIEF §3 Fisher runs"),
+       Reference(1, "median R²_max 3-D, i = 21.5", 0.89, 0.10, False, "BRIEF §2"),
+       Reference(1, "median R²_max 3-D, i = 22", 0.74, 0.10, False, "BRIEF §2"),
+       Reference(1, "median R²_max 3-D, i = 22.5", 0.37, 0.10, False, "BRIEF §2"),
+       Reference(2, "Schur decay 3-D (marginal / unmarginalised)", 0.675, 0.10, False, "BRIEF §3 (0.66–0.69)"),
+       Reference(2, "Schur decay 5-D", 0.565, 0.10, False, "BRIEF §3 (0.55–0.58)"),
+       Reference(2, "median R²_max 5-D, i = 21.5", 0.87, 0.10, False, "BRIEF §3"),
+       Reference(2, "median R²_max 5-D, i = 22", 0.70, 0.10, False, "BRIEF §3"),
+       Reference(2, "median R²_max 5-D, i = 22.5", 0.26, 0.10, False, "BRIEF §3"),
+       Reference(2, "R²_max hot high-g minus cool low-g, i = 22", 0.0, 0.0, False,
+                 "BRIEF §3: highest for hot high-g, lowest for cool low-g (sign only)")]
+)
+
+#: The real Fisher grid's axes and fixed conditions (BRIEF §3); Var(log g) of log g 1–5 step 0.5.
+REAL_GRID = {"T_eff": np.arange(3500.0, 7000.1, 250.0), "log_g": np.arange(1.0, 5.01, 0.5),
+             "M_H": np.arange(-2.5, 0.751, 0.25), "a_M": np.array([0.0]), "C_M": np.array([0.0]),
+             "seeing": 1.0, "zenith": 22.5, "field_angle": 0.325, "n_exp": 12, "t_exp": 900.0, "moon": 0.0}
+VAR_LOGG_GRID = float(np.var(REAL_GRID["log_g"]))
+
+
+def calibration_grid(n: int, seed: int = 0, mag: float = 21.5) -> pd.DataFrame:
+    """``n`` stars drawn (without replacement) from the real grid's lattice at its fixed conditions."""
+    axes = [REAL_GRID[k] for k in PARAM_NAMES]
+    mesh = np.meshgrid(*axes, indexing="ij")
+    full = np.column_stack([m.ravel() for m in mesh])
+    if n <= 0:
+        raise ValueError(f"n must be positive, got {n}")
+    rng = np.random.default_rng((seed, 17))
+    pick = rng.choice(len(full), size=min(n, len(full)), replace=False)
+    df = pd.DataFrame(full[np.sort(pick)], columns=list(PARAM_NAMES))
+    for k in ("seeing", "zenith", "field_angle", "t_exp", "moon"):
+        df[k] = float(REAL_GRID[k])
+    df["n_exp"] = int(REAL_GRID["n_exp"])
+    df["mag"] = float(mag)
+    df["redshift"] = 0.0
+    return df
+
+
+def snr_by_magnitude(model, table: pd.DataFrame, mags=tuple(_SNR_MAG)) -> pd.DataFrame:
+    """Median over stars of the per-pixel median SNR (the ``snr`` column) at each magnitude."""
+    rows = []
+    for m in mags:
+        obs = model.observe(table.assign(mag=float(m)), np.arange(len(table)), 0, "clean")
+        rows.append({"mag": float(m), "snr_pixel": float(np.median(obs.columns["snr"]))})
+    return pd.DataFrame(rows)
+
+
+def random_set_stats(flux: np.ndarray, error: np.ndarray, snr_column: np.ndarray | None = None,
+                     noise_level: float = 1.0) -> dict:
+    """L2 and per-pixel SNR medians of a random-mode sample at ``noise_level``."""
+    from snrmoe_lib.data.noise import snr
+
+    out = {"l2_median": float(np.median(snr(flux, error, noise_level, "l2"))),
+           "l2_max": float(np.max(snr(flux, error, noise_level, "l2"))),
+           "pixel_median": float(np.median(snr(flux, error, noise_level, "pixel")))}
+    if snr_column is not None:
+        s = np.asarray(snr_column, float)
+        out.update(snr_col_median=float(np.median(s)), snr_col_p05=float(np.percentile(s, 5)),
+                   snr_col_p95=float(np.percentile(s, 95)))
+    return out
+
+
+def error_similarity(error: np.ndarray, n_top: int = 40) -> dict:
+    """How alike error vectors are once their scale is removed (see the module docstring).
+
+    Returns
+    -------
+    dict
+        ``alike`` (median fraction of variance explained by scale × template), ``top_share``
+        (median share of the residual energy in each star's ``n_top`` worst pixels),
+        ``template`` (P,), ``residual_rms`` (P,) relative residual per pixel across stars,
+        ``residual_share`` (P,) mean share of each star's unexplained variance per pixel.
+    """
+    e = np.asarray(error, np.float64)
+    if e.ndim != 2 or len(e) < 2:
+        raise ValueError(f"need a (stars, pixels) error array with at least 2 stars, got {e.shape}")
+    unit = e / np.linalg.norm(e, axis=1, keepdims=True)
+    template = np.median(unit, axis=0)
+    template /= np.linalg.norm(template)
+    s = unit @ template
+    resid = unit - s[:, None] * template[None, :]
+    centred = unit - unit.mean(axis=1, keepdims=True)
+    alike = 1.0 - (resid ** 2).sum(axis=1) / (centred ** 2).sum(axis=1)
+    r2 = resid ** 2
+    top = np.sort(r2, axis=1)[:, -n_top:].sum(axis=1) / np.maximum(r2.sum(axis=1), 1e-300)
+    rel = resid / np.where(template > 0, template, np.nan)[None, :]
+    share = (r2 / np.maximum(r2.sum(axis=1, keepdims=True), 1e-300)).mean(axis=0)
+    return {"alike": float(np.median(alike)), "top_share": float(np.median(top)), "template": template,
+            "residual_rms": np.sqrt(np.nanmean(rel ** 2, axis=0)), "residual_share": share,
+            "alike_per_star": alike}
+
+
+def information(model, table: pd.DataFrame, mags=(21.5, 22.0, 22.5), var_logg: float = VAR_LOGG_GRID) -> pd.DataFrame:
+    """Per-star σ_CRLB(log g), R²_max and Schur decays (3-D and 5-D) at each magnitude.
+
+    One autograd Jacobian per star (the stored flux does not depend on the conditions); σ and the
+    mask come from :meth:`observe` at each magnitude.
+    """
+    from snrmoe_lib.ceiling import fisher
+
+    J = fisher.jacobian_autograd(model, table)
+    frames = []
+    for m in mags:
+        tb = table.assign(mag=float(m))
+        obs = model.observe(tb, np.arange(len(tb)), 0, "clean")
+        F = fisher.fisher_matrix(J, obs.error.astype(np.float64), obs.mask)
+        c3, i3 = fisher.marginal_crlb(F, "log_g", ["T_eff", "M_H"], return_info=True)
+        c5, i5 = fisher.marginal_crlb(F, "log_g", ["T_eff", "M_H", "a_M", "C_M"], return_info=True)
+        frames.append(tb[list(PARAM_NAMES) + ["mag"]].assign(
+            snr=obs.columns["snr"], sigma_3d=np.sqrt(c3), sigma_5d=np.sqrt(c5),
+            r2_3d=fisher.r2_max(c3, var_logg), r2_5d=fisher.r2_max(c5, var_logg),
+            schur_3d=i3.schur_decay, schur_5d=i5.schur_decay))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _row(ref: Reference, mock: float) -> dict:
+    if ref.quantity.startswith("R²_max hot"):
+        dev, tol, op = -mock, 0.0, "<"   # sign check: hot high-g must exceed cool low-g
+    elif ref.relative:
+        dev, tol, op = abs(mock / ref.real - 1.0), ref.tolerance, "<="
+    else:
+        dev, tol, op = abs(mock - ref.real), ref.tolerance, "<="
+    tol_txt = ("> 0" if op == "<" else f"±{ref.tolerance:.0%}" if ref.relative else f"±{ref.tolerance:g}")
+    return {"tier": ref.tier, "quantity": ref.quantity, "mock": float(mock), "real": ref.real, "tolerance": tol_txt,
+            "deviation": float(dev), "op": op, "limit": float(tol), "verdict": decide(dev, op, tol),
+            "source": ref.source}
+
+
+def calibration_table(model, flux: np.ndarray, error: np.ndarray, snr_column: np.ndarray | None,
+                      n_grid: int = 60, seed: int = 0, noise_level: float = 1.0) -> tuple[pd.DataFrame, dict]:
+    """The mock-vs-real table (one row per reference number) and the statistics behind it.
+
+    Each row's verdict is ``decide(deviation, op, limit)``: the deviation is |mock/real − 1|
+    (relative tolerance), |mock − real| (absolute), or −mock for the sign check.
+
+    Parameters
+    ----------
+    model
+        The forward model (``get_model('calibrated')``).
+    flux, error, snr_column
+        A sample of the random-mode dataset (stored flux, error and the ``snr`` column).
+    n_grid
+        Stars drawn from the real grid's lattice for the SNR table and the information rows.
+    """
+    grid = calibration_grid(n_grid, seed)
+    snr_tab = snr_by_magnitude(model, grid)
+    rnd = random_set_stats(flux, error, snr_column, noise_level)
+    sim = error_similarity(error)
+    info = information(model, grid)
+    med = info.groupby("mag").median(numeric_only=True)
+    hot = (info["T_eff"] >= 5500) & (info["log_g"] >= 4.0)
+    cool = (info["T_eff"] <= 4250) & (info["log_g"] <= 2.0)
+    at22 = np.isclose(info["mag"], 22.0)
+    hot_minus_cool = float(np.nanmedian(info.loc[hot & at22, "r2_3d"]) - np.nanmedian(info.loc[cool & at22, "r2_3d"]))
+    mock = {f"per-pixel median SNR, grid, i = {m:g}": v for m, v in zip(snr_tab["mag"], snr_tab["snr_pixel"])}
+    mock.update({
+        "L2 SNR median, random set, noise_level 1": rnd["l2_median"],
+        "snr column median, random set": rnd.get("snr_col_median", np.nan),
+        "scale-free error vectors alike (fraction)": sim["alike"],
+        "median σ_CRLB(log g) 3-D, grid, i = 21.5 (dex)": med.loc[21.5, "sigma_3d"],
+        "median R²_max 3-D, i = 21.5": med.loc[21.5, "r2_3d"],
+        "median R²_max 3-D, i = 22": med.loc[22.0, "r2_3d"],
+        "median R²_max 3-D, i = 22.5": med.loc[22.5, "r2_3d"],
+        "Schur decay 3-D (marginal / unmarginalised)": med.loc[21.5, "schur_3d"],
+        "Schur decay 5-D": med.loc[21.5, "schur_5d"],
+        "median R²_max 5-D, i = 21.5": med.loc[21.5, "r2_5d"],
+        "median R²_max 5-D, i = 22": med.loc[22.0, "r2_5d"],
+        "median R²_max 5-D, i = 22.5": med.loc[22.5, "r2_5d"],
+        "R²_max hot high-g minus cool low-g, i = 22": hot_minus_cool,
+    })
+    table = pd.DataFrame([_row(ref, mock[ref.quantity]) for ref in REAL])
+    stats = {"snr_by_mag": snr_tab, "random": rnd, "similarity": sim, "information": info, "grid": grid}
+    return table, stats
+
+
+def tier1_passed(table: pd.DataFrame) -> bool:
+    """True when every tier-1 row of a calibration table is PASS."""
+    t1 = table[table["tier"] == 1]
+    return bool(len(t1)) and bool((t1["verdict"] == "PASS").all())

@@ -1,0 +1,197 @@
+"""One results schema for every notebook run: write, read, aggregate, and decide verdicts.
+
+Each notebook's last cell writes ``<output_dir>/<notebook>.json``. Later notebooks and the Hub
+read these files; nothing is re-run and no number is typed in.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "OPS",
+    "decide",
+    "verdict",
+    "metric",
+    "code_version",
+    "to_jsonable",
+    "write_results",
+    "read_results",
+    "find_results",
+    "atomic_write_text",
+    "ResultsError",
+]
+
+SCHEMA_VERSION = 1
+OPS = {">=": np.greater_equal, ">": np.greater, "<=": np.less_equal, "<": np.less}
+REQUIRED = ("schema", "notebook", "config", "params", "seeds", "dataset", "code_version", "created",
+            "metrics", "verdicts", "figures")
+
+
+class ResultsError(ValueError):
+    """A results file is missing, malformed or of another schema."""
+
+
+def decide(value: float | None, op: str, threshold: float) -> str:
+    """'PASS', 'FAIL', or 'UNDEFINED' (value missing or NaN) for ``value op threshold``."""
+    if op not in OPS:
+        raise ValueError(f"unknown comparison {op!r}; use one of {list(OPS)}")
+    if value is None or not math.isfinite(float(value)):
+        return "UNDEFINED"
+    return "PASS" if bool(OPS[op](float(value), float(threshold))) else "FAIL"
+
+
+def verdict(gate: str, question: str, metric: str, value: float | None, op: str, threshold: float,
+            interval: Iterable[float] | None = None, note: str = "") -> dict:
+    """A verdict record; the decision is computed here from ``value op threshold``, never typed in."""
+    rec = {"gate": gate, "question": question, "metric": metric,
+           "value": None if value is None else float(value), "op": op, "threshold": float(threshold),
+           "interval": None if interval is None else [float(x) for x in interval],
+           "verdict": decide(value, op, threshold)}
+    if note:
+        rec["note"] = note
+    return rec
+
+
+def metric(value: float | None, interval: Iterable[float] | None = None, **extra: Any) -> dict:
+    """A metric record ``{"value": v, "interval": [lo, hi]}`` (plus any extra fields)."""
+    rec = {"value": None if value is None else float(value),
+           "interval": None if interval is None else [float(x) for x in interval]}
+    rec.update(extra)
+    return rec
+
+
+def code_version() -> str:
+    """``git describe`` of the project when run from a checkout, else the package version."""
+    here = Path(__file__).resolve().parents[2]
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--tags"], cwd=here,
+                             capture_output=True, text=True, timeout=10)
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("snrmoe_lib")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Cast numpy scalars/arrays, paths and tuples into plain JSON types; NaN becomes null."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, (np.bool_, bool)):
+        return bool(obj)
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to a temporary name beside ``path`` and rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def write_results(output_dir: str | Path, notebook: str, params: Any, *, dataset: dict, metrics: dict,
+                  verdicts: list[dict] | None = None, figures: list[str] | None = None,
+                  extra: dict | None = None) -> Path:
+    """Write ``<output_dir>/<notebook>.json`` in the results schema and return its path.
+
+    Parameters
+    ----------
+    params
+        The validated :class:`~snrmoe_lib.config.Params` of the run.
+    dataset
+        ``{"path", "fingerprint", "n_train", "n_test", ...}``.
+    metrics
+        Name → :func:`metric` record (or plain number).
+    verdicts
+        Records made by :func:`verdict`.
+    extra
+        Notebook-specific content (tables, the chosen representation, …) kept under ``"extra"``.
+    """
+    from snrmoe_lib.config import params_to_dict
+
+    rec = {
+        "schema": SCHEMA_VERSION,
+        "notebook": notebook,
+        "config": params.name,
+        "params": params_to_dict(params),
+        "seeds": list(params.seeds),
+        "dataset": dataset,
+        "code_version": code_version(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "metrics": metrics,
+        "verdicts": verdicts or [],
+        "figures": figures or [],
+    }
+    if extra:
+        rec["extra"] = extra
+    for v in rec["verdicts"]:
+        expect = decide(v.get("value"), v["op"], v["threshold"])
+        if v.get("verdict") != expect:
+            raise ResultsError(f"verdict for {v.get('gate')} says {v.get('verdict')} but the numbers give {expect}")
+    text = json.dumps(to_jsonable(rec), indent=2, allow_nan=False)
+    return atomic_write_text(Path(output_dir) / f"{notebook}.json", text)
+
+
+def read_results(path: str | Path) -> dict:
+    """Read and check one results JSON."""
+    path = Path(path)
+    if not path.is_file():
+        raise ResultsError(f"results file not found: {path}")
+    try:
+        rec = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ResultsError(f"{path}: not valid JSON ({exc})") from exc
+    missing = [k for k in REQUIRED if k not in rec]
+    if missing:
+        raise ResultsError(f"{path}: missing field(s) {missing}")
+    if rec["schema"] != SCHEMA_VERSION:
+        raise ResultsError(f"{path}: schema {rec['schema']}, this code reads schema {SCHEMA_VERSION}")
+    rec["_path"] = str(path)
+    return rec
+
+
+def find_results(root: str | Path, notebook: str | None = None, config: str | None = None) -> list[dict]:
+    """All results under ``root`` (recursively), optionally filtered by notebook and config name."""
+    out = []
+    for p in sorted(Path(root).rglob("*.json")):
+        if p.name.startswith("."):
+            continue
+        try:
+            rec = read_results(p)
+        except ResultsError:
+            continue
+        if notebook and rec["notebook"] != notebook:
+            continue
+        if config and rec["config"] != config:
+            continue
+        out.append(rec)
+    return out

@@ -1,0 +1,122 @@
+"""Figures of the Q1 notebook (oracle experts vs the global model). Each returns a Figure."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from snrmoe_lib.reporting.plots.common import PALETTE
+
+__all__ = ["MODEL_STYLE", "per_bin_bars", "pred_vs_true", "delta_heatmap", "headroom_vs_noise"]
+
+#: Display name and colour of each compared model (Okabe–Ito).
+MODEL_STYLE = {
+    "global": ("global Ridge", PALETTE[7]),
+    "snr_oracle": ("SNR experts (oracle)", PALETTE[0]),
+    "phys_oracle": ("T_eff × [M/H] experts (oracle)", PALETTE[1]),
+}
+
+
+def _name(model: str) -> str:
+    return MODEL_STYLE.get(model, (model, None))[0]
+
+
+def per_bin_bars(table: pd.DataFrame, title: str = ""):
+    """Grouped bars of seed-mean R² per bin and model, 95 % bootstrap intervals, counts under the bins."""
+    import matplotlib.pyplot as plt
+
+    bins = list(dict.fromkeys(table["bin"]))
+    models = list(dict.fromkeys(table["model"]))
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    width = 0.8 / len(models)
+    x = np.arange(len(bins))
+    for i, m in enumerate(models):
+        t = table[table["model"] == m].set_index("bin").loc[bins]
+        r2 = t["r2"].to_numpy(float)
+        err = np.vstack([r2 - t["r2_lo"].to_numpy(float), t["r2_hi"].to_numpy(float) - r2])
+        ax.bar(x + (i - (len(models) - 1) / 2) * width, r2, width, yerr=np.where(np.isfinite(err), err, 0),
+               capsize=3, color=MODEL_STYLE.get(m, (m, PALETTE[i % len(PALETTE)]))[1], label=_name(m))
+    counts = table.drop_duplicates("bin").set_index("bin").loc[bins, "n"].to_numpy()
+    ax.set_xticks(x, [f"{b}\nn = {c}" for b, c in zip(bins, counts)])
+    ax.axhline(0, color="0.3", lw=0.8)
+    ax.set_xlabel("true SNR bin (test spectra)")
+    ax.set_ylabel("R² of log g (seed mean)")
+    ax.set_title(title)
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def pred_vs_true(y: np.ndarray, predictions: dict[str, np.ndarray], snr: np.ndarray, snr_label: str = "true SNR",
+                 max_points: int = 4000, seed: int = 0):
+    """Predicted vs true log g, one panel per model, points coloured by the true SNR."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import Normalize
+
+    rng = np.random.default_rng(seed)
+    idx = rng.permutation(len(y))[:max_points]
+    fig, axes = plt.subplots(1, len(predictions), figsize=(4.2 * len(predictions), 4), sharex=True, sharey=True,
+                             squeeze=False)
+    lo, hi = float(np.min(y)) - 0.5, float(np.max(y)) + 0.5
+    s = np.clip(snr, 1e-3, None)
+    norm = Normalize(vmin=float(np.percentile(s, 1)), vmax=float(np.percentile(s, 99)))
+    for ax, (name, p) in zip(axes[0], predictions.items()):
+        sc = ax.scatter(y[idx], p[idx], c=s[idx], s=4, cmap="cividis", norm=norm, alpha=0.7, linewidths=0)
+        ax.plot([lo, hi], [lo, hi], color=PALETTE[3], lw=1, label="1 : 1")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_title(_name(name), fontsize=10)
+        ax.set_xlabel("true log g [dex]")
+    axes[0][0].set_ylabel("predicted log g [dex]")
+    axes[0][0].legend(frameon=False, loc="upper left")
+    fig.colorbar(sc, ax=axes[0].tolist(), label=snr_label)
+    return fig
+
+
+def delta_heatmap(tables: Sequence[pd.DataFrame], models: Sequence[str] = ("snr_oracle", "phys_oracle")):
+    """ΔR² (oracle − global, seed mean) by SNR bin (columns) for each noise level and oracle (rows)."""
+    import matplotlib.pyplot as plt
+
+    rows, labels = [], []
+    bins = list(dict.fromkeys(tables[0]["bin"]))
+    for t in tables:
+        nl = float(t["noise_level"].iloc[0])
+        for m in models:
+            s = t[t["model"] == m].set_index("bin").reindex(bins)
+            rows.append(s["delta_r2"].to_numpy(float))
+            labels.append(f"{_name(m)}\nnoise_level {nl:g}")
+    M = np.array(rows)
+    lim = max(float(np.nanmax(np.abs(M))) if np.isfinite(M).any() else 0.05, 0.02)
+    fig, ax = plt.subplots(figsize=(1.4 * len(bins) + 3.5, 0.7 * len(rows) + 1.5))
+    im = ax.imshow(np.ma.masked_invalid(M), cmap="PuOr_r", vmin=-lim, vmax=lim, aspect="auto")
+    for (i, j), v in np.ndenumerate(M):
+        ax.text(j, i, "n/a" if not np.isfinite(v) else f"{v:+.3f}", ha="center", va="center", fontsize=9,
+                color="black" if not np.isfinite(v) or abs(v) < 0.6 * lim else "white")
+    ax.set_xticks(range(len(bins)), bins)
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.set_xlabel("true SNR bin (test spectra)")
+    fig.colorbar(im, ax=ax, label="ΔR² = R²(oracle) − R²(global)")
+    fig.tight_layout()
+    return fig
+
+
+def headroom_vs_noise(summary: pd.DataFrame, threshold: float):
+    """ΔR² of each oracle against the noise level, with intervals and the Gate-2 threshold."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for i, (m, g) in enumerate(summary.groupby("model", sort=False)):
+        g = g.sort_values("noise_level")
+        v = g["delta_r2"].to_numpy(float)
+        err = np.vstack([v - g["lo"].to_numpy(float), g["hi"].to_numpy(float) - v])
+        ax.errorbar(g["noise_level"] * (1 + 0.02 * (i - 0.5)), v, yerr=err, marker="o", capsize=3,
+                    color=MODEL_STYLE.get(m, (m, PALETTE[i]))[1], label=_name(m))
+    ax.axhline(threshold, color=PALETTE[3], ls="--", lw=1, label=f"Gate-2 threshold {threshold:g}")
+    ax.axhline(0, color="0.3", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("noise_level (σ = error × noise_level)")
+    ax.set_ylabel("ΔR² vs global Ridge (seed mean)")
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig

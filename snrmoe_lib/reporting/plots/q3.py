@@ -1,0 +1,154 @@
+"""Figures of the Q3 notebook (deployable gate, regression gate, Gate-4 controls).
+
+Each function returns a matplotlib Figure; the notebook saves it with :func:`snrmoe_lib.plots.save_figure`.
+Colours come from the Okabe–Ito palette (colour-blind safe).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from snrmoe_lib.reporting.plots.common import PALETTE
+
+__all__ = ["plot_r2_table", "plot_rho", "plot_confusion", "plot_per_bin", "plot_gate_confidence"]
+
+
+def _plt():
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _names(table: pd.DataFrame, labels: dict | None) -> list[str]:
+    return [labels.get(m, m) if labels else m for m in table.index]
+
+
+def plot_r2_table(table: pd.DataFrame, labels: dict | None = None, title: str = ""):
+    """R² of every model (seed mean) with its 95 % interval; dotted lines at the global and oracle R²."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 0.38 * len(table) + 1.2))
+    yy = np.arange(len(table))[::-1]
+    kind = ["control" if m in ("whitening", "conditional") else "ref" if m in ("global", "oracle") else "moe"
+            for m in table.index]
+    col = {"ref": PALETTE[7], "moe": PALETTE[0], "control": PALETTE[3]}
+    for y, (m, r), k in zip(yy, table.iterrows(), kind):
+        ax.errorbar(r["r2"], y, xerr=[[r["r2"] - r["r2_lo"]], [r["r2_hi"] - r["r2"]]], fmt="o", color=col[k],
+                    capsize=3)
+    for m, ls in (("global", ":"), ("oracle", "--")):
+        if m in table.index:
+            ax.axvline(table.loc[m, "r2"], color="0.4", ls=ls, lw=1, label=f"{m} R²")
+    ax.set_yticks(yy)
+    ax.set_yticklabels(_names(table, labels), fontsize=8)
+    ax.set_xlabel("R² of log g on the test spectra (mean over noise seeds, 95 % interval)")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(title or "Global, oracle, deployed mixtures and single-model controls", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_rho(table: pd.DataFrame, models: Sequence[str], threshold: float, labels: dict | None = None,
+             gap_interval: Sequence[float] | None = None):
+    """The ρ diagram: ΔR² against the global model for each model (left) and ρ with the Gate-3 line (right).
+
+    ρ is drawn only where it is defined; otherwise the panel says why (oracle gap within noise).
+    """
+    plt = _plt()
+    t = table.loc[list(models)]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 0.4 * len(t) + 1.6), sharey=True)
+    yy = np.arange(len(t))[::-1]
+    for y, (m, r) in zip(yy, t.iterrows()):
+        a1.errorbar(r["delta_r2"], y, xerr=[[r["delta_r2"] - r["delta_lo"]], [r["delta_hi"] - r["delta_r2"]]],
+                    fmt="o", color=PALETTE[0], capsize=3)
+    a1.axvline(0, color="0.4", lw=1, ls=":")
+    if "oracle" in table.index:
+        a1.axvline(table.loc["oracle", "delta_r2"], color=PALETTE[1], lw=1.2, ls="--", label="oracle gap")
+        if gap_interval is not None and np.all(np.isfinite(gap_interval)):
+            a1.axvspan(*gap_interval, color=PALETTE[1], alpha=0.15, lw=0)
+        a1.legend(fontsize=8, loc="lower right")
+    a1.set_yticks(yy)
+    a1.set_yticklabels(_names(t, labels), fontsize=8)
+    a1.set_xlabel("ΔR² = R² − R²(global)")
+    a1.set_title("Gain over the global model", fontsize=10)
+    defined = np.isfinite(t["rho"].to_numpy())
+    for y, (m, r), ok in zip(yy, t.iterrows(), defined):
+        if ok:
+            lo = r["rho"] - r["rho_lo"] if np.isfinite(r["rho_lo"]) else 0
+            hi = r["rho_hi"] - r["rho"] if np.isfinite(r["rho_hi"]) else 0
+            a2.errorbar(r["rho"], y, xerr=[[lo], [hi]], fmt="s", color=PALETTE[2], capsize=3)
+    a2.axvline(threshold, color=PALETTE[3], ls="--", lw=1.2, label=f"Gate-3 threshold ρ = {threshold:g}")
+    a2.axvline(0, color="0.4", lw=1, ls=":")
+    a2.axvline(1, color="0.4", lw=1, ls=":")
+    if not defined.any():
+        a2.text(0.5, 0.5, "ρ undefined:\nthe oracle gap R²(oracle) − R²(global)\nis within noise of zero",
+                transform=a2.transAxes, ha="center", va="center", fontsize=9, color="0.3")
+        a2.set_xlim(-0.5, 1.5)
+    a2.set_xlabel("ρ = (R² − R²_global) / (R²_oracle − R²_global)")
+    a2.set_title("Retained share of the oracle's gain", fontsize=10)
+    a2.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion(cm: pd.DataFrame, title: str = ""):
+    """Row-normalised confusion matrix (true expert bin × gate's most probable bin) with counts."""
+    plt = _plt()
+    M = cm.to_numpy().astype(float)
+    R = M / np.where(M.sum(axis=1, keepdims=True) > 0, M.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1.1 * len(cm) + 2.2, 1.0 * len(cm) + 1.4))
+    im = ax.imshow(R, cmap="cividis", vmin=0, vmax=1)
+    for i in range(M.shape[0]):
+        for j in range(M.shape[1]):
+            ax.text(j, i, f"{R[i, j]:.2f}\n({int(M[i, j])})", ha="center", va="center", fontsize=8,
+                    color="white" if R[i, j] < 0.6 else "black")
+    ax.set_xticks(range(len(cm.columns)))
+    ax.set_xticklabels(cm.columns)
+    ax.set_yticks(range(len(cm.index)))
+    ax.set_yticklabels(cm.index)
+    ax.set_xlabel("gate's most probable SNR bin")
+    ax.set_ylabel("true SNR bin (expert)")
+    fig.colorbar(im, ax=ax, label="fraction of the true bin's spectra")
+    ax.set_title(title or "Gate confusion matrix (test spectra, all seeds)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_per_bin(per_bin: pd.DataFrame, models: Sequence[str], labels: dict | None = None):
+    """R² per true SNR bin for each model, with 95 % intervals and the bin counts on the axis."""
+    plt = _plt()
+    bins = list(dict.fromkeys(per_bin["bin"]))
+    fig, ax = plt.subplots(figsize=(8, 4))
+    w = 0.8 / max(len(models), 1)
+    for i, m in enumerate(models):
+        d = per_bin[per_bin["model"] == m].set_index("bin").reindex(bins)
+        x = np.arange(len(bins)) - 0.4 + w * (i + 0.5)
+        err = np.vstack([d["r2"] - d["r2_lo"], d["r2_hi"] - d["r2"]]).clip(min=0)
+        ax.errorbar(x, d["r2"], yerr=np.nan_to_num(err), fmt="o", color=PALETTE[i % len(PALETTE)], capsize=2,
+                    label=labels.get(m, m) if labels else m)
+    n = per_bin.drop_duplicates("bin").set_index("bin").reindex(bins)["n"]
+    ax.set_xticks(range(len(bins)))
+    ax.set_xticklabels([f"{b}\n(n = {int(k)})" for b, k in zip(bins, n)])
+    ax.axhline(0, color="0.5", lw=0.8, ls=":")
+    ax.set_xlabel("true SNR bin (L2 SNR)")
+    ax.set_ylabel("R² of log g within the bin")
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title("Per-bin R² (mean over noise seeds, 95 % interval)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_gate_confidence(max_proba: dict, tau: float):
+    """Distribution of the gate's max_k p_k per gate kind, with the fallback threshold τ."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    bins = np.linspace(0, 1, 41)
+    for i, (name, v) in enumerate(max_proba.items()):
+        ax.hist(v, bins=bins, histtype="step", lw=1.5, color=PALETTE[i % len(PALETTE)], label=name, density=True)
+    ax.axvline(tau, color=PALETTE[3], ls="--", label=f"fallback threshold τ = {tau:g}")
+    ax.set_xlabel("gate confidence max_k p_k")
+    ax.set_ylabel("density of test spectra")
+    ax.legend(fontsize=8)
+    ax.set_title("Below τ the global model answers (fallback)", fontsize=10)
+    fig.tight_layout()
+    return fig

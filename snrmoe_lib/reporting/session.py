@@ -1,0 +1,67 @@
+"""What every notebook does first and last: open the run, save figures, write the results file.
+
+A notebook's first code cell after its parameters is::
+
+    run = start_run("q1_snr_headroom", params_path, output_dir)
+    p, ds, split = run.params, run.dataset, run.split
+
+and its verdict cell ends with ``run.finish(metrics=..., verdicts=..., extra=...)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from snrmoe_lib.config import Params, load_params
+from snrmoe_lib.data.io import PfsDataset, Split, dataset_record, split_rows
+from snrmoe_lib.reporting.plots.common import save_figure
+from snrmoe_lib.evaluation.records import write_results
+
+__all__ = ["NotebookRun", "start_run"]
+
+
+@dataclass
+class NotebookRun:
+    """One notebook run: validated parameters, the opened dataset, the output folder, figures saved so far."""
+
+    notebook: str
+    params: Params
+    dataset: PfsDataset
+    output_dir: Path
+    figures: list[str] = field(default_factory=list)
+    _split: Split | None = None
+
+    @property
+    def split(self) -> Split:
+        """The seeded train/val/test split of the configuration (made on first use)."""
+        if self._split is None:
+            s = self.params.split
+            self._split = split_rows(self.dataset.n, s.n_train, s.n_val, s.n_test, s.seed)
+        return self._split
+
+    def save(self, fig, name: str) -> str:
+        """Save ``fig`` as ``<output_dir>/<name>.png`` and list it in the results file."""
+        fname = save_figure(fig, self.output_dir, name)
+        if fname not in self.figures:
+            self.figures.append(fname)
+        return fname
+
+    def finish(self, metrics: dict, verdicts: list[dict] | None = None, extra: dict | None = None,
+               dataset: dict | None = None) -> Path:
+        """Write ``<output_dir>/<notebook>.json`` in the results schema and return its path.
+
+        ``dataset`` defaults to the opened dataset's record (with the split when one was used).
+        """
+        record = dataset if dataset is not None else dataset_record(self.dataset, self._split)
+        return write_results(self.output_dir, self.notebook, self.params, dataset=record, metrics=metrics,
+                             verdicts=verdicts, figures=self.figures, extra=extra)
+
+
+def start_run(notebook: str, params_path: str | Path, output_dir: str | Path, progress: bool = True) -> NotebookRun:
+    """Validate the parameters, create ``output_dir`` and open (generating if needed) the dataset."""
+    from snrmoe_lib.data.mock import ensure_dataset
+
+    params = load_params(params_path)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return NotebookRun(notebook, params, ensure_dataset(params, progress=progress), out)
