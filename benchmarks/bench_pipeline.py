@@ -140,7 +140,8 @@ def main() -> None:
     from snrmoe_lib.models.experts import fit_oracle_stream, routers_from_params
     from snrmoe_lib.data.io import open_dataset, split_rows
     from snrmoe_lib.data.mock import simulate
-    from snrmoe_lib.models.ridge import FluxFeatures, stream_stats
+    from snrmoe_lib.models.ridge import stream_stats
+    from snrmoe_lib.features.flux import FluxFeatures
 
     workdir = Path(a.workdir) if a.workdir else Path(tempfile.mkdtemp(prefix="snrmoe-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from snrmoe_lib.data.io import DatasetWriter, open_dataset  # noqa: E402
-from snrmoe_lib.models.ridge import FluxFeatures, GramStats, StreamingRidge, solve_path, stream_stats  # noqa: E402
+from snrmoe_lib.models.ridge import GramStats, StreamingRidge, solve_path, stream_stats  # noqa: E402
+from snrmoe_lib.features.flux import FluxFeatures
 
 
 def best(fn, repeat: int) -> float:

@@ -35,7 +35,7 @@ output_dir = "../reports/interactive"
 import numpy as np
 import pandas as pd
 
-from snrmoe_lib import metric, verdict
+from snrmoe_lib import metric, print_verdicts, verdict
 from snrmoe_lib.ceiling import fisher
 from snrmoe_lib.reporting.plots import k1 as plots_fisher
 from snrmoe_lib.data.mock import get_model
@@ -184,7 +184,7 @@ if check is not None:
 for _, row in calib.dropna().iterrows():
     verdicts.append(verdict("K1-calibration", "K1", f"mock_vs_real_r2_3d_mag{row['mag']:g}",
                             abs(row["diff_3d"]), "<=", f.calibration_tol, note="|mock − real| median R²_max (3-D)"))
-print(pd.DataFrame(verdicts)[["gate", "metric", "value", "op", "threshold", "verdict"]].to_string(index=False))
+print_verdicts(verdicts)
 
 assert np.all(np.diff(t["sigma_3d"]) > 0) and np.all(np.diff(t["sigma_5d"]) > 0), "ceiling not monotonic in magnitude"
 assert np.all(frame["crlb_5d"].dropna() >= frame.loc[frame["crlb_5d"].notna(), "crlb_3d"] * (1 - 1e-9))

@@ -31,7 +31,7 @@ output_dir = "../reports/interactive"
 # %%
 import pandas as pd
 
-from snrmoe_lib import verdict
+from snrmoe_lib import print_verdicts, verdict
 from snrmoe_lib.models import experts
 from snrmoe_lib.reporting.plots import q1 as plots_experts
 from snrmoe_lib.reporting.session import start_run
@@ -138,7 +138,7 @@ for nl, s in scores.items():
     d = s["delta_r2_phys"]
     verdicts.append(verdict(f"Q1 physical oracle{tag}", "Q1", "delta_r2_phys", d["value"], ">=", thr, d["interval"],
                             note="reference: 3 × 3 T_eff × [M/H] oracle experts"))
-print(pd.DataFrame(verdicts)[["gate", "metric", "value", "op", "threshold", "interval", "verdict"]].to_string(index=False))
+print_verdicts(verdicts)
 
 # invariants: enough seeds for a verdict; every test spectrum scored in exactly one bin; every
 # expert trained on at least min_count spectra; oracle = the routed expert's own prediction

@@ -33,6 +33,7 @@ output_dir = "../reports/interactive"
 # %%
 import matplotlib.pyplot as plt
 
+from snrmoe_lib import print_verdicts
 from snrmoe_lib.analyses import q2 as leakage
 from snrmoe_lib.reporting.plots import q2 as plots_leakage
 from snrmoe_lib.evaluation import records as results
@@ -146,7 +147,7 @@ audit.controls.drop(columns=["r2_snr"]).round(3)
 verdicts = [v for k, a in audits.items() for v in leakage.gate1_verdicts(a.table, chosen, p, label=k)]
 verdicts += [results.verdict("guard", "Q2", f"{k}/label_shuffle_max_abs_r2", leakage.guard_r2(a), "<",
                              p.quality.guard_max_abs_r2) for k, a in audits.items()]
-print(leakage.verdict_frame(verdicts).to_string(index=False))
+print_verdicts(verdicts)
 print(f"\nquality_features() representation: {chosen} ({reason})")
 
 # invariants: the audit cannot leak by itself; pixel order is irrelevant to a linear model;

@@ -38,10 +38,9 @@ import time
 import matplotlib.pyplot as plt
 import numpy as np
 
-from snrmoe_lib import metric, verdict
+from snrmoe_lib import metric, print_verdicts, verdict
 from snrmoe_lib.models import mixtures as moe
 from snrmoe_lib.reporting.plots import q3 as plots_moe
-from snrmoe_lib.analyses.q2 import verdict_frame
 from snrmoe_lib.reporting.session import start_run
 
 run = start_run("q3_deployable_gate", params_path, output_dir)
@@ -196,7 +195,7 @@ verdicts = [
     verdict("leak-free", "Q3", "gate_inputs_logg_r2", leak["r2_linear"], "<", th.gate1_logg_r2_max,
             leak["interval_linear"]),
 ]
-print(verdict_frame(verdicts).to_string(index=False))
+print_verdicts(verdicts)
 assert verdicts[2]["verdict"] == "PASS", "the gate inputs leak log g"
 assert all(np.array_equal(r.rows, np.sort(split.test)) for r in runs), "a seed predicted other test stars"
 assert np.isclose(t.loc["oracle", "delta_r2"], summary.oracle_gap) and len(runs) == len(p.seeds)

@@ -5,9 +5,9 @@ Light to import: heavy dependencies (torch, papermill) load only inside the func
 from snrmoe_lib.config import ParameterError, Params, load_params
 from snrmoe_lib.data.io import open_dataset, split_rows
 from snrmoe_lib.data.mock import ensure_dataset
-from snrmoe_lib.evaluation.records import find_results, metric, verdict, write_results
+from snrmoe_lib.evaluation.records import find_results, metric, print_verdicts, verdict, write_results
 
 __version__ = "0.1.0"
 
 __all__ = ["ParameterError", "Params", "load_params", "open_dataset", "split_rows", "ensure_dataset",
-           "find_results", "metric", "verdict", "write_results", "__version__"]
+           "find_results", "metric", "print_verdicts", "verdict", "write_results", "__version__"]

@@ -11,7 +11,7 @@ from snrmoe_lib.config import params_from_dict
 from snrmoe_lib.data.io import DatasetWriter, open_dataset, split_rows
 from snrmoe_lib.evaluation.metrics import r2
 from snrmoe_lib.data.noise import add_noise, assign_bins, snr
-from snrmoe_lib.models.ridge import FluxFeatures
+from snrmoe_lib.features.flux import FluxFeatures
 
 
 # ------------------------------------------------------------------------------- small-bin policy

@@ -5,7 +5,7 @@ import pytest
 from snrmoe_lib.data.io import open_dataset, split_rows
 from snrmoe_lib.data.noise import add_noise
 from snrmoe_lib.data.passes import split_pass
-from snrmoe_lib.models.ridge import FluxFeatures
+from snrmoe_lib.features.flux import FluxFeatures
 from snrmoe_lib._util.threads import ordered_map
 
 from conftest import write_dataset

@@ -11,7 +11,8 @@ from sklearn.preprocessing import StandardScaler
 
 from snrmoe_lib.data.io import DatasetWriter, open_dataset
 from snrmoe_lib.data.noise import add_noise
-from snrmoe_lib.models.ridge import FluxFeatures, GramStats, StreamingRidge, solve_path, stream_predict, stream_stats
+from snrmoe_lib.models.ridge import GramStats, StreamingRidge, solve_path, stream_predict, stream_stats
+from snrmoe_lib.features.flux import FluxFeatures
 
 
 def _rel(a, b):

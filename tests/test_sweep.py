@@ -164,7 +164,8 @@ def test_distributed_stats_equal_one_pass(sharded):
     from snrmoe_lib.orchestration.distributed import distributed_stats, shard_blocks
     from snrmoe_lib.models.experts import SNRRouter
     from snrmoe_lib.data.io import open_dataset
-    from snrmoe_lib.models.ridge import FluxFeatures, solve_path, stream_stats
+    from snrmoe_lib.models.ridge import solve_path, stream_stats
+    from snrmoe_lib.features.flux import FluxFeatures
 
     ds = open_dataset(sharded)
     rows = np.random.default_rng(0).choice(90, 70, replace=False)
@@ -191,7 +192,8 @@ def test_distributed_stats_on_a_dask_cluster(sharded):
     import numpy as np
 
     from snrmoe_lib.orchestration.distributed import distributed_stats
-    from snrmoe_lib.models.ridge import FluxFeatures, stream_stats
+    from snrmoe_lib.models.ridge import stream_stats
+    from snrmoe_lib.features.flux import FluxFeatures
     from snrmoe_lib.data.io import open_dataset
 
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,

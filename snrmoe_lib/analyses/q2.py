@@ -42,6 +42,7 @@ from snrmoe_lib.data.noise import snr as snr_values
 from snrmoe_lib.features.quality import QualityError, QualityInput, check_features, make_compressor, quality_input
 from snrmoe_lib.evaluation.records import decide
 from snrmoe_lib._util.threads import one_blas_thread
+from snrmoe_lib._util.rng import rng as _rng
 
 __all__ = [
     "AuditWarning",
@@ -65,7 +66,7 @@ __all__ = [
     "format_table",
     "guard_r2",
     "results_payload",
-    "verdict_frame",
+
 ]
 
 
@@ -348,9 +349,9 @@ def load_audit_sample(ds: PfsDataset, params: Params, label: str = "clean",
         sp = split_rows(ds.n, params.split.n_train, params.split.n_val, params.split.n_test, seed)
         parts = {"train": sp.train, "val": sp.val, "test": sp.test}
         if params.split.n_val == 0:  # no validation split configured: carve one from train
-            tr = np.random.default_rng((seed, 7)).permutation(sp.train)
+            tr = _rng("audit.train_order", seed).permutation(sp.train)
             parts.update(train=tr[n_va:], val=tr[:n_va])
-        rng = np.random.default_rng((seed, 11))
+        rng = _rng("audit.subsample", seed)
         want = {"train": n_tr, "val": n_va, "test": n_te}
         parts = {k: np.sort(rng.choice(v, want[k], replace=False)) for k, v in parts.items()}
     else:
@@ -468,7 +469,7 @@ def _shuffled_labels(sample: AuditSample, seed: int) -> tuple:
     out = []
     for k, split in enumerate(("train", "val", "test")):
         y = sample.targets[split]["log_g"]
-        out.append(np.random.default_rng((int(seed), 101, k)).permutation(y))
+        out.append(_rng("audit.label_shuffle", int(seed), k).permutation(y))
     return tuple(out)
 
 
@@ -476,7 +477,7 @@ def _per_spectrum_shuffle(sigma: np.ndarray, rows: np.ndarray, seed: int) -> np.
     # one permutation per spectrum, keyed by (seed, row): alignment with the wavelength is destroyed
     out = np.empty_like(sigma)
     for i, r in enumerate(rows):
-        out[i] = sigma[i, np.random.default_rng((int(seed), 202, int(r))).permutation(sigma.shape[1])]
+        out[i] = sigma[i, _rng("audit.pixel_shuffle", int(seed), int(r)).permutation(sigma.shape[1])]
     return out
 
 
@@ -537,7 +538,7 @@ def run_audit(sample: AuditSample, params: Params, representations: Sequence[str
         importance = np.abs(model.coef_[:, 0])
     add("raw σ (S0)", "reference: Ridge on the raw σ", "high (leaks)", p, s0_scores)
 
-    perm = np.random.default_rng((int(seed0), 303)).permutation(p)
+    perm = _rng("audit.pixel_order", int(seed0)).permutation(p)
     F = [getattr(sample, s).sigma[:, perm] for s in ("train", "val", "test")]
     add("fixed pixel permutation", "one permutation of the pixels, the same for train and test",
         "≈ S0 (a linear model needs no pixel order)", p, _fit_targets(*F, sample, None, params)[0])
@@ -801,14 +802,6 @@ def format_table(table: pd.DataFrame) -> pd.DataFrame:
         "verdict": table["verdict"],
         "interval verdict": table["verdict_interval"],
     })
-
-
-def verdict_frame(verdicts: list[dict]) -> pd.DataFrame:
-    """Verdict records (:func:`snrmoe_lib.results.verdict`) as a table to print."""
-    return pd.DataFrame([{"gate": v["gate"], "metric": v["metric"], "value": round(v["value"], 4) if v["value"] is not None else None,
-                          "rule": f"{v['op']} {v['threshold']:g}",
-                          "95 % interval": "" if v["interval"] is None else "[" + ", ".join(f"{x:.3f}" for x in v["interval"]) + "]",
-                          "verdict": v["verdict"]} for v in verdicts])
 
 
 def guard_r2(audit: Audit) -> float:

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from snrmoe_lib.data.mock.base import PARAM_NAMES
+from snrmoe_lib._util.rng import rng as _rng
 
 if TYPE_CHECKING:  # pragma: no cover
     from snrmoe_lib.config import Params
@@ -809,7 +810,7 @@ def grid_jacobian_dataset(ds: "PfsDataset", n_stars: int | None = None, seed: in
             raise ValueError(f"{ds.path}: no grid star has neighbours on every axis {list(axes)} with "
                              f"edges={edges!r}; use a larger grid or edges='one_sided'")
         if n_stars is not None and n_stars < cand.size:
-            cand = np.sort(np.random.default_rng(seed).choice(cand, size=n_stars, replace=False))
+            cand = np.sort(_rng("fisher.stars", seed).choice(cand, size=n_stars, replace=False))
         rows = cand
     rows = np.asarray(rows, np.int64)
     plus, minus, _ = _stencils(lat, rows, axes, edges)
@@ -1218,7 +1219,7 @@ def bin_star_frame(params: "Params", ds: "PfsDataset", grid_frame: pd.DataFrame,
         warnings.warn(msg, stacklevel=2)
         return grid_frame, pooled + f" ({msg})"
     n = min(params.fisher.n_bin_stars, len(test))
-    rows = np.sort(np.random.default_rng((params.fisher.seed, 1)).choice(test, size=n, replace=False))
+    rows = np.sort(_rng("fisher.bin_stars", params.fisher.seed).choice(test, size=n, replace=False))
     return (dataset_star_frame(ds, rows, params, model, var_logg, prior_var),
             f"{n} test stars of the dataset (exact autograd Jacobians, the dataset's σ)")
 

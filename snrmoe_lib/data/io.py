@@ -28,6 +28,7 @@ from typing import Iterator, Sequence
 import h5py
 import numpy as np
 import pandas as pd
+from snrmoe_lib._util.rng import rng as _rng
 
 __all__ = [
     "FLUX_KEY",
@@ -560,7 +561,7 @@ def split_rows(n: int, n_train: int, n_val: int, n_test: int, seed: int) -> Spli
     need = n_train + n_val + n_test
     if need > n:
         raise ValueError(f"split needs {need} rows (train {n_train} + val {n_val} + test {n_test}) but the dataset has {n}")
-    perm = np.random.default_rng(seed).permutation(n)
+    perm = _rng("split.permutation", seed).permutation(n)
     train = np.sort(perm[:n_train])
     val = np.sort(perm[n_train:n_train + n_val])
     test = np.sort(perm[n_train + n_val:need])

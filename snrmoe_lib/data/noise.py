@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+from snrmoe_lib._util.rng import rng as _rng
 
 __all__ = [
     "effective_sigma",
@@ -35,7 +36,7 @@ def row_normals(rows: np.ndarray, n_pix: int, seed: int, dtype=np.float32) -> np
     """Standard normal draws, one row of ``n_pix`` per row number, keyed by (seed, row)."""
     out = np.empty((len(rows), n_pix), dtype=np.float32 if dtype == np.float32 else np.float64)
     for i, r in enumerate(np.asarray(rows, dtype=np.int64)):
-        np.random.default_rng((int(seed), int(r))).standard_normal(dtype=out.dtype, out=out[i])
+        _rng("noise.flux", int(seed), int(r)).standard_normal(dtype=out.dtype, out=out[i])
     return out
 
 

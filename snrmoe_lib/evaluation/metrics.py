@@ -5,6 +5,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
+from snrmoe_lib._util.rng import rng as _rng
 
 __all__ = ["r2", "mae", "rmse", "bootstrap_interval", "paired_bootstrap", "per_bin_table", "delta_r2", "rho",
            "seed_summary", "bootstrap_indices", "r2_resampled", "seed_r2", "seed_delta_r2", "per_bin_seed_table"]
@@ -41,13 +42,15 @@ def rmse(y_true, y_pred) -> float:
     return float(np.sqrt(np.mean((y_true - y_pred) ** 2)))
 
 
-def bootstrap_interval(y_true, y_pred, stat: Callable = r2, n_boot: int = 200, level: float = 0.95,
-                       seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``stat(y_true, y_pred)`` over resampled test spectra."""
-    y_true, y_pred = _check(y_true, y_pred)
-    rng = np.random.default_rng(seed)
-    n = len(y_true)
-    vals = np.array([stat(y_true[i], y_pred[i]) for i in (rng.integers(0, n, n) for _ in range(n_boot))])
+def percentile_interval(draws, level: float = 0.95) -> tuple[float, float]:
+    """The one interval helper: the central ``level`` percentile interval of bootstrap ``draws``.
+
+    Non-finite draws (a resample whose labels are constant) are dropped; with none left the interval
+    is (NaN, NaN). ``scipy.stats.bootstrap`` is not used: the project resamples *stars* once and
+    reuses the same indices for every seed and model (paired differences, seed means), which needs the
+    draws themselves, and its BCa default would change every published interval.
+    """
+    vals = np.asarray(draws, dtype=np.float64).ravel()
     vals = vals[np.isfinite(vals)]
     if vals.size == 0:
         return (float("nan"), float("nan"))
@@ -55,18 +58,27 @@ def bootstrap_interval(y_true, y_pred, stat: Callable = r2, n_boot: int = 200, l
     return (float(np.quantile(vals, a)), float(np.quantile(vals, 1 - a)))
 
 
+def bootstrap_interval(y_true, y_pred, stat: Callable = r2, n_boot: int = 200, level: float = 0.95,
+                       seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``stat(y_true, y_pred)`` over resampled test spectra."""
+    y_true, y_pred = _check(y_true, y_pred)
+    rng = _rng("bootstrap.stars", seed)
+    n = len(y_true)
+    vals = np.array([stat(y_true[i], y_pred[i]) for i in (rng.integers(0, n, n) for _ in range(n_boot))])
+    return percentile_interval(vals, level)
+
+
 def paired_bootstrap(y_true, pred_a, pred_b, n_boot: int = 200, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
     """Bootstrap interval of R²(a) − R²(b) with the same resampled spectra for both models."""
     y_true, pred_a = _check(y_true, pred_a)
     _, pred_b = _check(y_true, pred_b)
-    rng = np.random.default_rng(seed)
+    rng = _rng("bootstrap.stars", seed)
     n = len(y_true)
     vals = []
     for _ in range(n_boot):
         i = rng.integers(0, n, n)
         vals.append(r2(y_true[i], pred_a[i]) - r2(y_true[i], pred_b[i]))
-    a = (1 - level) / 2
-    return (float(np.quantile(vals, a)), float(np.quantile(vals, 1 - a)))
+    return percentile_interval(np.asarray(vals), level)
 
 
 def delta_r2(y_true, pred_model, pred_baseline) -> float:
@@ -127,7 +139,7 @@ def bootstrap_indices(n: int, n_boot: int, seed: int = 0) -> np.ndarray:
     """(n_boot, n) row indices drawn with replacement, from a seeded generator."""
     if n <= 0 or n_boot <= 0:
         raise ValueError(f"need n > 0 and n_boot > 0, got n={n}, n_boot={n_boot}")
-    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    return _rng("bootstrap.stars", seed).integers(0, n, size=(n_boot, n))
 
 
 def r2_resampled(y_true, y_pred, idx: np.ndarray) -> np.ndarray:
@@ -147,14 +159,6 @@ def _as_seeds(preds, n: int, name: str) -> np.ndarray:
     return P
 
 
-def _interval(vals: np.ndarray, level: float) -> tuple[float, float]:
-    vals = vals[np.isfinite(vals)]
-    if vals.size == 0:
-        return (float("nan"), float("nan"))
-    a = (1 - level) / 2
-    return (float(np.quantile(vals, a)), float(np.quantile(vals, 1 - a)))
-
-
 def seed_r2(y_true, preds, n_boot: int = 200, level: float = 0.95, seed: int = 0) -> dict:
     """Seed-mean R² of ``preds`` (n_seeds, n) with a star-bootstrap interval and the per-seed values."""
     y_true = np.asarray(y_true, dtype=np.float64)
@@ -164,7 +168,7 @@ def seed_r2(y_true, preds, n_boot: int = 200, level: float = 0.95, seed: int = 0
     if n_boot:
         idx = bootstrap_indices(len(y_true), n_boot, seed)
         boot = np.mean([r2_resampled(y_true, p, idx) for p in P], axis=0)
-        out["interval"] = list(_interval(boot, level))
+        out["interval"] = list(percentile_interval(boot, level))
     return out
 
 
@@ -181,7 +185,7 @@ def seed_delta_r2(y_true, preds_model, preds_baseline, n_boot: int = 200, level:
     if n_boot:
         idx = bootstrap_indices(len(y_true), n_boot, seed)
         boot = np.mean([r2_resampled(y_true, a, idx) - r2_resampled(y_true, b, idx) for a, b in zip(A, B)], axis=0)
-        out["interval"] = list(_interval(boot, level))
+        out["interval"] = list(percentile_interval(boot, level))
     return out
 
 

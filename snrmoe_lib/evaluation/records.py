@@ -62,6 +62,22 @@ def verdict(gate: str, question: str, metric: str, value: float | None, op: str,
     return rec
 
 
+def verdict_frame(verdicts: Iterable[dict]):
+    """Verdict records (:func:`verdict`) as one table: the only way verdicts are shown."""
+    import pandas as pd
+
+    return pd.DataFrame([{"gate": v["gate"], "metric": v["metric"],
+                          "value": round(v["value"], 4) if v["value"] is not None else None,
+                          "rule": f"{v['op']} {v['threshold']:g}",
+                          "95 % interval": "" if v["interval"] is None else "[" + ", ".join(f"{x:.3f}" for x in v["interval"]) + "]",
+                          "verdict": v["verdict"]} for v in verdicts])
+
+
+def print_verdicts(verdicts: Iterable[dict]) -> None:
+    """Print the verdict table of a notebook (see :func:`verdict_frame`)."""
+    print(verdict_frame(verdicts).to_string(index=False))
+
+
 def metric(value: float | None, interval: Iterable[float] | None = None, **extra: Any) -> dict:
     """A metric record ``{"value": v, "interval": [lo, hi]}`` (plus any extra fields)."""
     rec = {"value": None if value is None else float(value),

@@ -31,7 +31,8 @@ from sklearn.base import BaseEstimator, RegressorMixin, clone
 
 from snrmoe_lib.data import noise as _noise
 from snrmoe_lib.data.passes import split_pass
-from snrmoe_lib.models.ridge import FluxFeatures, GramStats, StreamingRidge, solve_path
+from snrmoe_lib.models.ridge import GramStats, StreamingRidge, solve_path
+from snrmoe_lib.features.flux import FluxFeatures
 
 __all__ = [
     "SmallBinError",

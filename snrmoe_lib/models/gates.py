@@ -22,6 +22,7 @@ from typing import Iterator
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
+from snrmoe_lib._util.rng import torch_generator
 
 __all__ = ["GateError", "check_proba", "check_labels", "LogisticGate", "MLPGate", "RegressionGate", "make_gate"]
 
@@ -262,7 +263,7 @@ class MLPGate(_ProbaGate):
         if int(self.hidden) <= 0 or int(self.epochs) <= 0:
             raise GateError(f"hidden and epochs must be positive, got {self.hidden}, {self.epochs}")
         with _torch_threads() as torch:
-            gen = torch.Generator().manual_seed(int(self.seed))
+            gen = torch_generator("torch.init", int(self.seed))
             net = _mlp(torch, Xs.shape[1], int(self.hidden), len(self.classes_), gen)
             Xt, yt = torch.as_tensor(Xs, dtype=torch.float32), torch.as_tensor(y)
             self.loss_ = _adam(torch, list(net.parameters()), lambda: torch.nn.functional.cross_entropy(net(Xt), yt),
@@ -351,7 +352,7 @@ class RegressionGate(RegressorMixin, BaseEstimator):
         self.mean_, self.scale_ = _standardizer(X)
         Xs = (X - self.mean_) / self.scale_
         with _torch_threads() as torch:
-            gen = torch.Generator().manual_seed(int(self.seed))
+            gen = torch_generator("torch.init", int(self.seed))
             h = int(self.hidden)
             # the output layer starts at zero: training starts from the uniform mixture
             net = (_mlp(torch, Xs.shape[1], h, self.n_experts_, gen, zero_last=True) if h

@@ -39,8 +39,9 @@ from snrmoe_lib.evaluation.metrics import r2, rho
 from snrmoe_lib.data.noise import add_noise, effective_sigma
 from snrmoe_lib.data.passes import split_pass
 from snrmoe_lib.features.quality import QualityInput, make_compressor
-from snrmoe_lib.models.ridge import bin_pixels
+from snrmoe_lib.features.flux import bin_pixels
 from snrmoe_lib._util.threads import one_blas_thread
+from snrmoe_lib._util.rng import rng as _rng
 
 __all__ = [
     "mix",
@@ -488,11 +489,11 @@ def _subsample(n: int, most: int, seed: int) -> np.ndarray:
     """All of ``range(n)`` when ``n <= most``, else a seeded sorted subsample of ``most`` of them."""
     if n <= most:
         return np.arange(n)
-    return np.sort(np.random.default_rng((int(seed), 37)).choice(n, int(most), replace=False))
+    return np.sort(_rng("gate.fit_subsample", int(seed)).choice(n, int(most), replace=False))
 
 
 def _fit_rows(split, n: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng((int(seed), 31))
+    rng = _rng("gate.template_subsample", int(seed))
     n = min(int(n), len(split.train))
     return np.sort(rng.choice(split.train, n, replace=False))
 
@@ -520,7 +521,8 @@ def run_deployable(ds, split, params, seed: int, representation: str, noise_leve
         A progress bar over the pass.
     """
     from snrmoe_lib.models.experts import SNRRouter, fit_oracle_stream
-    from snrmoe_lib.models.ridge import FluxFeatures, GramStats, StreamingRidge
+    from snrmoe_lib.models.ridge import GramStats, StreamingRidge
+    from snrmoe_lib.features.flux import FluxFeatures
 
     p = params
     nl = p.noise.noise_level if noise_level is None else float(noise_level)
@@ -657,7 +659,7 @@ def seed_bootstrap(y, preds: Sequence[np.ndarray], n_boot: int = 200, seed: int 
     y = np.asarray(y, dtype=np.float64)
     preds = [np.asarray(q, dtype=np.float64) for q in preds]
     value = float(np.mean([stat(y, q) for q in preds]))
-    rng = np.random.default_rng(seed)
+    rng = _rng("bootstrap.stars", seed)
     n = len(y)
     draws = np.empty(n_boot)
     for b in range(n_boot):

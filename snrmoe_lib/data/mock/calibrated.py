@@ -19,6 +19,7 @@ import pandas as pd
 from snrmoe_lib.data.mock.base import PARAM_NAMES, ForwardModel, Observation, register_model
 from snrmoe_lib.data.mock.instrument import FineGrid, Instrument, load_instrument_config
 from snrmoe_lib.data.mock.stellar import StellarModel
+from snrmoe_lib._util.rng import rng as _rng
 
 __all__ = ["CalibratedMock"]
 
@@ -155,7 +156,7 @@ class CalibratedMock(ForwardModel):
         obj, sky, c = k["obj"], k["sky"], k["cond"]
         var = self.instrument.variance(obj, sky, c)
         if error_mode == "estimated":
-            z = np.stack([np.random.default_rng((int(seed), int(r), 7)).standard_normal(obj.shape[1]) for r in rows])
+            z = np.stack([_rng("mock.calibrated.variance", int(seed), int(r)).standard_normal(obj.shape[1]) for r in rows])
             var = self.instrument.variance(obj, sky, c, poisson=obj + sky + z * np.sqrt(var))
         sigma = np.sqrt(var)
         flux = spec / np.median(spec, axis=1, keepdims=True)

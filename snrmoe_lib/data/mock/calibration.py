@@ -25,6 +25,7 @@ import pandas as pd
 
 from snrmoe_lib.evaluation.records import decide
 from snrmoe_lib.data.mock.base import PARAM_NAMES
+from snrmoe_lib._util.rng import rng as _rng
 
 __all__ = ["REAL", "REAL_GRID", "calibration_grid", "snr_by_magnitude", "random_set_stats",
            "error_similarity", "information", "calibration_table", "tier1_passed"]
@@ -76,7 +77,7 @@ def calibration_grid(n: int, seed: int = 0, mag: float = 21.5) -> pd.DataFrame:
     full = np.column_stack([m.ravel() for m in mesh])
     if n <= 0:
         raise ValueError(f"n must be positive, got {n}")
-    rng = np.random.default_rng((seed, 17))
+    rng = _rng("calibration.subsample", seed)
     pick = rng.choice(len(full), size=min(n, len(full)), replace=False)
     df = pd.DataFrame(full[np.sort(pick)], columns=list(PARAM_NAMES))
     for k in ("seeing", "zenith", "field_angle", "t_exp", "moon"):

@@ -15,6 +15,7 @@ import pandas as pd
 from snrmoe_lib.config import MockSpec, Params
 from snrmoe_lib.data.io import DatasetWriter, ShardedWriter, open_dataset
 from snrmoe_lib.data.mock.base import PARAM_NAMES, get_model
+from snrmoe_lib._util.rng import rng as _rng
 
 __all__ = ["ensure_mock", "stored_mock_spec", "StaleDatasetError", "draw_stellar", "draw_conditions", "grid_table", "random_table", "simulate", "ensure_dataset",
            "grid_path"]
@@ -24,7 +25,7 @@ _SPEC_KEY = {"T_eff": "teff", "log_g": "log_g", "M_H": "m_h", "a_M": "a_m", "C_M
 
 def draw_stellar(spec: MockSpec, n: int, seed: int) -> pd.DataFrame:
     """Stellar parameters from beta(a, b) distributions stretched onto the configured ranges."""
-    rng = np.random.default_rng((seed, 0))
+    rng = _rng("mock.stellar", seed)
     a, b = spec.beta_shape
     out = {}
     for name in PARAM_NAMES:
@@ -35,7 +36,7 @@ def draw_stellar(spec: MockSpec, n: int, seed: int) -> pd.DataFrame:
 
 def draw_conditions(spec: MockSpec, n: int, seed: int) -> pd.DataFrame:
     """Magnitude and observing conditions, uniform within the configured ranges."""
-    rng = np.random.default_rng((seed, 1))
+    rng = _rng("mock.conditions", seed)
     out = {k: rng.uniform(*getattr(spec, k), size=n) for k in ("mag", "seeing", "zenith", "field_angle")}
     out["n_exp"] = np.full(n, spec.n_exp, dtype=np.int64)
     out["t_exp"] = np.full(n, spec.t_exp)

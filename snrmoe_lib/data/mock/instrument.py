@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
+from snrmoe_lib._util.rng import rng as _rng
 
 __all__ = ["FineGrid", "Instrument", "load_instrument_config", "airmass", "MASK_BITS"]
 
@@ -156,7 +157,7 @@ class Instrument:
         s = self.cfg["sky"]
         strong = np.asarray(s["oh_strong"], float)
         edges = np.asarray(s["oh_bin_edges_nm"], float) * 10.0
-        rng = np.random.default_rng(int(s["oh_forest_seed"]))
+        rng = _rng("mock.sky", int(s["oh_forest_seed"]))
         n_bins = len(edges) - 1
         per_bin = np.full(n_bins, s["oh_forest_n"] // n_bins)
         out = [strong]
@@ -192,7 +193,7 @@ class Instrument:
         tau = np.zeros(len(g.wave_fine))
         lam = g.wave_fine
         a = t["o2_a"]
-        rng = np.random.default_rng(a["seed"])
+        rng = _rng("mock.sky", a["seed"])
         # the A band: a head at 7594 Å and a comb of P/R-branch lines fading toward the red
         pos = np.sort(rng.uniform(a["head"], a["end"], a["n_lines"]))
         env = a["tau_head"] * np.exp(-(pos - a["head"]) / a["decay"])
@@ -201,7 +202,7 @@ class Instrument:
         tau += 0.3 * a["tau_head"] * np.exp(-np.clip(lam - a["head"], 0, None) / a["decay"]) * (lam > a["head"]) * (lam < a["end"])
         for key in ("h2o_1", "h2o_2"):
             b = t[key]
-            rng = np.random.default_rng(b["seed"])
+            rng = _rng("mock.sky", b["seed"])
             pos = rng.uniform(b["lo"], b["hi"], b["n_lines"])
             st = rng.exponential(1.0, b["n_lines"])
             st *= b["tau_mean"] * (b["hi"] - b["lo"]) / (st.sum() * 0.35 * np.sqrt(2 * np.pi))

@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from snrmoe_lib._util.rng import rng as _rng
 
 __all__ = ["ELEMENTS", "LINES", "PASCHEN", "MOLECULAR_BANDS", "LineList", "build_line_list",
            "log_pe", "log_pg", "saha_log_ratio", "log_stage_fraction", "log_kappa_rel",
@@ -182,7 +183,7 @@ def _forest(n: int, seed: int, w_lo: float, w_hi: float) -> list[tuple]:
     then Ti I, Ni I, Cr I, Si I, Ca I); log gf is drawn so that most lines are weak (tens of mÅ).
     Positions avoid the Ca II triplet cores so that the triplet stays clean.
     """
-    rng = np.random.default_rng(seed)
+    rng = _rng("mock.line_list", seed)
     species = np.array(["Fe", "Ti", "Ni", "Cr", "Si", "Ca"])
     prob = np.array([0.55, 0.15, 0.1, 0.08, 0.07, 0.05])
     out = []

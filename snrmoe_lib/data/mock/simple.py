@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from snrmoe_lib.data.mock.base import PARAM_NAMES, ForwardModel, Observation, register_model
+from snrmoe_lib._util.rng import rng as _rng
 
 # (wavelength Å, strength, gravity exponent, alpha-sensitive) — CaT, Na I, K I, Mg I and a few Fe I
 _LINES = np.array([
@@ -94,7 +95,7 @@ class SimpleMock(ForwardModel):
         floor = self.read_var * c["t_rel"] + (0.01 * sky) ** 2
         sigma = np.sqrt(obj + sky + floor)
         if error_mode == "estimated":
-            draws = np.stack([np.random.default_rng((seed, int(r), 1)).standard_normal(obj.shape[1]) for r in rows])
+            draws = np.stack([_rng("mock.simple.variance", seed, int(r)).standard_normal(obj.shape[1]) for r in rows])
             sigma = np.sqrt(np.clip(obj + draws * sigma, 0, None) + sky + floor)
         norm = np.median(obj, axis=1, keepdims=True)
         mask = np.repeat((self.sky_shape > 20.0)[None, :], len(table), 0).astype(np.int32)

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from snrmoe_lib.reporting.plots.common import PALETTE
+from snrmoe_lib._util.rng import rng as _rng
 
 __all__ = ["MODEL_STYLE", "per_bin_bars", "pred_vs_true", "delta_heatmap", "headroom_vs_noise"]
 
@@ -54,7 +55,7 @@ def pred_vs_true(y: np.ndarray, predictions: dict[str, np.ndarray], snr: np.ndar
     import matplotlib.pyplot as plt
     from matplotlib.colors import Normalize
 
-    rng = np.random.default_rng(seed)
+    rng = _rng("plots.jitter", seed)
     idx = rng.permutation(len(y))[:max_points]
     fig, axes = plt.subplots(1, len(predictions), figsize=(4.2 * len(predictions), 4), sharex=True, sharey=True,
                              squeeze=False)

@@ -1,0 +1,150 @@
+"""Named random streams: every random draw of the project comes from one entry of this registry.
+
+A stream is named by what it is for (``rng("audit.train_order", seed)``) and has a *layout*: the
+entropy tuple handed to :class:`numpy.random.SeedSequence`, built from the run's seed, the
+per-draw keys (a row, a shuffle index) and fixed salts. Two consumers share random numbers exactly
+when their entropy tuples can coincide, which :func:`overlaps` decides from the layouts alone, so a
+test can check the whole registry (``tests/test_rng.py``).
+
+The layouts reproduce the draws the project made before the registry existed, number for number.
+A few of those old layouts can coincide with each other; they are listed in :data:`KNOWN_SHARED`
+with the reason they are kept. A new stream must not add to that list: give it a fresh salt.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import combinations
+from typing import Union
+
+import numpy as np
+
+__all__ = ["Stream", "STREAMS", "KNOWN_SHARED", "rng", "entropy", "torch_generator", "overlaps", "shared_pairs"]
+
+Slot = Union[int, str]
+"""One position of a layout: ``"seed"``, the name of a per-draw key, or a fixed salt (an int)."""
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A named random stream: what it is for and how its entropy tuple is laid out."""
+
+    name: str
+    layout: tuple[Slot, ...]
+    purpose: str
+    family: str = "numpy"
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The per-draw keys a caller must pass, in order (``"seed"`` excluded)."""
+        return tuple(s for s in self.layout if isinstance(s, str) and s != "seed")
+
+
+def _streams(*items: Stream) -> dict[str, Stream]:
+    out: dict[str, Stream] = {}
+    for s in items:
+        if s.name in out:
+            raise ValueError(f"random stream {s.name!r} registered twice")
+        out[s.name] = s
+    return out
+
+
+STREAMS: dict[str, Stream] = _streams(
+    # data
+    Stream("split.permutation", ("seed",), "the train/val/test permutation of the dataset's rows"),
+    Stream("noise.flux", ("seed", "row"), "the protocol's N(0, 1) per pixel, one stream per (seed, row)"),
+    Stream("mock.stellar", ("seed", 0), "the mock's stellar labels (beta distributions)"),
+    Stream("mock.conditions", ("seed", 1), "the mock's observing conditions"),
+    Stream("mock.simple.variance", ("seed", "row", 1), "simple mock: noise of the estimated variance"),
+    Stream("mock.calibrated.variance", ("seed", "row", 7), "calibrated mock: noise of the estimated variance"),
+    Stream("mock.line_list", ("seed",), "the mock's weak-line forest (a fixed seed in the instrument file)"),
+    Stream("mock.sky", ("seed",), "the mock's OH forest and sky bands (fixed seeds in the instrument file)"),
+    # features / models
+    Stream("gate.fit_subsample", ("seed", 37), "the training rows a gate learns from (at most gate.train_n)"),
+    Stream("gate.template_subsample", ("seed", 31), "the training rows quality templates and flux PCA are fit on"),
+    Stream("torch.init", ("seed",), "torch weight initialisation and minibatch order", family="torch"),
+    # analyses
+    Stream("audit.train_order", ("seed", 7), "Q2 audit: order of the training rows it subsamples"),
+    Stream("audit.subsample", ("seed", 11), "Q2 audit: validation and test rows it subsamples"),
+    Stream("audit.label_shuffle", ("seed", 101, "k"), "Q2 control: the k-th shuffle of the labels"),
+    Stream("audit.pixel_shuffle", ("seed", 202, "row"), "Q2 control: pixel order of one spectrum's σ"),
+    Stream("audit.pixel_order", ("seed", 303), "Q2 control: one pixel order shared by every spectrum"),
+    Stream("calibration.subsample", ("seed", 17), "mock calibration: the rows its statistics use"),
+    Stream("fisher.stars", ("seed",), "K1: the grid stars whose Jacobians are computed"),
+    Stream("fisher.bin_stars", ("seed", 1), "K1: the test stars of the per-bin ceiling"),
+    # evaluation / reporting
+    Stream("bootstrap.stars", ("seed",), "bootstrap resamples of test stars (shared by every model of a run: paired)"),
+    Stream("plots.jitter", ("seed",), "the subsample of points a scatter plot shows"),
+)
+
+KNOWN_SHARED: dict[frozenset, str] = {
+    frozenset(pair): why for pair, why in [
+        # a run seed of 7 or 11 for the audit equals a noise row 7 or 11 of that seed: the audit permutes
+        # rows with it while the noise draws normals; kept so that moving the code changed no number
+        (("noise.flux", "audit.train_order"), "legacy salt (seed, 7) = noise of row 7"),
+        (("noise.flux", "audit.subsample"), "legacy salt (seed, 11) = noise of row 11"),
+        (("noise.flux", "calibration.subsample"), "legacy salt (seed, 17) = noise of row 17"),
+        (("noise.flux", "gate.template_subsample"), "legacy salt (seed, 31) = noise of row 31"),
+        (("noise.flux", "gate.fit_subsample"), "legacy salt (seed, 37) = noise of row 37"),
+        (("noise.flux", "mock.stellar"), "legacy salt (seed, 0) = noise of row 0 (different dataset seeds in practice)"),
+        (("noise.flux", "mock.conditions"), "legacy salt (seed, 1) = noise of row 1 (different dataset seeds in practice)"),
+        (("noise.flux", "fisher.bin_stars"), "legacy salt (seed, 1) = noise of row 1 (fisher.seed vs noise seeds)"),
+        (("noise.flux", "audit.pixel_order"), "legacy salt (seed, 303) = noise of row 303"),
+        # three-slot layouts: salt 101/202 in the middle meets a row of 101/202 with a salt 1 or 7 at the
+        # end (the mock's variance noise uses the dataset seed, the audit the run seed)
+        (("audit.label_shuffle", "mock.simple.variance"), "legacy: (seed, 101, k=1) = variance noise of row 101"),
+        (("audit.label_shuffle", "mock.calibrated.variance"), "legacy: (seed, 101, k=7) = variance noise of row 101"),
+        (("audit.pixel_shuffle", "mock.simple.variance"), "legacy: (seed, 202, row 1) = variance noise of row 202"),
+        (("audit.pixel_shuffle", "mock.calibrated.variance"), "legacy: (seed, 202, row 7) = variance noise of row 202"),
+        (("mock.conditions", "fisher.bin_stars"), "legacy salt (seed, 1) in both (a dataset seed vs fisher.seed)"),
+        # one-slot layouts: a bare seed; the seeds come from different parameters (split.seed, the
+        # bootstrap seed, fisher.seed, fixed seeds in the instrument file) but can be equal
+        *[((a, b), "legacy bare-seed layout")
+          for a, b in combinations(["split.permutation", "mock.line_list", "mock.sky", "fisher.stars",
+                                    "bootstrap.stars", "plots.jitter"], 2)],
+    ]
+}
+
+
+def _stream(name: str) -> Stream:
+    try:
+        return STREAMS[name]
+    except KeyError:
+        raise KeyError(f"unknown random stream {name!r}; registered: {sorted(STREAMS)}") from None
+
+
+def entropy(name: str, seed: int, *keys: int) -> tuple[int, ...] | int:
+    """The entropy a stream hands to :class:`numpy.random.SeedSequence` for ``seed`` and ``keys``."""
+    st = _stream(name)
+    if len(keys) != len(st.keys):
+        raise TypeError(f"random stream {name!r} takes keys {st.keys}, got {len(keys)} value(s)")
+    values = iter(int(k) for k in keys)
+    out = tuple(int(seed) if s == "seed" else (next(values) if isinstance(s, str) else s) for s in st.layout)
+    return out[0] if len(out) == 1 else out
+
+
+def rng(name: str, seed: int, *keys: int) -> np.random.Generator:
+    """A numpy generator for the named stream (see :data:`STREAMS`) at ``seed`` and ``keys``."""
+    return np.random.default_rng(entropy(name, seed, *keys))
+
+
+def torch_generator(name: str, seed: int):
+    """A CPU ``torch.Generator`` seeded for the named stream (bare-seed layouts only)."""
+    import torch
+
+    e = entropy(name, seed)
+    if not isinstance(e, int):
+        raise TypeError(f"random stream {name!r} is not a bare-seed stream; torch takes one integer")
+    return torch.Generator().manual_seed(e)
+
+
+def overlaps(a: Stream, b: Stream) -> bool:
+    """Whether two streams can produce the same draws: same generator family and layouts whose entropy
+    tuples can coincide (a seed or key slot matches any value)."""
+    if a.family != b.family or len(a.layout) != len(b.layout):
+        return False
+    return all(not (isinstance(x, int) and isinstance(y, int)) or x == y for x, y in zip(a.layout, b.layout))
+
+
+def shared_pairs() -> set[frozenset]:
+    """Every pair of registered streams whose draws can coincide."""
+    return {frozenset((a.name, b.name)) for a, b in combinations(STREAMS.values(), 2) if overlaps(a, b)}
