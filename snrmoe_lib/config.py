@@ -27,27 +27,9 @@ from typing import Any, ClassVar, Literal, Optional, Union
 
 import yaml
 
-__all__ = [
-    "ParameterError",
-    "MockSpec",
-    "DataSpec",
-    "SplitSpec",
-    "NoiseSpec",
-    "SNRBinSpec",
-    "QualitySpec",
-    "RidgeSpec",
-    "ExpertSpec",
-    "GateSpec",
-    "FisherSpec",
-    "Thresholds",
-    "RunnerSpec",
-    "Params",
-    "load_params",
-    "params_from_dict",
-    "params_to_dict",
-    "REPRESENTATION_NAMES",
-    "MOCK_MODELS",
-]
+__all__ = ["ParameterError", "MockSpec", "DataSpec", "SplitSpec", "NoiseSpec", "SNRBinSpec", "QualitySpec", "RidgeSpec",
+           "ExpertSpec", "GateSpec", "FisherSpec", "Thresholds", "RunnerSpec", "Params", "load_params",
+           "params_from_dict", "params_to_dict", "REPRESENTATION_NAMES", "MOCK_MODELS"]
 
 #: Names of the error representations (``features.quality.REPRESENTATIONS``; the parameters sit
 #: below the features and cannot import them, so a test checks that the two lists agree).

@@ -232,15 +232,7 @@ def run_sweep(params_paths: Sequence[str | Path], notebooks: Sequence[str] | Non
     where = f"Dask scheduler {scheduler}" if scheduler else f"{jobs} local process(es)"
     say(f"sweep: {len(paths)} configuration(s) on {where}")
 
-    # phase 1: each missing mock dataset once (configurations may share one)
-    first_of: dict[str, str] = {}
-    for p in paths:
-        first_of.setdefault(_dataset_key(p), p)
-    prepared = _map_isolated(
-        lambda ex, items: {ex.submit(prepare_dataset, first_of[k]): k for k in items}, list(first_of), jobs, scheduler,
-        lambda k, r: say(f"  dataset {r['status']:>9}  {r['path'] or k}  ({r['seconds']:.0f} s)"
-                         + (f": {r['error']}" if r["error"] else "")),
-        lambda k, why: {"path": None, "status": "error", "seconds": 0.0, "error": why})
+    prepared = _prepare_datasets(paths, jobs, scheduler, say)
 
     # phase 2: the configurations whose dataset is usable
     outcomes: dict[str, dict] = {}
@@ -266,6 +258,18 @@ def run_sweep(params_paths: Sequence[str | Path], notebooks: Sequence[str] | Non
     n_ok = sum(o.ok for o in result)
     say(f"sweep: {n_ok} of {len(result)} configuration(s) ok")
     return result
+
+
+def _prepare_datasets(paths: list[str], jobs: int, scheduler: str | None, say: Callable[[str], None]) -> dict:
+    """Phase 1 of a sweep: each missing mock dataset once (configurations may share one), by dataset key."""
+    first_of: dict[str, str] = {}
+    for p in paths:
+        first_of.setdefault(_dataset_key(p), p)
+    return _map_isolated(
+        lambda ex, items: {ex.submit(prepare_dataset, first_of[k]): k for k in items}, list(first_of), jobs, scheduler,
+        lambda k, r: say(f"  dataset {r['status']:>9}  {r['path'] or k}  ({r['seconds']:.0f} s)"
+                         + (f": {r['error']}" if r["error"] else "")),
+        lambda k, why: {"path": None, "status": "error", "seconds": 0.0, "error": why})
 
 
 def _dataset_key(params_path: str) -> str:
