@@ -4,42 +4,52 @@ Every notebook and command reads its configuration through :func:`load_params`. 
 wrong types are errors that name the offending key (``"mock.teff: expected a list of 2 numbers"``),
 so a typo in a YAML file can never be silently ignored by a papermill run.
 
+Every section validates itself when it is built, from YAML or in code (``GateSpec(tau=5)`` raises
+``ParameterError: gate.tau: ...``): each dataclass calls the one check, :func:`_validate`, from
+``__post_init__``. Names of registered things (representations, mock models) are checked too.
+
 Relative paths in a YAML file are resolved against the folder of that file.
 """
+# The schema is written by hand rather than with pydantic v2: pydantic is not a dependency of this
+# package (it is only present in some environments through optional tooling), and the sections must
+# stay plain dataclasses, which the rest of the code reads with dataclasses.asdict/replace/fields.
+# The hand-written check is short and gives the same messages: the key, the expected type, the
+# allowed values.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, ClassVar, Literal, Optional, Union
 
 import yaml
 
-__all__ = [
-    "ParameterError",
-    "MockSpec",
-    "DataSpec",
-    "SplitSpec",
-    "NoiseSpec",
-    "SNRBinSpec",
-    "QualitySpec",
-    "RidgeSpec",
-    "ExpertSpec",
-    "GateSpec",
-    "FisherSpec",
-    "Thresholds",
-    "RunnerSpec",
-    "Params",
-    "load_params",
-    "params_from_dict",
-    "params_to_dict",
-]
+__all__ = ["ParameterError", "MockSpec", "DataSpec", "SplitSpec", "NoiseSpec", "SNRBinSpec", "QualitySpec", "RidgeSpec",
+           "ExpertSpec", "GateSpec", "FisherSpec", "Thresholds", "RunnerSpec", "Params", "load_params",
+           "params_from_dict", "params_to_dict", "REPRESENTATION_NAMES", "MOCK_MODELS"]
+
+#: Names of the error representations (``features.quality.REPRESENTATIONS``; the parameters sit
+#: below the features and cannot import them, so a test checks that the two lists agree).
+REPRESENTATION_NAMES = ("S0", "S1a", "S1b", "S2", "S2b", "S3_11", "S3_21", "S3b", "S4")
+#: Names of the registered mock forward models (``data.mock.base``; a test checks they agree).
+MOCK_MODELS = ("calibrated", "simple")
 
 
 class ParameterError(ValueError):
     """A configuration value is missing, unknown or of the wrong type."""
+
+
+class _Section:
+    """Base of every parameter section: the values are checked (and converted) when it is built."""
+
+    #: Where the section sits in a configuration (the prefix of its keys in messages).
+    _KEY: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        _validate(self)
 
 
 # --------------------------------------------------------------------------------------------
@@ -48,12 +58,14 @@ class ParameterError(ValueError):
 
 
 @dataclass
-class MockSpec:
+class MockSpec(_Section):
     """How the embedded mock PFS-MR simulator generates a dataset.
 
     ``mode='random'`` draws ``n`` stars with parameters inside the ranges; ``mode='grid'`` lays a
     regular lattice (``grid_*`` steps) and writes one file per magnitude in ``grid_mags``.
     """
+
+    _KEY: ClassVar[str] = "data.mock"
 
     mode: Literal["random", "grid"] = "random"
     n: int = 2000
@@ -94,8 +106,10 @@ class MockSpec:
 
 
 @dataclass
-class DataSpec:
+class DataSpec(_Section):
     """Where the dataset lives. With ``mock`` given, a missing dataset is generated."""
+
+    _KEY: ClassVar[str] = "data"
 
     path: str = "../data/mock_smoke.h5"
     mock: Optional[MockSpec] = None
@@ -104,8 +118,10 @@ class DataSpec:
 
 
 @dataclass
-class SplitSpec:
+class SplitSpec(_Section):
     """Seeded train/val/test split over rows; independent of the chunk size."""
+
+    _KEY: ClassVar[str] = "split"
 
     n_train: int = 1500
     n_val: int = 250
@@ -114,14 +130,18 @@ class SplitSpec:
 
 
 @dataclass
-class NoiseSpec:
+class NoiseSpec(_Section):
+    _KEY: ClassVar[str] = "noise"
+
     noise_level: float = 1.0
     extra_noise_levels: list[float] = field(default_factory=lambda: [0.5])
 
 
 @dataclass
-class SNRBinSpec:
+class SNRBinSpec(_Section):
     """Bins on a per-spectrum SNR: ``definition`` is 'l2' (‖flux‖/‖σ‖) or 'pixel' (median flux/σ)."""
+
+    _KEY: ClassVar[str] = "snr_bins"
 
     definition: Literal["l2", "pixel"] = "l2"
     edges: list[float] = field(default_factory=lambda: [2.0, 4.0, 7.0])
@@ -131,7 +151,9 @@ class SNRBinSpec:
 
 
 @dataclass
-class QualitySpec:
+class QualitySpec(_Section):
+    _KEY: ClassVar[str] = "quality"
+
     representations: list[str] = field(
         default_factory=lambda: ["S0", "S1a", "S1b", "S2", "S2b", "S3_11", "S3_21", "S3b", "S4"]
     )
@@ -151,7 +173,7 @@ class QualitySpec:
 
 
 @dataclass
-class RidgeSpec:
+class RidgeSpec(_Section):
     """Ridge on noisy flux (see :mod:`snrmoe_lib.ridge`): α candidates chosen on the validation split.
 
     ``bin_pixels`` averages that many adjacent pixels into one feature (4096 pixels / 4 = 1024
@@ -160,6 +182,8 @@ class RidgeSpec:
     'auto' (Cholesky up to ``ridge.AUTO_CHOLESKY_MAX`` α, else eigh).
     """
 
+    _KEY: ClassVar[str] = "ridge"
+
     alphas: list[float] = field(default_factory=lambda: [1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7])
     bin_pixels: int = 4
     solver: Literal["auto", "eigh", "cholesky"] = "auto"
@@ -167,24 +191,28 @@ class RidgeSpec:
 
 
 @dataclass
-class ExpertSpec:
+class ExpertSpec(_Section):
     """Oracle experts: physical bins are T_eff × [M/H] cells (2 + 2 edges → the 3 × 3 grid).
 
     Small bins follow ``snr_bins.min_count`` / ``snr_bins.on_small_bin`` for both families.
     """
+
+    _KEY: ClassVar[str] = "experts"
 
     physical_teff_edges: list[float] = field(default_factory=lambda: [4500.0, 5250.0])
     physical_m_h_edges: list[float] = field(default_factory=lambda: [-1.5, -0.5])
 
 
 @dataclass
-class GateSpec:
+class GateSpec(_Section):
     """The deployable gate (Q3): bin probabilities from the quality features, soft mixing, controls.
 
     ``kind`` is the gate of the deployed mixture (both kinds are always reported). The gate's input
     is the representation chosen by the Q2 notebook; ``representation`` is the fallback used (and
     announced) when no Q2 results exist, or always when ``use_q2_choice`` is false.
     """
+
+    _KEY: ClassVar[str] = "gate"
 
     kind: Literal["logistic", "mlp"] = "logistic"
     tau: float = 0.4
@@ -206,7 +234,9 @@ class GateSpec:
 
 
 @dataclass
-class FisherSpec:
+class FisherSpec(_Section):
+    _KEY: ClassVar[str] = "fisher"
+
     mags: list[float] = field(default_factory=lambda: [18.0, 20.0, 21.5, 22.0, 22.5, 23.0])
     nuisance_3d: list[str] = field(default_factory=lambda: ["T_eff", "M_H"])
     nuisance_5d: list[str] = field(default_factory=lambda: ["T_eff", "M_H", "a_M", "C_M"])
@@ -242,7 +272,9 @@ class FisherSpec:
 
 
 @dataclass
-class Thresholds:
+class Thresholds(_Section):
+    _KEY: ClassVar[str] = "thresholds"
+
     gate1_logg_r2_max: float = 0.05
     gate1_snr_r2_min: float = 0.5
     gate2_delta_r2_min: float = 0.02
@@ -251,14 +283,18 @@ class Thresholds:
 
 
 @dataclass
-class RunnerSpec:
+class RunnerSpec(_Section):
+    _KEY: ClassVar[str] = "runner"
+
     timeout_s: int = 1800
     n_bootstrap: int = 200
 
 
 @dataclass
-class Params:
+class Params(_Section):
     """A whole run configuration (one ``params/*.yaml`` file)."""
+
+    _KEY: ClassVar[str] = ""
 
     name: str = "smoke"
     description: str = ""
@@ -289,36 +325,17 @@ class Params:
 
 
 # --------------------------------------------------------------------------------------------
-# Strict conversion from plain data
+# Validation: types (with conversion from plain data), then values
 # --------------------------------------------------------------------------------------------
 
-_RANGE_KEYS = {"teff", "log_g", "m_h", "a_m", "c_m", "mag", "seeing", "zenith", "field_angle", "beta_shape"}
+_RANGE_KEYS = ("teff", "log_g", "m_h", "a_m", "c_m", "mag", "seeing", "zenith", "field_angle", "beta_shape")
 
 
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp)).replace("typing.", "")
 
 
-def _convert(value: Any, tp: Any, key: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _convert(value, inner[0], key)
-    if origin is Literal:
-        if value not in args:
-            raise ParameterError(f"{key}: {value!r} is not one of {list(args)}")
-        return value
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ParameterError(f"{key}: expected a mapping of settings, got {type(value).__name__}")
-        return _build(tp, value, key)
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise ParameterError(f"{key}: expected a list, got {value!r}")
-        return [_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+def _convert_scalar(value: Any, tp: Any, key: str) -> Any:
     if tp is bool:
         if not isinstance(value, bool):
             raise ParameterError(f"{key}: expected true/false, got {value!r}")
@@ -344,8 +361,39 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     raise ParameterError(f"{key}: unsupported type {_type_name(tp)}")  # pragma: no cover
 
 
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """``value`` checked against the type ``tp`` (ints and numeric strings become floats)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(value, inner[0], key)
+    if origin is Literal:
+        if value not in args:
+            raise ParameterError(f"{key}: {value!r} is not one of {list(args)}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value  # already validated when it was built
+        if not isinstance(value, dict):
+            raise ParameterError(f"{key}: expected a mapping of settings, got {type(value).__name__}")
+        return _build(tp, value, key)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ParameterError(f"{key}: expected a list, got {value!r}")
+        return [_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    return _convert_scalar(value, tp, key)
+
+
+@functools.lru_cache(maxsize=None)
+def _hints(cls: type) -> dict:
+    return typing.get_type_hints(cls)
+
+
 def _build(cls: type, data: dict, prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
+    """A section from a plain mapping: unknown keys are named here, the rest in ``__post_init__``."""
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - names)
     if unknown:
@@ -354,99 +402,125 @@ def _build(cls: type, data: dict, prefix: str = "") -> Any:
             f"unknown parameter(s) {', '.join(where + u for u in unknown)}; "
             f"allowed in {prefix or 'the top level'}: {', '.join(sorted(names))}"
         )
-    kwargs = {}
-    for name, value in data.items():
-        key = f"{prefix}.{name}" if prefix else name
-        kwargs[name] = _convert(value, hints[name], key)
-    obj = cls(**kwargs)
-    _check(obj, prefix)
-    return obj
+    return cls(**data)
 
 
-def _check(obj: Any, prefix: str) -> None:
-    """Value checks that types cannot express."""
-    p = f"{prefix}." if prefix else ""
-    if isinstance(obj, MockSpec):
-        for k in _RANGE_KEYS:
-            v = getattr(obj, k)
-            if len(v) != 2 or v[0] > v[1]:
-                raise ParameterError(f"{p}{k}: expected [low, high] with low <= high, got {v}")
-        for k in ("n", "chunk_size"):
-            if getattr(obj, k) <= 0:
-                raise ParameterError(f"{p}{k}: must be positive, got {getattr(obj, k)}")
-        if obj.shard_size < 0:
-            raise ParameterError(f"{p}shard_size: must be >= 0, got {obj.shard_size}")
-        if not 0.0 <= obj.moon <= 1.0:
-            raise ParameterError(f"{p}moon: illumination fraction must be in [0, 1], got {obj.moon}")
-        if obj.sky_jitter < 0 or obj.oh_jitter < 0:
-            raise ParameterError(f"{p}sky_jitter, oh_jitter: must be >= 0, got {obj.sky_jitter}, {obj.oh_jitter}")
-        if obj.workers < 1:
-            raise ParameterError(f"{p}workers: must be >= 1, got {obj.workers}")
-    elif isinstance(obj, SplitSpec):
-        for k in ("n_train", "n_val", "n_test"):
-            if getattr(obj, k) < 0:
-                raise ParameterError(f"{p}{k}: must be >= 0")
-        if obj.n_train == 0 or obj.n_test == 0:
-            raise ParameterError(f"{p}n_train and {p}n_test must be positive")
-    elif isinstance(obj, NoiseSpec):
-        if obj.noise_level <= 0 or any(x <= 0 for x in obj.extra_noise_levels):
-            raise ParameterError(f"{p}noise_level: noise levels must be positive")
-    elif isinstance(obj, SNRBinSpec):
-        if list(obj.edges) != sorted(obj.edges) or len(set(obj.edges)) != len(obj.edges):
-            raise ParameterError(f"{p}edges: must be strictly increasing, got {obj.edges}")
-        if len(obj.labels) != len(obj.edges) + 1:
-            raise ParameterError(
-                f"{p}labels: {len(obj.edges)} edges make {len(obj.edges) + 1} bins, got {len(obj.labels)} labels"
-            )
-    elif isinstance(obj, QualitySpec):
-        for k in ("audit_n_train", "audit_n_test", "n_pca"):
-            if getattr(obj, k) <= 0:
-                raise ParameterError(f"{p}{k}: must be positive, got {getattr(obj, k)}")
-        if obj.audit_n_val < 0:
-            raise ParameterError(f"{p}audit_n_val: must be >= 0, got {obj.audit_n_val}")
-        if any(a <= 0 for a in obj.audit_alphas):
-            raise ParameterError(f"{p}audit_alphas: all must be > 0, got {obj.audit_alphas}")
-        if not obj.representations:
-            raise ParameterError(f"{p}representations: give at least one")
-    elif isinstance(obj, RidgeSpec):
-        if not obj.alphas or any(a < 0 for a in obj.alphas):
-            raise ParameterError(f"{p}alphas: give at least one alpha, all >= 0, got {obj.alphas}")
-        if obj.bin_pixels <= 0:
-            raise ParameterError(f"{p}bin_pixels: must be positive, got {obj.bin_pixels}")
-    elif isinstance(obj, FisherSpec):
-        names = ("T_eff", "log_g", "M_H", "a_M", "C_M")
-        for k in ("nuisance_3d", "nuisance_5d"):
-            bad = [n for n in getattr(obj, k) if n not in names or n == "log_g"]
-            if bad:
-                raise ParameterError(f"{p}{k}: {bad} not among the nuisance parameters {[n for n in names if n != 'log_g']}")
-        if not obj.mags:
-            raise ParameterError(f"{p}mags: give at least one magnitude")
-        for k in ("n_stars", "n_bin_stars", "fd_check_stars"):
-            if getattr(obj, k) <= 0:
-                raise ParameterError(f"{p}{k}: must be positive, got {getattr(obj, k)}")
-        for k in ("grid_teff", "grid_log_g", "grid_m_h"):
-            v = getattr(obj, k)
-            if len(v) != 2 or v[0] > v[1]:
-                raise ParameterError(f"{p}{k}: expected [low, high] with low <= high, got {v}")
-        for k in ("grid_teff_step", "grid_log_g_step", "grid_m_h_step", "reference_var_logg", "cond_max", "fd_check_tol",
-                  "calibration_tol"):
-            if getattr(obj, k) <= 0:
-                raise ParameterError(f"{p}{k}: must be positive, got {getattr(obj, k)}")
-        if not (len(obj.reference_mags) == len(obj.reference_r2_3d) == len(obj.reference_r2_5d)):
-            raise ParameterError(f"{p}reference_mags, reference_r2_3d and reference_r2_5d must have equal lengths")
-    elif isinstance(obj, GateSpec):
-        if not 0.0 <= obj.tau <= 1.0:
-            raise ParameterError(f"{p}tau: a probability threshold in [0, 1], got {obj.tau}")
-        for k in ("mlp_hidden", "mlp_epochs", "regression_epochs", "fit_n", "train_n", "learning_rate", "logistic_c"):
-            if getattr(obj, k) <= 0:
-                raise ParameterError(f"{p}{k}: must be positive, got {getattr(obj, k)}")
-        if obj.weight_decay < 0 or obj.n_flux_components < 0:
-            raise ParameterError(f"{p}weight_decay and {p}n_flux_components must be >= 0")
-    elif isinstance(obj, Params):
-        if not obj.seeds:
-            raise ParameterError("seeds: give at least one seed")
-        if not obj.name or "/" in obj.name:
-            raise ParameterError(f"name: must be a non-empty folder name, got {obj.name!r}")
+def _validate(obj: _Section) -> None:
+    """The one check of a section: every field's type (converting plain data), then its values."""
+    prefix = f"{obj._KEY}." if obj._KEY else ""
+    hints = _hints(type(obj))
+    for f in dataclasses.fields(obj):
+        setattr(obj, f.name, _convert(getattr(obj, f.name), hints[f.name], prefix + f.name))
+    check = _VALUE_CHECKS.get(type(obj))
+    if check is not None:
+        check(obj, prefix)
+
+
+def _positive(obj: Any, p: str, names: tuple[str, ...], strict: bool = True) -> None:
+    for k in names:
+        v = getattr(obj, k)
+        if v <= 0 if strict else v < 0:
+            raise ParameterError(f"{p}{k}: must be {'positive' if strict else '>= 0'}, got {v}")
+
+
+def _low_high(obj: Any, p: str, names: tuple[str, ...]) -> None:
+    for k in names:
+        v = getattr(obj, k)
+        if len(v) != 2 or v[0] > v[1]:
+            raise ParameterError(f"{p}{k}: expected [low, high] with low <= high, got {v}")
+
+
+def _registered(key: str, value: str, allowed: tuple[str, ...], what: str) -> None:
+    if value not in allowed:
+        raise ParameterError(f"{key}: {value!r} is not a registered {what}; allowed: {', '.join(allowed)}")
+
+
+def _check_mock(obj: MockSpec, p: str) -> None:
+    _low_high(obj, p, _RANGE_KEYS)
+    _positive(obj, p, ("n", "chunk_size"))
+    _positive(obj, p, ("shard_size", "sky_jitter", "oh_jitter"), strict=False)
+    if not 0.0 <= obj.moon <= 1.0:
+        raise ParameterError(f"{p}moon: illumination fraction must be in [0, 1], got {obj.moon}")
+    if obj.workers < 1:
+        raise ParameterError(f"{p}workers: must be >= 1, got {obj.workers}")
+    _registered(f"{p}model", obj.model, MOCK_MODELS, "mock model")
+
+
+def _check_split(obj: SplitSpec, p: str) -> None:
+    _positive(obj, p, ("n_train", "n_val", "n_test"), strict=False)
+    if obj.n_train == 0 or obj.n_test == 0:
+        raise ParameterError(f"{p}n_train and {p}n_test must be positive")
+
+
+def _check_noise(obj: NoiseSpec, p: str) -> None:
+    if obj.noise_level <= 0 or any(x <= 0 for x in obj.extra_noise_levels):
+        raise ParameterError(f"{p}noise_level: noise levels must be positive")
+
+
+def _check_snr_bins(obj: SNRBinSpec, p: str) -> None:
+    if list(obj.edges) != sorted(obj.edges) or len(set(obj.edges)) != len(obj.edges):
+        raise ParameterError(f"{p}edges: must be strictly increasing, got {obj.edges}")
+    if len(obj.labels) != len(obj.edges) + 1:
+        raise ParameterError(
+            f"{p}labels: {len(obj.edges)} edges make {len(obj.edges) + 1} bins, got {len(obj.labels)} labels"
+        )
+
+
+def _check_quality(obj: QualitySpec, p: str) -> None:
+    _positive(obj, p, ("audit_n_train", "audit_n_test", "n_pca"))
+    _positive(obj, p, ("audit_n_val",), strict=False)
+    if any(a <= 0 for a in obj.audit_alphas):
+        raise ParameterError(f"{p}audit_alphas: all must be > 0, got {obj.audit_alphas}")
+    if not obj.representations:
+        raise ParameterError(f"{p}representations: give at least one")
+    for i, name in enumerate(obj.representations):
+        _registered(f"{p}representations[{i}]", name, REPRESENTATION_NAMES, "representation")
+    _registered(f"{p}chosen", obj.chosen, ("auto",) + REPRESENTATION_NAMES, "representation (or 'auto')")
+
+
+def _check_ridge(obj: RidgeSpec, p: str) -> None:
+    if not obj.alphas or any(a < 0 for a in obj.alphas):
+        raise ParameterError(f"{p}alphas: give at least one alpha, all >= 0, got {obj.alphas}")
+    _positive(obj, p, ("bin_pixels",))
+
+
+def _check_fisher(obj: FisherSpec, p: str) -> None:
+    nuisance = ["T_eff", "M_H", "a_M", "C_M"]
+    for k in ("nuisance_3d", "nuisance_5d"):
+        bad = [n for n in getattr(obj, k) if n not in nuisance]
+        if bad:
+            raise ParameterError(f"{p}{k}: {bad} not among the nuisance parameters {nuisance}")
+    if not obj.mags:
+        raise ParameterError(f"{p}mags: give at least one magnitude")
+    _positive(obj, p, ("n_stars", "n_bin_stars", "fd_check_stars"))
+    _low_high(obj, p, ("grid_teff", "grid_log_g", "grid_m_h"))
+    _positive(obj, p, ("grid_teff_step", "grid_log_g_step", "grid_m_h_step", "reference_var_logg", "cond_max",
+                       "fd_check_tol", "calibration_tol"))
+    if not (len(obj.reference_mags) == len(obj.reference_r2_3d) == len(obj.reference_r2_5d)):
+        raise ParameterError(f"{p}reference_mags, reference_r2_3d and reference_r2_5d must have equal lengths")
+
+
+def _check_gate(obj: GateSpec, p: str) -> None:
+    if not 0.0 <= obj.tau <= 1.0:
+        raise ParameterError(f"{p}tau: a probability threshold in [0, 1], got {obj.tau}")
+    _positive(obj, p, ("mlp_hidden", "mlp_epochs", "regression_epochs", "fit_n", "train_n", "learning_rate",
+                       "logistic_c"))
+    if obj.weight_decay < 0 or obj.n_flux_components < 0:
+        raise ParameterError(f"{p}weight_decay and {p}n_flux_components must be >= 0")
+    _registered(f"{p}representation", obj.representation, REPRESENTATION_NAMES, "representation")
+
+
+def _check_params(obj: Params, p: str) -> None:
+    if not obj.seeds:
+        raise ParameterError("seeds: give at least one seed")
+    if not obj.name or "/" in obj.name:
+        raise ParameterError(f"name: must be a non-empty folder name, got {obj.name!r}")
+
+
+#: Value checks that types cannot express, per section.
+_VALUE_CHECKS = {MockSpec: _check_mock, SplitSpec: _check_split, NoiseSpec: _check_noise, SNRBinSpec: _check_snr_bins,
+                 QualitySpec: _check_quality, RidgeSpec: _check_ridge, FisherSpec: _check_fisher, GateSpec: _check_gate,
+                 Params: _check_params}
 
 
 def params_from_dict(data: dict | None, source: str | Path | None = None) -> Params:

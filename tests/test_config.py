@@ -68,3 +68,39 @@ def test_missing_file_and_bad_yaml(tmp_path):
     f.write_text("a: [1, 2\n")
     with pytest.raises(ParameterError, match="not valid YAML"):
         load_params(f)
+
+
+def test_a_section_built_in_code_is_validated():
+    from snrmoe_lib.config import GateSpec, MockSpec, Params
+
+    with pytest.raises(ParameterError, match=r"gate\.tau"):
+        GateSpec(tau=5)
+    with pytest.raises(ParameterError, match=r"gate\.tau: expected a number"):
+        GateSpec(tau="high")
+    with pytest.raises(ParameterError, match=r"data\.mock\.n: must be positive"):
+        MockSpec(n=0)
+    with pytest.raises(ParameterError, match=r"seeds"):
+        Params(seeds=[])
+    assert MockSpec(teff=[4000, 5000]).teff == [4000.0, 5000.0]  # the same conversion as from YAML
+
+
+def test_registry_names_are_checked_at_load():
+    with pytest.raises(ParameterError, match=r"quality\.chosen: 'S9'.*allowed: auto, S0"):
+        params_from_dict({"quality": {"chosen": "S9"}})
+    with pytest.raises(ParameterError, match=r"quality\.representations\[1\]: 'S5'"):
+        params_from_dict({"quality": {"representations": ["S0", "S5"]}})
+    with pytest.raises(ParameterError, match=r"gate\.representation: 'S7'.*allowed: S0"):
+        params_from_dict({"gate": {"representation": "S7"}})
+    with pytest.raises(ParameterError, match=r"data\.mock\.model: 'bosz'.*allowed: calibrated, simple"):
+        params_from_dict({"data": {"mock": {"model": "bosz"}}})
+
+
+def test_registry_name_lists_match_the_registries():
+    from snrmoe_lib.config import MOCK_MODELS, REPRESENTATION_NAMES
+    from snrmoe_lib.data.mock import base
+    from snrmoe_lib.features.quality import REPRESENTATIONS
+
+    assert tuple(REPRESENTATIONS) == REPRESENTATION_NAMES
+    for name in MOCK_MODELS:
+        base.get_model(name)  # importing the models registers them
+    assert set(base._REGISTRY) == set(MOCK_MODELS)

@@ -187,3 +187,41 @@ def test_fingerprint_changes_with_content(tmp_path):
     write_dataset(tmp_path / "c.h5", seed=2)
     fa, fb, fc = (dataset_fingerprint(open_dataset(tmp_path / f"{x}.h5")) for x in "abc")
     assert fa == fb != fc
+
+
+def test_writers_live_in_writers_and_stay_importable_from_io():
+    from snrmoe_lib.data import io, writers
+
+    assert io.DatasetWriter is writers.DatasetWriter and io.ShardedWriter is writers.ShardedWriter
+    assert issubclass(writers.DatasetWriter, writers.AtomicWriter)
+    assert issubclass(writers.ShardedWriter, writers.AtomicWriter)
+
+
+def test_atomic_text_replaces_and_leaves_nothing_on_error(tmp_path):
+    from snrmoe_lib.data.writers import AtomicWriter, atomic_write_text
+
+    target = tmp_path / "sub" / "r.json"
+    assert atomic_write_text(target, "one") == target and target.read_text() == "one"
+    atomic_write_text(target, "two")
+    assert target.read_text() == "two"
+    with pytest.raises(RuntimeError):
+        with AtomicWriter(target, overwrite=True) as w:
+            w.tmp.write_text("half")
+            raise RuntimeError("simulated crash")
+    assert target.read_text() == "two" and sorted(p.name for p in target.parent.iterdir()) == ["r.json"]
+
+
+def test_sharded_writer_replaces_a_folder_atomically(tmp_path):
+    from snrmoe_lib.data.writers import ShardedWriter
+
+    wave, flux, error, mask, params = make_arrays(30, 8)
+    path = tmp_path / "sharded"
+    for n_rows in (30, 20):
+        with ShardedWriter(path, n_rows, wave, shard_size=8, overwrite=True) as w:
+            w.write(flux[:n_rows], error[:n_rows], params.iloc[:n_rows], mask[:n_rows])
+        assert open_dataset(path).n == n_rows
+    w = ShardedWriter(path, 30, wave, shard_size=8, overwrite=True)
+    w.write(flux[:5], error[:5], params.iloc[:5], mask[:5])
+    with pytest.raises(DatasetError, match="declared"):
+        w.close()
+    assert open_dataset(path).n == 20 and sorted(p.name for p in tmp_path.iterdir()) == ["sharded"]

@@ -1,25 +1,12 @@
-"""Read and write datasets in the pfsspec layout (one HDF5 file, or a sharded folder).
+"""Read datasets in the pfsspec layout (one HDF5 file, or a sharded folder), split and fingerprint them.
 
-Layout of one file::
-
-    dataset/arrays/flux/value    (N, P)  noise-free flux
-    dataset/arrays/error/value   (N, P)  expected 1-sigma error ("clean error")
-    dataset/arrays/mask/value    (N, P)  pixel mask, optional (non-zero = bad pixel)
-    spectrumdataset/wave         (P,)    wavelength in Angstrom
-    dataset/params               pandas table (PyTables 'table' or 'fixed' format), N rows
-
-A sharded dataset is a folder holding ``shard_index.txt`` (one shard folder per line, ``#``
-comments allowed) and ``<shard>/dataset.h5`` in the layout above.
-
+The layout (keys, shard folders) is described in :mod:`snrmoe_lib.data.writers`, which writes it.
 Arrays are never read whole: :meth:`PfsDataset.iter_chunks` streams row chunks, so N may exceed
 the machine's memory.
 """
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +15,11 @@ from typing import Iterator, Sequence
 import h5py
 import numpy as np
 import pandas as pd
+
 from snrmoe_lib._util.rng import rng as _rng
+# the writers are importable from here too, where every reader of a dataset already looks
+from snrmoe_lib.data.writers import (ERROR_KEY, FLUX_KEY, MASK_KEY, PARAMS_KEY, SHARD_FILE, SHARD_INDEX, WAVE_KEY,
+                                     DatasetError, DatasetWriter, ShardedWriter)
 
 __all__ = [
     "FLUX_KEY",
@@ -48,18 +39,6 @@ __all__ = [
     "dataset_fingerprint",
     "dataset_record",
 ]
-
-FLUX_KEY = "dataset/arrays/flux/value"
-ERROR_KEY = "dataset/arrays/error/value"
-MASK_KEY = "dataset/arrays/mask/value"
-WAVE_KEY = "spectrumdataset/wave"
-PARAMS_KEY = "dataset/params"
-SHARD_INDEX = "shard_index.txt"
-SHARD_FILE = "dataset.h5"
-
-
-class DatasetError(ValueError):
-    """A dataset is missing a key, has inconsistent shapes, or cannot be read."""
 
 
 class BadRowsError(DatasetError):
@@ -331,7 +310,7 @@ class PfsDataset:
         rows = np.arange(self.n) if rows is None else np.sort(self._check_rows(np.asarray(rows)))
         starts = range(0, len(rows), chunk_size)
         if progress:
-            from tqdm.auto import tqdm
+            from tqdm.auto import tqdm  # kept lazy: in a notebook it loads IPython's widgets
 
             starts = tqdm(starts, desc=progress if isinstance(progress, str) else "reading", unit="chunk")
         for s in starts:
@@ -348,185 +327,6 @@ class PfsDataset:
 def open_dataset(path: str | Path, on_bad_rows: str = "raise") -> PfsDataset:
     """Open a pfsspec dataset (file or sharded folder). See :class:`PfsDataset`."""
     return PfsDataset(path, on_bad_rows=on_bad_rows)
-
-
-# ------------------------------------------------------------------------------------ writing
-
-
-def _temp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-
-
-class DatasetWriter:
-    """Write one pfsspec HDF5 file row block by row block; atomic on :meth:`close`.
-
-    The file is written under a temporary name in the same folder and renamed into place only
-    when complete, so a crash never leaves a half-written dataset under the real name. An
-    existing file is never replaced unless ``overwrite=True``.
-
-    Examples
-    --------
-    >>> with DatasetWriter("x.h5", n=10, wave=wave) as w:        # doctest: +SKIP
-    ...     w.write(flux, error, params_df, mask=mask)
-    """
-
-    def __init__(self, path: str | Path, n: int, wave: np.ndarray, with_mask: bool = True,
-                 overwrite: bool = False, dtype=np.float32, attrs: dict | None = None):
-        self.path = Path(path)
-        if self.path.exists() and not overwrite:
-            raise FileExistsError(f"{self.path} exists; refusing to overwrite it (pass overwrite=True)")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.n = int(n)
-        self.wave = np.asarray(wave, dtype=np.float64)
-        self.with_mask = with_mask
-        self.tmp = _temp_name(self.path)
-        self._h5 = h5py.File(self.tmp, "w")
-        p = len(self.wave)
-        chunks = (max(1, min(self.n, 64)), p)
-        self._flux = self._h5.create_dataset(FLUX_KEY, (self.n, p), dtype=dtype, chunks=chunks)
-        self._error = self._h5.create_dataset(ERROR_KEY, (self.n, p), dtype=dtype, chunks=chunks)
-        self._mask = (self._h5.create_dataset(MASK_KEY, (self.n, p), dtype=np.int32, chunks=chunks)
-                      if with_mask else None)
-        self._h5.create_dataset(WAVE_KEY, data=self.wave)
-        for k, v in (attrs or {}).items():  # provenance, e.g. the mock spec that made the file
-            self._h5.attrs[k] = v
-        self._params: list[pd.DataFrame] = []
-        self._pos = 0
-        self._closed = False
-
-    def write(self, flux: np.ndarray, error: np.ndarray, params: pd.DataFrame, mask: np.ndarray | None = None) -> None:
-        """Append a block of rows."""
-        k = len(flux)
-        if flux.shape != error.shape or flux.shape[1:] != self.wave.shape:
-            raise DatasetError(f"block shapes flux {flux.shape}, error {error.shape}, wave {self.wave.shape} disagree")
-        if len(params) != k:
-            raise DatasetError(f"params block has {len(params)} rows, flux block {k}")
-        if self._pos + k > self.n:
-            raise DatasetError(f"writing {k} rows at {self._pos} overflows the declared {self.n}")
-        if self.with_mask:
-            if mask is None or mask.shape != flux.shape:
-                raise DatasetError("this writer holds a mask: give one block of the flux's shape")
-            self._mask[self._pos:self._pos + k] = mask
-        self._flux[self._pos:self._pos + k] = flux
-        self._error[self._pos:self._pos + k] = error
-        self._params.append(params.reset_index(drop=True))
-        self._pos += k
-
-    def close(self) -> Path:
-        """Finish the file and move it into place."""
-        if self._closed:
-            return self.path
-        if self._pos != self.n:
-            self.abort()
-            raise DatasetError(f"{self.path}: {self._pos} rows written of the {self.n} declared; nothing kept")
-        self._h5.close()
-        params = pd.concat(self._params, ignore_index=True) if self._params else pd.DataFrame()
-        params.to_hdf(self.tmp, key=PARAMS_KEY, mode="a", format="table")
-        os.replace(self.tmp, self.path)
-        self._closed = True
-        return self.path
-
-    def abort(self) -> None:
-        """Discard the temporary file."""
-        if self._closed:
-            return
-        try:
-            self._h5.close()
-        except Exception:  # noqa: BLE001 - closing a broken handle must not mask the real error
-            pass
-        self.tmp.unlink(missing_ok=True)
-        self._closed = True
-
-    def __enter__(self) -> "DatasetWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
-
-class ShardedWriter:
-    """Write a sharded pfsspec folder (``shard_index.txt`` + ``<shard>/dataset.h5``) atomically.
-
-    Rows are appended in blocks and split into shards of ``shard_size`` rows; the folder is built
-    under a temporary name and renamed into place when complete.
-    """
-
-    def __init__(self, path: str | Path, n: int, wave: np.ndarray, shard_size: int,
-                 with_mask: bool = True, overwrite: bool = False, dtype=np.float32, attrs: dict | None = None):
-        self.path = Path(path)
-        if self.path.exists() and not overwrite:
-            raise FileExistsError(f"{self.path} exists; refusing to overwrite it (pass overwrite=True)")
-        if shard_size <= 0:
-            raise ValueError("shard_size must be positive")
-        self.overwrite = overwrite
-        self.tmp = _temp_name(self.path)
-        self.tmp.mkdir(parents=True)
-        self.n, self.shard_size = int(n), int(shard_size)
-        self.sizes = [min(shard_size, n - s) for s in range(0, n, shard_size)]
-        self.names = [f"shard{i:04d}" for i in range(len(self.sizes))]
-        self.wave, self.with_mask, self.dtype, self.attrs = wave, with_mask, dtype, attrs
-        self._i = -1
-        self._left = 0
-        self._writer: DatasetWriter | None = None
-        self._closed = False
-
-    def _next(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        self._i += 1
-        self._left = self.sizes[self._i]
-        self._writer = DatasetWriter(self.tmp / self.names[self._i] / SHARD_FILE, self._left, self.wave,
-                                     self.with_mask, dtype=self.dtype, attrs=self.attrs)
-
-    def write(self, flux, error, params: pd.DataFrame, mask=None) -> None:
-        s = 0
-        while s < len(flux):
-            if self._left == 0:
-                self._next()
-            k = min(self._left, len(flux) - s)
-            self._writer.write(flux[s:s + k], error[s:s + k], params.iloc[s:s + k],
-                               None if mask is None else mask[s:s + k])
-            self._left -= k
-            s += k
-
-    def close(self) -> Path:
-        if self._closed:
-            return self.path
-        if self._writer is not None:
-            self._writer.close()
-        if self._i != len(self.sizes) - 1 or self._left != 0:
-            self.abort()
-            raise DatasetError(f"{self.path}: fewer rows written than the {self.n} declared; nothing kept")
-        (self.tmp / SHARD_INDEX).write_text("# shards of this dataset, one folder per line\n" + "\n".join(self.names) + "\n")
-        if self.path.exists() and self.overwrite:
-            old = _temp_name(self.path)
-            os.replace(self.path, old)
-            os.replace(self.tmp, self.path)
-            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
-        else:
-            os.replace(self.tmp, self.path)
-        self._closed = True
-        return self.path
-
-    def abort(self) -> None:
-        if self._closed:
-            return
-        if self._writer is not None:
-            self._writer.abort()
-        shutil.rmtree(self.tmp, ignore_errors=True)
-        self._closed = True
-
-    def __enter__(self) -> "ShardedWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 # ------------------------------------------------------------------------------------ splits

@@ -8,13 +8,16 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
-import os
 import subprocess
-import uuid
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
+import pandas as pd
+
+from snrmoe_lib.config import params_to_dict
+from snrmoe_lib.data.writers import atomic_write_text
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -27,7 +30,11 @@ __all__ = [
     "write_results",
     "read_results",
     "find_results",
-    "atomic_write_text",
+    "format_number",
+    "format_interval",
+    "format_rule",
+    "verdict_frame",
+    "print_verdicts",
     "ResultsError",
 ]
 
@@ -62,14 +69,40 @@ def verdict(gate: str, question: str, metric: str, value: float | None, op: str,
     return rec
 
 
-def verdict_frame(verdicts: Iterable[dict]):
-    """Verdict records (:func:`verdict`) as one table: the only way verdicts are shown."""
-    import pandas as pd
+def format_number(value: Any) -> str:
+    """A number as shown in verdict tables and on the Hub: 4 significant digits, '—' when missing."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        f = float(value)
+        if not math.isfinite(f):
+            return "—"
+        if f != 0 and (abs(f) < 1e-3 or abs(f) >= 1e5):
+            return f"{f:.3g}"
+        return f"{f:.4g}" if not f.is_integer() else f"{int(f)}"
+    return str(value)
 
-    return pd.DataFrame([{"gate": v["gate"], "metric": v["metric"],
-                          "value": round(v["value"], 4) if v["value"] is not None else None,
-                          "rule": f"{v['op']} {v['threshold']:g}",
-                          "95 % interval": "" if v["interval"] is None else "[" + ", ".join(f"{x:.3f}" for x in v["interval"]) + "]",
+
+def format_interval(interval: Iterable[float] | None) -> str:
+    """``[lo, hi]`` of a metric or verdict record, or '' when there is none."""
+    if not interval or any(x is None for x in interval):
+        return ""
+    lo, hi = interval
+    return f"[{format_number(lo)}, {format_number(hi)}]"
+
+
+def format_rule(op: Any, threshold: Any) -> str:
+    """A verdict's decision rule, e.g. ``>= 0.02``."""
+    return f"{op if op is not None else '?'} {format_number(threshold)}"
+
+
+def verdict_frame(verdicts: Iterable[dict]) -> pd.DataFrame:
+    """Verdict records (:func:`verdict`) as one table: the only way verdicts are shown."""
+    return pd.DataFrame([{"gate": v["gate"], "metric": v["metric"], "value": format_number(v["value"]),
+                          "rule": format_rule(v["op"], v["threshold"]),
+                          "95 % interval": format_interval(v["interval"]),
                           "verdict": v["verdict"]} for v in verdicts])
 
 
@@ -96,8 +129,6 @@ def code_version() -> str:
             return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         pass
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version("snrmoe_lib")
     except PackageNotFoundError:
@@ -124,16 +155,6 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to a temporary name beside ``path`` and rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
-
-
 def write_results(output_dir: str | Path, notebook: str, params: Any, *, dataset: dict, metrics: dict,
                   verdicts: list[dict] | None = None, figures: list[str] | None = None,
                   extra: dict | None = None) -> Path:
@@ -152,8 +173,6 @@ def write_results(output_dir: str | Path, notebook: str, params: Any, *, dataset
     extra
         Notebook-specific content (tables, the chosen representation, …) kept under ``"extra"``.
     """
-    from snrmoe_lib.config import params_to_dict
-
     rec = {
         "schema": SCHEMA_VERSION,
         "notebook": notebook,

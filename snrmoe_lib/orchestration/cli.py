@@ -5,13 +5,16 @@ import argparse
 import sys
 from pathlib import Path
 
+from snrmoe_lib.config import load_params
+from snrmoe_lib.data.mock import ensure_mock, simulate
+from snrmoe_lib.orchestration import sweep
+from snrmoe_lib.orchestration.runner import project_root, run_config
+from snrmoe_lib.reporting.hub import build_hub
+
 __all__ = ["main"]
 
 
 def _simulate(args) -> int:
-    from snrmoe_lib.config import load_params
-    from snrmoe_lib.data.mock import simulate
-
     params = load_params(args.params)
     spec = params.data.mock
     if spec is None:
@@ -19,8 +22,6 @@ def _simulate(args) -> int:
         return 2
     out = Path(args.output) if args.output else params.dataset_path
     if out.exists() and not args.overwrite and spec.mode == "random":
-        from snrmoe_lib.data.mock import ensure_mock
-
         ensure_mock(spec, out, on_stale="raise").close()  # a stale dataset is an error, not kept silently
         print(f"{out} exists and matches the configuration; keeping it (pass --overwrite to replace it)")
         return 0
@@ -33,8 +34,6 @@ def _simulate(args) -> int:
 def _run(args) -> int:
     if len(args.params) > 1 or (args.jobs or 1) > 1 or args.scheduler:
         return _sweep(args)
-    from snrmoe_lib.orchestration.runner import run_config
-
     failed = 0
     for params_path in args.params:
         statuses = run_config(params_path, notebooks=args.notebooks or None, reports_dir=args.reports)
@@ -49,11 +48,9 @@ def _run(args) -> int:
 
 def _sweep(args) -> int:
     """Several configurations at once: one task per configuration, local processes or a Dask cluster."""
-    from snrmoe_lib.orchestration.sweep import run_sweep, summary_table
-
-    outcomes = run_sweep(args.params, notebooks=args.notebooks or None, reports_dir=args.reports,
-                         jobs=args.jobs, scheduler=args.scheduler)
-    print(summary_table(outcomes))
+    outcomes = sweep.run_sweep(args.params, notebooks=args.notebooks or None, reports_dir=args.reports,
+                               jobs=args.jobs, scheduler=args.scheduler)
+    print(sweep.summary_table(outcomes))
     if args.hub:
         _build_hub(args.reports)
     bad = [o.config for o in outcomes if not o.ok]
@@ -65,19 +62,12 @@ def _sweep(args) -> int:
 
 
 def _build_hub(reports) -> None:
-    from snrmoe_lib.reporting.hub import build_hub
-    from snrmoe_lib.orchestration.runner import project_root
-
     for p in build_hub(reports or project_root() / "reports"):
         print(f"wrote {p}")
 
 
 def _hub(args) -> int:
-    from snrmoe_lib.reporting.hub import build_hub
-
-    paths = build_hub(args.reports)
-    for p in paths:
-        print(f"wrote {p}")
+    _build_hub(args.reports)
     return 0
 
 

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from snrmoe_lib.config import load_params
-from snrmoe_lib.evaluation.records import atomic_write_text
+from snrmoe_lib.data.writers import atomic_write_text
 
-__all__ = ["NOTEBOOK_ORDER", "NotebookStatus", "discover_notebooks", "run_notebook", "render_html",
+__all__ = ["NOTEBOOK_ORDER", "NotebookStatus", "discover_notebooks", "run_notebook", "render_notebook_html",
            "run_config", "project_root"]
 
 #: Execution order: later notebooks read earlier notebooks' results.
@@ -70,7 +70,7 @@ def discover_notebooks(notebooks_dir: str | Path, names: Sequence[str] | None = 
     return [found[n] for n in wanted]
 
 
-def render_html(ipynb: str | Path, html: str | Path | None = None) -> Path:
+def render_notebook_html(ipynb: str | Path, html: str | Path | None = None) -> Path:
     """Render an executed notebook to a self-contained HTML page (figures inlined, no CDN scripts)."""
     import nbformat
     from nbconvert import HTMLExporter
@@ -127,7 +127,7 @@ def run_notebook(notebook: str | Path, params_path: str | Path, output_dir: str 
     html = None
     if out.exists():
         try:
-            html = str(render_html(out))
+            html = str(render_notebook_html(out))
         except Exception as exc:  # noqa: BLE001
             error = (error or "") + f"\nHTML rendering failed: {exc}"
             if status == "ok":

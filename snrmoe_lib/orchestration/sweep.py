@@ -1,7 +1,7 @@
 """Run many configurations: local processes by default, a Dask cluster when given a scheduler address.
 
 One configuration is one task (:func:`run_one`): it runs every notebook of that configuration with
-:func:`snrmoe_lib.runner.run_config` into ``reports/<config>/``. Local processes and Dask go through
+:func:`snrmoe_lib.orchestration.runner.run_config` into ``reports/<config>/``. Local processes and Dask go through
 the *same* code: both are a :class:`concurrent.futures.Executor` (a process pool, or
 ``distributed.Client.get_executor``), and :func:`run_sweep` submits the same task functions to either.
 
@@ -30,13 +30,19 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import multiprocessing as mp
 import os
+import socket
 import sys
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
+
+from snrmoe_lib.config import load_params
+from snrmoe_lib.data.mock import simulate
+from snrmoe_lib.orchestration.runner import run_config
 
 __all__ = ["ConfigOutcome", "prepare_dataset", "run_one", "executor", "run_sweep", "summary_table"]
 
@@ -71,16 +77,12 @@ def _short_error(exc: BaseException) -> str:
 
 def _config_name(params_path: str) -> str:
     try:
-        from snrmoe_lib.config import load_params
-
         return load_params(params_path).name
     except Exception:  # noqa: BLE001 - the name is only a label; run_one reports the real error
         return Path(params_path).stem
 
 
 def _where() -> str:
-    import socket
-
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -91,9 +93,6 @@ def prepare_dataset(params_path: str) -> dict:
     """
     t0 = time.perf_counter()
     try:
-        from snrmoe_lib.config import load_params
-        from snrmoe_lib.data.mock import simulate
-
         p = load_params(params_path)
         path = p.dataset_path
         if path.exists():
@@ -121,8 +120,6 @@ def run_one(params_path: str, notebooks: Sequence[str] | None = None, reports_di
     t0 = time.perf_counter()
     config = _config_name(params_path)
     try:
-        from snrmoe_lib.orchestration.runner import run_config
-
         statuses = run_config(params_path, notebooks=list(notebooks) if notebooks else None,
                               reports_dir=reports_dir, notebooks_dir=notebooks_dir, progress=False)
         nbs = [asdict(s) for s in statuses]
@@ -164,8 +161,6 @@ def executor(jobs: int | None = None, scheduler: str | None = None) -> Iterator[
         finally:
             client.close()
         return
-    import multiprocessing as mp
-
     n = max(1, int(jobs or os.cpu_count() or 1))
     threads = max(1, (os.cpu_count() or 1) // n)
     # 'spawn': a clean interpreter per worker (no forked locks or threads of the caller)
@@ -211,7 +206,7 @@ def run_sweep(params_paths: Sequence[str | Path], notebooks: Sequence[str] | Non
     notebooks
         Notebook names (default: every notebook, in the runner's order).
     reports_dir, notebooks_dir
-        As in :func:`snrmoe_lib.runner.run_config` (default: the project's ``reports/`` and ``notebooks/``).
+        As in :func:`snrmoe_lib.orchestration.runner.run_config` (default: the project's ``reports/`` and ``notebooks/``).
     jobs
         Local processes (default: CPU cores, at most one per configuration).
     scheduler
@@ -237,15 +232,7 @@ def run_sweep(params_paths: Sequence[str | Path], notebooks: Sequence[str] | Non
     where = f"Dask scheduler {scheduler}" if scheduler else f"{jobs} local process(es)"
     say(f"sweep: {len(paths)} configuration(s) on {where}")
 
-    # phase 1: each missing mock dataset once (configurations may share one)
-    first_of: dict[str, str] = {}
-    for p in paths:
-        first_of.setdefault(_dataset_key(p), p)
-    prepared = _map_isolated(
-        lambda ex, items: {ex.submit(prepare_dataset, first_of[k]): k for k in items}, list(first_of), jobs, scheduler,
-        lambda k, r: say(f"  dataset {r['status']:>9}  {r['path'] or k}  ({r['seconds']:.0f} s)"
-                         + (f": {r['error']}" if r["error"] else "")),
-        lambda k, why: {"path": None, "status": "error", "seconds": 0.0, "error": why})
+    prepared = _prepare_datasets(paths, jobs, scheduler, say)
 
     # phase 2: the configurations whose dataset is usable
     outcomes: dict[str, dict] = {}
@@ -273,10 +260,20 @@ def run_sweep(params_paths: Sequence[str | Path], notebooks: Sequence[str] | Non
     return result
 
 
+def _prepare_datasets(paths: list[str], jobs: int, scheduler: str | None, say: Callable[[str], None]) -> dict:
+    """Phase 1 of a sweep: each missing mock dataset once (configurations may share one), by dataset key."""
+    first_of: dict[str, str] = {}
+    for p in paths:
+        first_of.setdefault(_dataset_key(p), p)
+    return _map_isolated(
+        lambda ex, items: {ex.submit(prepare_dataset, first_of[k]): k for k in items}, list(first_of), jobs, scheduler,
+        lambda k, r: say(f"  dataset {r['status']:>9}  {r['path'] or k}  ({r['seconds']:.0f} s)"
+                         + (f": {r['error']}" if r["error"] else "")),
+        lambda k, why: {"path": None, "status": "error", "seconds": 0.0, "error": why})
+
+
 def _dataset_key(params_path: str) -> str:
     try:
-        from snrmoe_lib.config import load_params
-
         return str(load_params(params_path).dataset_path)
     except Exception:  # noqa: BLE001 - a bad file gets its own key; run_one reports its error
         return f"unreadable:{params_path}"

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from snrmoe_lib.config import Params, load_params
 from snrmoe_lib.data.io import PfsDataset, Split, dataset_record, split_rows
-from snrmoe_lib.reporting.plots.common import save_figure
+from snrmoe_lib.data.mock import ensure_dataset
 from snrmoe_lib.evaluation.records import write_results
+from snrmoe_lib.reporting.plots.common import save_figure
 
 __all__ = ["NotebookRun", "start_run"]
 
@@ -59,8 +60,6 @@ class NotebookRun:
 
 def start_run(notebook: str, params_path: str | Path, output_dir: str | Path, progress: bool = True) -> NotebookRun:
     """Validate the parameters, create ``output_dir`` and open (generating if needed) the dataset."""
-    from snrmoe_lib.data.mock import ensure_dataset
-
     params = load_params(params_path)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
