@@ -328,6 +328,7 @@ def model_flux_mismatch(model: ForwardModel, ds: PfsDataset, rows: np.ndarray) -
     chunk = ds.read(np.sort(np.asarray(rows)), dtype=np.float64)
     with torch.no_grad():
         f = model.normalized_flux(torch.as_tensor(parameter_matrix(chunk.params)), chunk.params).numpy()
+    return float(np.max(np.abs(f - chunk.flux)) / np.max(np.abs(chunk.flux)))
 
 
 # --------------------------------------------------------------------------------------------

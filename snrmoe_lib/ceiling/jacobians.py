@@ -12,18 +12,15 @@ Parameters are ordered as :data:`~snrmoe_lib.data.mock.base.PARAM_NAMES`
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from snrmoe_lib._util.rng import rng as _rng
-from snrmoe_lib.data.mock.base import PARAM_NAMES
+from snrmoe_lib.data.io import PfsDataset
+from snrmoe_lib.data.mock.base import PARAM_NAMES, ForwardModel
 from snrmoe_lib.data.noise import effective_sigma
-
-if TYPE_CHECKING:  # pragma: no cover
-    from snrmoe_lib.data.io import PfsDataset
-    from snrmoe_lib.data.mock.base import ForwardModel
 
 __all__ = ["PARAM_NAMES", "parameter_matrix", "jacobian_autograd", "Lattice", "detect_lattice", "usable_rows",
            "GridJacobian", "grid_jacobian", "grid_jacobian_dataset"]
@@ -45,7 +42,7 @@ def parameter_matrix(table: pd.DataFrame) -> np.ndarray:
     return theta
 
 
-def jacobian_autograd(model: "ForwardModel", table: pd.DataFrame, batch_size: int = 128,
+def jacobian_autograd(model: ForwardModel, table: pd.DataFrame, batch_size: int = 128,
                       dtype=None, num_threads: int | None = 1) -> np.ndarray:
     """Exact Jacobian of ``model.normalized_flux(θ, table)`` with respect to θ, per star.
 
@@ -103,7 +100,7 @@ def jacobian_autograd(model: "ForwardModel", table: pd.DataFrame, batch_size: in
     return out
 
 
-def _batch_jacobian(model: "ForwardModel", x, table: pd.DataFrame) -> np.ndarray:
+def _batch_jacobian(model: ForwardModel, x, table: pd.DataFrame) -> np.ndarray:
     """(B, P, 5) Jacobian of one batch by reverse-over-reverse differentiation (see :func:`jacobian_autograd`)."""
     import torch
 
@@ -303,7 +300,7 @@ def grid_jacobian(table: pd.DataFrame, flux: np.ndarray, rows: np.ndarray | None
                         mask=bad.astype(np.int32), axes=tuple(axes), central=central, steps=lat.steps())
 
 
-def grid_jacobian_dataset(ds: "PfsDataset", n_stars: int | None = None, seed: int = 0, edges: str = "drop",
+def grid_jacobian_dataset(ds: PfsDataset, n_stars: int | None = None, seed: int = 0, edges: str = "drop",
                           axes: Sequence[str] | None = None, noise_level: float = 1.0,
                           rows: np.ndarray | None = None) -> GridJacobian:
     """Finite-difference Jacobians of stars of a pfsspec grid file, reading only the rows needed.

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing as mp
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -167,10 +170,6 @@ def _observations(model_name: str, table: pd.DataFrame, spec: MockSpec):
             rows, b = block(s)
             yield rows, b, model.observe(b, rows, spec.seed, spec.error_mode)
         return
-    import multiprocessing as mp
-    from collections import deque
-    from concurrent.futures import ProcessPoolExecutor
-
     ctx = mp.get_context("spawn")  # torch and fork do not mix
     with ProcessPoolExecutor(spec.workers, mp_context=ctx, initializer=_worker_init, initargs=(model_name,)) as pool:
         pending: deque = deque()
