@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from snrmoe_lib.ceiling import fisher
+from snrmoe_lib import ceiling
 
 NUIS_3D = ("T_eff", "M_H")
 NUIS_5D = ("T_eff", "M_H", "a_M", "C_M")
@@ -63,9 +63,9 @@ def main() -> None:
         n = min(args.chunk, args.n_stars - done)
         J, sigma, mask = _chunk(rng, n, args.n_pix)
         t0 = time.perf_counter()
-        F = fisher.fisher_matrix(J, sigma, mask)
-        c3 = fisher.marginal_crlb(F, "log_g", NUIS_3D)
-        c5 = fisher.marginal_crlb(F, "log_g", NUIS_5D)
+        F = ceiling.fisher_matrix(J, sigma, mask)
+        c3 = ceiling.marginal_crlb(F, "log_g", NUIS_3D)
+        c5 = ceiling.marginal_crlb(F, "log_g", NUIS_5D)
         t_fast += time.perf_counter() - t0
         t0 = time.perf_counter()
         n3, n5 = naive(J, sigma, mask)
@@ -89,21 +89,21 @@ def main() -> None:
         model = get_model(args.model)
         table = grid_table(MockSpec(mode="grid"), 21.5).sample(args.autograd_stars, random_state=args.seed)
         table = table.reset_index(drop=True)
-        fisher.jacobian_autograd(model, table.iloc[:2])  # warm-up (first-call initialisation)
+        ceiling.jacobian_autograd(model, table.iloc[:2])  # warm-up (first-call initialisation)
         old = torch.get_num_threads()
         torch.set_num_threads(1)  # the same setting jacobian_autograd uses
         t0 = time.perf_counter()
         with torch.no_grad():
-            model.normalized_flux(torch.tensor(table[list(fisher.PARAM_NAMES)].to_numpy()), table)
+            model.normalized_flux(torch.tensor(table[list(ceiling.PARAM_NAMES)].to_numpy()), table)
         t_fwd = time.perf_counter() - t0
         torch.set_num_threads(old)
         t0 = time.perf_counter()
-        J = fisher.jacobian_autograd(model, table)
+        J = ceiling.jacobian_autograd(model, table)
         t_jac = time.perf_counter() - t0
         obs = model.observe(table, np.arange(len(table)), 0)
         t0 = time.perf_counter()
-        F = fisher.fisher_matrix(J, obs.error, obs.mask)
-        fisher.marginal_crlb(F, "log_g", NUIS_5D)
+        F = ceiling.fisher_matrix(J, obs.error, obs.mask)
+        ceiling.marginal_crlb(F, "log_g", NUIS_5D)
         t_crlb = time.perf_counter() - t0
         n = args.autograd_stars
         print(f"\nend to end with exact Jacobians of the {args.model!r} mock, {n} stars:")

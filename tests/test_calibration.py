@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from snrmoe_lib.config import MockSpec
-from snrmoe_lib.data.mock import calibration as C
+from snrmoe_lib.analyses import calibration as C
 from snrmoe_lib.data.mock import get_model
 from snrmoe_lib.data.mock.generate import random_table
 

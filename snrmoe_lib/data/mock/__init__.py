@@ -1,7 +1,7 @@
 """The embedded mock PFS-MR simulator (a physically motivated stand-in, not BOSZ).
 
-It writes datasets in exactly the pfsspec layout (see :mod:`snrmoe_lib.io`), so one loader reads
-mock and real data alike. Forward models sit behind :class:`~snrmoe_lib.mock.base.ForwardModel`
+It writes datasets in exactly the pfsspec layout (see :mod:`snrmoe_lib.data.io`), so one loader reads
+mock and real data alike. Forward models sit behind :class:`~snrmoe_lib.data.mock.base.ForwardModel`
 and are looked up by name with :func:`get_model`.
 """
 from snrmoe_lib.data.mock.base import PARAM_NAMES, ForwardModel, Observation, get_model, register_model

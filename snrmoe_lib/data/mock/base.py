@@ -7,10 +7,12 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-__all__ = ["PARAM_NAMES", "CONDITION_NAMES", "ForwardModel", "Observation", "register_model", "get_model"]
+__all__ = ["PARAM_NAMES", "PARAM_SPEC_FIELD", "CONDITION_NAMES", "ForwardModel", "Observation", "register_model", "get_model"]
 
 #: Stellar parameters θ in the order every model takes them (the real products' column names).
 PARAM_NAMES = ("T_eff", "log_g", "M_H", "a_M", "C_M")
+#: Parameter → the :class:`~snrmoe_lib.config.MockSpec` field holding its (lo, hi) sampling range.
+PARAM_SPEC_FIELD = {"T_eff": "teff", "log_g": "log_g", "M_H": "m_h", "a_M": "a_m", "C_M": "c_m"}
 #: Observing conditions a model reads from the params table.
 CONDITION_NAMES = ("mag", "seeing", "zenith", "field_angle", "n_exp", "t_exp")
 

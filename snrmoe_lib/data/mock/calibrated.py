@@ -88,18 +88,6 @@ class CalibratedMock(ForwardModel):
         f = self.stellar(theta)
         return f / torch.quantile(f, 0.5, dim=1, keepdim=True)
 
-    def line_ratio(self, theta, select: np.ndarray | None = None):
-        """Continuum-normalised atomic-line spectrum (B, P), optionally of selected lines only."""
-        return self.star.line_ratio(self._theta(theta), select)
-
-    def equivalent_width(self, theta, bands, select: np.ndarray | None = None) -> np.ndarray:
-        """Equivalent widths in Å, summed over wavelength ``bands`` [(lo, hi), ...], per star."""
-        r = self.line_ratio(theta, select).detach().cpu().numpy()
-        inside = np.zeros(len(self.wave), bool)
-        for lo, hi in bands:
-            inside |= (self.wave >= lo) & (self.wave <= hi)
-        return ((1.0 - r) * inside).sum(axis=1) * (self.wave[1] - self.wave[0])
-
     # -- observation ---------------------------------------------------------------------------
 
     def f_nu_rel(self, theta: np.ndarray, spectrum: np.ndarray) -> np.ndarray:
@@ -126,7 +114,7 @@ class CalibratedMock(ForwardModel):
         return {"obj": obj, "sky": sky, "cond": c}
 
     def observe(self, table: pd.DataFrame, rows: np.ndarray, seed: int, error_mode: str = "clean") -> Observation:
-        """Observe a block of stars (see :class:`~snrmoe_lib.mock.base.ForwardModel`).
+        """Observe a block of stars (see :class:`~snrmoe_lib.data.mock.base.ForwardModel`).
 
         ``error_mode='clean'``: σ from the noise-free counts (like the real products).
         ``'estimated'``: σ from one noisy realisation of the counts, drawn with a generator keyed

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing as mp
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -14,14 +17,11 @@ import pandas as pd
 
 from snrmoe_lib.config import MockSpec, Params
 from snrmoe_lib.data.io import DatasetWriter, ShardedWriter, open_dataset
-from snrmoe_lib.data.mock.base import PARAM_NAMES, get_model
+from snrmoe_lib.data.mock.base import PARAM_NAMES, PARAM_SPEC_FIELD, get_model
 from snrmoe_lib._util.rng import rng as _rng
 
 __all__ = ["ensure_mock", "stored_mock_spec", "StaleDatasetError", "draw_stellar", "draw_conditions", "grid_table", "random_table", "simulate", "ensure_dataset",
            "grid_path"]
-
-_SPEC_KEY = {"T_eff": "teff", "log_g": "log_g", "M_H": "m_h", "a_M": "a_m", "C_M": "c_m"}
-
 
 def draw_stellar(spec: MockSpec, n: int, seed: int) -> pd.DataFrame:
     """Stellar parameters from beta(a, b) distributions stretched onto the configured ranges."""
@@ -29,7 +29,7 @@ def draw_stellar(spec: MockSpec, n: int, seed: int) -> pd.DataFrame:
     a, b = spec.beta_shape
     out = {}
     for name in PARAM_NAMES:
-        lo, hi = getattr(spec, _SPEC_KEY[name])
+        lo, hi = getattr(spec, PARAM_SPEC_FIELD[name])
         out[name] = lo + (hi - lo) * rng.beta(a, b, size=n) if hi > lo else np.full(n, lo)
     return pd.DataFrame(out)
 
@@ -170,10 +170,6 @@ def _observations(model_name: str, table: pd.DataFrame, spec: MockSpec):
             rows, b = block(s)
             yield rows, b, model.observe(b, rows, spec.seed, spec.error_mode)
         return
-    import multiprocessing as mp
-    from collections import deque
-    from concurrent.futures import ProcessPoolExecutor
-
     ctx = mp.get_context("spawn")  # torch and fork do not mix
     with ProcessPoolExecutor(spec.workers, mp_context=ctx, initializer=_worker_init, initargs=(model_name,)) as pool:
         pending: deque = deque()
@@ -227,7 +223,7 @@ def simulate(spec: MockSpec, path: str | Path, overwrite: bool = False, progress
 def ensure_dataset(params: Params, progress: bool = True):
     """Open the configured dataset, generating it first from ``data.mock`` when it is missing.
 
-    Returns a :class:`~snrmoe_lib.io.PfsDataset`. A mock dataset generated from other settings
+    Returns a :class:`~snrmoe_lib.data.io.PfsDataset`. A mock dataset generated from other settings
     than the configuration's raises :class:`StaleDatasetError` (see :func:`ensure_mock`).
     """
     path = params.dataset_path

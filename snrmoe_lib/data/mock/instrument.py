@@ -13,6 +13,7 @@ is far below the per-pixel median SNR.
 """
 from __future__ import annotations
 
+import copy
 from functools import lru_cache
 from pathlib import Path
 
@@ -36,8 +37,6 @@ def _read_yaml(path: str) -> dict:
 
 def load_instrument_config(path: str | Path | None = None) -> dict:
     """The mock's settings (``instrument.yaml``) as a fresh nested dict."""
-    import copy
-
     return copy.deepcopy(_read_yaml(str(path or _CONFIG)))
 
 

@@ -29,8 +29,8 @@ import numpy as np
 from snrmoe_lib._util.rng import rng as _rng
 
 __all__ = ["ELEMENTS", "LINES", "PASCHEN", "MOLECULAR_BANDS", "LineList", "build_line_list",
-           "log_pe", "log_pg", "saha_log_ratio", "log_stage_fraction", "log_kappa_rel",
-           "doppler_width", "microturbulence", "voigt_like", "LN10"]
+           "log_pe", "saha_log_ratio", "log_stage_fraction", "log_kappa_rel",
+           "doppler_width", "voigt_like", "LN10"]
 
 LN10 = float(np.log(10.0))
 T_SUN = 5777.0
@@ -231,11 +231,6 @@ def log_pe(teff, logg, mh, log_pe_sun: float = 1.1, t_exp: float = 6.0):
     return log_pe_sun + (logg - LOGG_SUN) / 3.0 + mh / 3.0 + t_exp * _log10(teff / T_SUN)
 
 
-def log_pg(teff, logg, mh, t_exp: float = -2.0):
-    """log10 gas pressure relative to the Sun's: P_g ∝ g^{2/3} Z^{−1/3} T^{t_exp} (approx.)."""
-    return 2.0 * (logg - LOGG_SUN) / 3.0 - mh / 3.0 + t_exp * _log10(teff / T_SUN)
-
-
 def saha_log_ratio(t_ion, ip, log_u, log_pe_):
     """log10(N_II / N_I) from the Saha equation with P_e in dyn cm⁻²."""
     return log_u + 2.5 * _log10(t_ion) - (5040.0 / t_ion) * ip - 0.1762 - log_pe_
@@ -260,11 +255,6 @@ def log_kappa_rel(teff, log_pe_, t_ion_ratio: float = 0.97, log_pe_sun: float = 
     th = 5040.0 / (t_ion_ratio * teff)
     th_sun = 5040.0 / (t_ion_ratio * T_SUN)
     return (log_pe_ - log_pe_sun) + 2.5 * _log10(th / th_sun) + 0.754 * (th - th_sun)
-
-
-def microturbulence(logg):
-    """Microturbulence ξ in km/s: ≈1 in dwarfs, ≈2 in giants (approx.; the model fixes ξ = 1.5)."""
-    return 2.2 - 0.25 * logg
 
 
 def doppler_width(wave, teff, mass, xi, macro: float = 3.0):

@@ -1,7 +1,7 @@
 """A first, deliberately simple forward model: continuum + a handful of lines + sky + photon noise.
 
 It exists so the whole pipeline runs end to end; the calibrated model
-(:mod:`snrmoe_lib.mock.calibrated`) replaces it as the default. Numbers here are rough
+(:mod:`snrmoe_lib.data.mock.calibrated`) replaces it as the default. Numbers here are rough
 (see ``MOCK_PHYSICS.md`` §4 for the anchor: i = 21.5, 12 × 900 s → per-pixel SNR ≈ 7).
 """
 from __future__ import annotations

@@ -35,7 +35,7 @@ class StellarModel:
     ----------
     grid : FineGrid
         The pixel grid, its fine sub-grid and the line-spread function
-        (:class:`snrmoe_lib.mock.instrument.FineGrid`).
+        (:class:`snrmoe_lib.data.mock.instrument.FineGrid`).
     cfg : dict
         The ``stellar`` section of ``instrument.yaml``.
     """

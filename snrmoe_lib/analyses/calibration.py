@@ -3,7 +3,7 @@
 Every number on the "mock" side is computed here from generated data (a random-mode dataset and
 small in-memory grids at the real grid's fixed conditions); the "real" side is the user's
 reference numbers (``BRIEF.md`` §3), kept in :data:`REAL` with their tolerances. Verdicts come
-from :func:`snrmoe_lib.results.decide`.
+from :func:`snrmoe_lib.evaluation.records.decide`.
 
 Definitions (stated once, used everywhere):
 
@@ -23,12 +23,19 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from snrmoe_lib.evaluation.records import decide
-from snrmoe_lib.data.mock.base import PARAM_NAMES
 from snrmoe_lib._util.rng import rng as _rng
+from snrmoe_lib.ceiling.crlb import fisher_matrix, marginal_crlb, r2_max
+from snrmoe_lib.ceiling.jacobians import jacobian_autograd
+from snrmoe_lib.data.mock.base import PARAM_NAMES
+from snrmoe_lib.data.noise import snr
+from snrmoe_lib.evaluation.metrics import percentile_interval
+from snrmoe_lib.config import Params
+from snrmoe_lib.data.io import PfsDataset
+from snrmoe_lib.evaluation.records import decide, metric, verdict
 
 __all__ = ["REAL", "REAL_GRID", "calibration_grid", "snr_by_magnitude", "random_set_stats",
-           "error_similarity", "information", "calibration_table", "tier1_passed"]
+           "error_similarity", "information", "calibration_table", "tier1_passed", "mock_calibration",
+           "calibration_results", "SNR_BY_MAG_REAL", "VAR_LOGG_GRID"]
 
 
 @dataclass(frozen=True)
@@ -43,10 +50,11 @@ class Reference:
     source: str
 
 
-_SNR_MAG = {18.0: 87.4, 20.0: 24.0, 21.5: 7.1, 22.0: 4.6, 22.5: 3.0, 23.0: 1.9}
+#: Per-pixel median SNR of the real grid products at each HSC-i magnitude (BRIEF §3)
+SNR_BY_MAG_REAL = {18.0: 87.4, 20.0: 24.0, 21.5: 7.1, 22.0: 4.6, 22.5: 3.0, 23.0: 1.9}
 REAL: list[Reference] = (
     [Reference(1, f"per-pixel median SNR, grid, i = {m:g}", v, 0.25, True, "BRIEF §3 grid products")
-     for m, v in _SNR_MAG.items()]
+     for m, v in SNR_BY_MAG_REAL.items()]
     + [Reference(1, "L2 SNR median, random set, noise_level 1", 2.9, 0.25, True, "BRIEF §3 random set"),
        Reference(1, "snr column median, random set", 8.0, 0.25, True, "BRIEF §3 random set (≈ 8.2)"),
        Reference(1, "scale-free error vectors alike (fraction)", 0.96, 0.02, False, "BRIEF §3 error-vector facts"),
@@ -88,7 +96,7 @@ def calibration_grid(n: int, seed: int = 0, mag: float = 21.5) -> pd.DataFrame:
     return df
 
 
-def snr_by_magnitude(model, table: pd.DataFrame, mags=tuple(_SNR_MAG)) -> pd.DataFrame:
+def snr_by_magnitude(model, table: pd.DataFrame, mags=tuple(SNR_BY_MAG_REAL)) -> pd.DataFrame:
     """Median over stars of the per-pixel median SNR (the ``snr`` column) at each magnitude."""
     rows = []
     for m in mags:
@@ -100,15 +108,13 @@ def snr_by_magnitude(model, table: pd.DataFrame, mags=tuple(_SNR_MAG)) -> pd.Dat
 def random_set_stats(flux: np.ndarray, error: np.ndarray, snr_column: np.ndarray | None = None,
                      noise_level: float = 1.0) -> dict:
     """L2 and per-pixel SNR medians of a random-mode sample at ``noise_level``."""
-    from snrmoe_lib.data.noise import snr
-
     out = {"l2_median": float(np.median(snr(flux, error, noise_level, "l2"))),
            "l2_max": float(np.max(snr(flux, error, noise_level, "l2"))),
            "pixel_median": float(np.median(snr(flux, error, noise_level, "pixel")))}
     if snr_column is not None:
         s = np.asarray(snr_column, float)
-        out.update(snr_col_median=float(np.median(s)), snr_col_p05=float(np.percentile(s, 5)),
-                   snr_col_p95=float(np.percentile(s, 95)))
+        p05, p95 = percentile_interval(s, 0.90)
+        out.update(snr_col_median=float(np.median(s)), snr_col_p05=p05, snr_col_p95=p95)
     return out
 
 
@@ -148,19 +154,17 @@ def information(model, table: pd.DataFrame, mags=(21.5, 22.0, 22.5), var_logg: f
     One autograd Jacobian per star (the stored flux does not depend on the conditions); σ and the
     mask come from :meth:`observe` at each magnitude.
     """
-    from snrmoe_lib.ceiling import fisher
-
-    J = fisher.jacobian_autograd(model, table)
+    J = jacobian_autograd(model, table)
     frames = []
     for m in mags:
         tb = table.assign(mag=float(m))
         obs = model.observe(tb, np.arange(len(tb)), 0, "clean")
-        F = fisher.fisher_matrix(J, obs.error.astype(np.float64), obs.mask)
-        c3, i3 = fisher.marginal_crlb(F, "log_g", ["T_eff", "M_H"], return_info=True)
-        c5, i5 = fisher.marginal_crlb(F, "log_g", ["T_eff", "M_H", "a_M", "C_M"], return_info=True)
+        F = fisher_matrix(J, obs.error.astype(np.float64), obs.mask)
+        c3, i3 = marginal_crlb(F, "log_g", ["T_eff", "M_H"], return_info=True)
+        c5, i5 = marginal_crlb(F, "log_g", ["T_eff", "M_H", "a_M", "C_M"], return_info=True)
         frames.append(tb[list(PARAM_NAMES) + ["mag"]].assign(
             snr=obs.columns["snr"], sigma_3d=np.sqrt(c3), sigma_5d=np.sqrt(c5),
-            r2_3d=fisher.r2_max(c3, var_logg), r2_5d=fisher.r2_max(c5, var_logg),
+            r2_3d=r2_max(c3, var_logg), r2_5d=r2_max(c5, var_logg),
             schur_3d=i3.schur_decay, schur_5d=i5.schur_decay))
     return pd.concat(frames, ignore_index=True)
 
@@ -229,3 +233,27 @@ def tier1_passed(table: pd.DataFrame) -> bool:
     """True when every tier-1 row of a calibration table is PASS."""
     t1 = table[table["tier"] == 1]
     return bool(len(t1)) and bool((t1["verdict"] == "PASS").all())
+
+
+def mock_calibration(params: Params, ds: PfsDataset, model) -> tuple[pd.DataFrame, dict]:
+    """The calibration table of a configuration's mock dataset (:func:`calibration_table`).
+
+    The random-set side uses the dataset's first ``20 · fisher.n_stars`` spectra at noise_level 1;
+    the grid side ``fisher.n_stars`` stars of the real grid's lattice, drawn with the first seed.
+    ``stats['n_random']`` and ``stats['n_grid']`` say how many.
+    """
+    sample = ds.read(np.arange(min(ds.n, 20 * params.fisher.n_stars)))
+    table, stats = calibration_table(model, sample.flux, sample.error, sample.params["snr"].to_numpy(),
+                                     n_grid=params.fisher.n_stars, seed=params.seeds[0], noise_level=1.0)
+    if not (np.isfinite(table["mock"]).all() and len(table) == len(REAL)):
+        raise ValueError("the calibration table lacks a mock number: a statistic could not be computed")
+    stats.update(n_random=len(sample.flux), n_grid=params.fisher.n_stars)
+    return table, stats
+
+
+def calibration_results(table: pd.DataFrame) -> dict:
+    """Verdicts (one per reference number), metrics and extra payload of a calibration table."""
+    verdicts = [verdict(f"Mock-T{r.tier}", "calibration", r.quantity, r.deviation, r.op, r.limit,
+                        note=f"mock {r.mock:.3g} vs real {r.real:.3g} ({r.tolerance})") for r in table.itertuples()]
+    return {"verdicts": verdicts, "metrics": {"mock_tier1_passed": metric(float(tier1_passed(table)))},
+            "extra": {"mock_calibration": table.to_dict(orient="records")}}
