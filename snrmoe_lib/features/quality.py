@@ -2,11 +2,11 @@
 
 The simulator's error vector is computed from the noise-free model flux, so the raw vector carries
 the spectrum itself (BRIEF §2, Q2). These transformers compress it into a few numbers that should
-describe *how well* a star was observed, not *what* it is. :mod:`snrmoe_lib.leakage` audits them.
+describe *how well* a star was observed, not *what* it is. :mod:`snrmoe_lib.analyses.q2` audits them.
 
 Input convention
 ----------------
-Every compressor works on σ = error · noise_level (:func:`snrmoe_lib.noise.effective_sigma`).
+Every compressor works on σ = error · noise_level (:func:`snrmoe_lib.data.noise.effective_sigma`).
 ``fit``/``transform`` accept either
 
 * a plain 2-D array, read as σ of shape (n_spectra, n_pixels), or
@@ -38,7 +38,6 @@ S4     ‖σ‖ (log)                                                   1
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -63,7 +62,6 @@ __all__ = [
     "make_compressor",
     "quality_features",
     "check_features",
-    "chosen_representation",
     "AGGREGATE_NAMES",
 ]
 
@@ -486,7 +484,7 @@ def quality_features(X: QualityInput | np.ndarray, representation: str = "S4", *
         σ (or a :class:`QualityInput`) of the spectra to describe.
     representation
         A name from :data:`REPRESENTATIONS`; later notebooks pass the one Q2 chose
-        (:func:`chosen_representation`).
+        (:func:`snrmoe_lib.analyses.q2.chosen_representation`).
     fit_on
         Training σ to fit templates on (S2, S2b); default ``X`` itself. Fit on the training split
         and transform the others, never the reverse.
@@ -502,24 +500,3 @@ def quality_features(X: QualityInput | np.ndarray, representation: str = "S4", *
     if compressor is None:
         compressor = make_compressor(representation, **kw).fit(X if fit_on is None else fit_on)
     return compressor.transform(X)
-
-
-def chosen_representation(results_root: str | Path, config: str | None = None,
-                          notebook: str = "q2_error_leakage") -> str:
-    """The representation the Q2 notebook chose, read from its results JSON under ``results_root``.
-
-    Raises
-    ------
-    FileNotFoundError
-        When no Q2 results exist for ``config`` (run the Q2 notebook first).
-    """
-    from snrmoe_lib.evaluation.records import find_results
-
-    recs = find_results(results_root, notebook=notebook, config=config)
-    recs = [r for r in recs if "chosen_representation" in r.get("extra", {})]
-    if not recs:
-        raise FileNotFoundError(
-            f"no {notebook} results with a chosen representation under {results_root}"
-            f"{f' for config {config!r}' if config else ''}; run notebooks/{notebook} first")
-    latest = max(recs, key=lambda r: r["created"])
-    return str(latest["extra"]["chosen_representation"])
