@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
+from scipy.sparse import issparse
+from sklearn.utils import check_array
 from sklearn.utils.validation import check_is_fitted
 
 from snrmoe_lib.data.noise import effective_sigma
@@ -120,13 +122,25 @@ def quality_input(error: np.ndarray, noise_level: float, flux: np.ndarray | None
     return QualityInput(effective_sigma(np.asarray(error), noise_level), flux, mask)
 
 
+def _sigma_array(X: Any, who: str) -> np.ndarray:
+    """σ of ``X`` (a :class:`QualityInput` or an array) checked like scikit-learn checks ``X``:
+    2-D, numeric, finite, not sparse, at least one spectrum and one pixel. The dtype is kept."""
+    s = X.sigma if isinstance(X, QualityInput) else X
+    if not issparse(s):
+        s = np.asarray(s)
+        if s.ndim != 2:
+            raise QualityError(f"{who}: expected σ of shape (n_spectra, n_pixels), got shape {s.shape}. "
+                               "Reshape your data: one row per spectrum")
+        if s.shape[0] == 0:
+            raise QualityError(f"{who}: no spectra given")
+    try:
+        return check_array(s, dtype="numeric", input_name="X")
+    except ValueError as exc:
+        raise QualityError(f"{who}: {exc}") from None
+
+
 def _sigma(X: Any, who: str) -> np.ndarray:
-    s = X.sigma if isinstance(X, QualityInput) else np.asarray(X)
-    if s.ndim != 2:
-        raise QualityError(f"{who}: expected σ of shape (n_spectra, n_pixels), got shape {s.shape}")
-    if s.shape[0] == 0:
-        raise QualityError(f"{who}: no spectra given")
-    return s.astype(np.float64, copy=False)
+    return _sigma_array(X, who).astype(np.float64, copy=False)
 
 
 def _flux(X: Any, who: str) -> np.ndarray:
@@ -205,14 +219,16 @@ class _Compressor(TransformerMixin, BaseEstimator):
 
     def _fit_common(self, X) -> np.ndarray:
         s = _sigma(X, type(self).__name__)
-        self.n_pixels_in_ = s.shape[1]
+        self.n_pixels_in_ = self.n_features_in_ = s.shape[1]
         return s
 
     def _transform_common(self, X) -> np.ndarray:
         check_is_fitted(self, "n_pixels_in_")
         s = _sigma(X, type(self).__name__)
         if s.shape[1] != self.n_pixels_in_:
-            raise QualityError(f"{type(self).__name__}: fitted on {self.n_pixels_in_} pixels, got {s.shape[1]}")
+            name = type(self).__name__
+            raise QualityError(f"{name}: fitted on {self.n_pixels_in_} pixels, got {s.shape[1]} (X has "
+                               f"{s.shape[1]} features, but {name} is expecting {self.n_pixels_in_} features as input)")
         return s
 
     def fit(self, X, y=None):
@@ -322,7 +338,7 @@ class TemplateScale(_Compressor):
 
     def transform(self, X) -> np.ndarray:
         check_is_fitted(self, "e0_")
-        sig = X.sigma if isinstance(X, QualityInput) else np.asarray(X)
+        sig = _sigma_array(X, type(self).__name__)
         self._transform_common(sig[:1])  # the pixel-count check, without a float64 copy of every row
         # the residual norms a block of rows at a time: the same numbers as decompose, without an
         # (n, n_pixels) float64 residual (this runs on every chunk of the streamed passes)

@@ -36,10 +36,11 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils import check_array
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from snrmoe_lib.data.passes import split_pass
-from snrmoe_lib.features.flux import FluxFeatures, as_2d_float as _as_2d_float
+from snrmoe_lib.features.flux import FluxFeatures
 from snrmoe_lib.models.ridge_path import (AUTO_CHOLESKY_MAX, DEFAULT_ALPHAS, AlphaPathRidge, MethodChangeWarning,
                                           RidgePath, eigen_ridge_path, solve_path)
 from snrmoe_lib.models.ridge_stats import GramStats
@@ -110,11 +111,19 @@ class StreamingRidge(RegressorMixin, BaseEstimator):
             sl = slice(s, s + int(self.chunk_size))
             self.stats_.update(X[sl], y[sl], sample_weight=None if sample_weight is None else sample_weight[sl])
 
-    def _validate(self, X, y, sample_weight):
-        X = _as_2d_float(X)
-        y = np.asarray(y, dtype=np.float64)
-        if y.ndim != 1:
-            raise ValueError(f"y must be 1-D, got shape {y.shape}")
+    def _validate(self, X, y, sample_weight, reset: bool | None = None):
+        """Check X (2-D, numeric, finite; dtype kept, accumulation is float64) and y (1-D, float64).
+
+        ``reset=True`` (fit) records ``n_features_in_``; ``False`` checks against it; ``None``
+        (validation data) checks nothing about the fitted state.
+        """
+        if reset is None:
+            X = check_array(X, dtype="numeric", input_name="X")
+        else:
+            X = validate_data(self, X, dtype="numeric", reset=reset)
+        if y is None:
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
+        y = np.asarray(column_or_1d(y, warn=True), dtype=np.float64)
         if len(y) != len(X):
             raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
         if sample_weight is not None:
@@ -125,9 +134,7 @@ class StreamingRidge(RegressorMixin, BaseEstimator):
 
     def fit(self, X, y, sample_weight=None, X_val=None, y_val=None) -> "StreamingRidge":
         """Fit on in-memory arrays (accumulated in chunks of ``chunk_size`` rows)."""
-        X, y, sample_weight = self._validate(X, y, sample_weight)
-        if len(X) == 0:
-            raise ValueError("cannot fit on 0 samples")
+        X, y, sample_weight = self._validate(X, y, sample_weight, reset=True)
         self.stats_ = self._new_stats(X.shape[1])
         self.group_ = 0
         self._accumulate(X, y, sample_weight)
@@ -135,7 +142,7 @@ class StreamingRidge(RegressorMixin, BaseEstimator):
 
     def partial_fit(self, X, y, sample_weight=None) -> "StreamingRidge":
         """Add a chunk to the statistics and re-solve (the model is usable after every call)."""
-        X, y, sample_weight = self._validate(X, y, sample_weight)
+        X, y, sample_weight = self._validate(X, y, sample_weight, reset=not hasattr(self, "stats_"))
         if not hasattr(self, "stats_"):
             self.stats_ = self._new_stats(X.shape[1])
             self.group_ = 0
@@ -179,9 +186,7 @@ class StreamingRidge(RegressorMixin, BaseEstimator):
     def predict(self, X) -> np.ndarray:
         """Predictions ``b + X·w``."""
         check_is_fitted(self, "coef_")
-        X = _as_2d_float(X)
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {X.shape[1]} features, the model was fitted with {self.n_features_in_}")
+        X = validate_data(self, X, dtype="numeric", reset=False)
         return np.asarray(X, dtype=np.float64) @ self.coef_ + self.intercept_
 
 
