@@ -300,3 +300,14 @@ def test_chosen_representation_reads_results(tmp_path):
     assert L.chosen_representation(tmp_path, "smoke") == "S2"
     with pytest.raises(FileNotFoundError):
         L.chosen_representation(tmp_path, "default")
+
+
+def test_line_catalogue_is_package_data():
+    from snrmoe_lib.features.line_catalogue import line_catalogue
+
+    cat = line_catalogue()
+    assert list(cat.columns) == ["name", "kind", "low", "high"] and len(cat) > 50
+    assert (cat["low"] <= cat["high"]).all()
+    assert set(cat["kind"]) == {"stellar line", "sky (OH)", "telluric", "molecular"}
+    cat.loc[0, "name"] = "changed"  # a copy: the cached table is not touched
+    assert line_catalogue().loc[0, "name"] != "changed"
