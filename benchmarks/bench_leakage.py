@@ -1,7 +1,7 @@
 """Benchmark: the leakage audit's Ridge α path (one eigendecomposition) against one Ridge fit per α.
 
 The Q2 audit fits a Ridge on the raw error (4,096 features) for a grid of α and several targets
-(log g, SNR and three shuffled labels). :class:`snrmoe_lib.analyses.q2.RidgePath` decomposes the
+(log g, SNR and three shuffled labels). :class:`snrmoe_lib.models.ridge.AlphaPathRidge` decomposes the
 training design once and solves every α and target from it. The baseline, measured in the same
 run on the same synthetic inputs, is scikit-learn's ``Ridge`` refitted for each α (all targets at
 once, its fastest use), with the same standardisation. Both give the same predictions (checked).
@@ -18,7 +18,7 @@ import numpy as np
 from sklearn.linear_model import Ridge
 from sklearn.preprocessing import StandardScaler
 
-from snrmoe_lib.analyses.q2 import AuditWarning, RidgePath
+from snrmoe_lib.models.ridge import AlphaPathRidge, MethodChangeWarning
 
 
 def main() -> None:
@@ -42,8 +42,8 @@ def main() -> None:
 
     t0 = time.perf_counter()
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", AuditWarning)
-        path = RidgePath(alphas=alphas).fit(Xtr, Ytr)
+        warnings.simplefilter("ignore", MethodChangeWarning)
+        path = AlphaPathRidge(alphas=alphas).fit(Xtr, Ytr)
     P = path.predict_path(Xte)
     t_path = time.perf_counter() - t0
 
@@ -57,7 +57,7 @@ def main() -> None:
     print(f"design {a.n_train} × {a.n_pix}, {a.n_alphas} α, {a.n_targets} targets, test {a.n_test}")
     print(f"{'method':38s} {'seconds':>8s} {'ratio':>7s}")
     print(f"{'sklearn Ridge, one fit per α (baseline)':38s} {t_loop:8.2f} {1.0:7.2f}")
-    print(f"{'RidgePath, one eigendecomposition':38s} {t_path:8.2f} {t_loop / t_path:7.2f}× faster")
+    print(f"{'AlphaPathRidge, one eigendecomposition':38s} {t_path:8.2f} {t_loop / t_path:7.2f}× faster")
     print(f"max |prediction difference| = {err:.2e}")
 
 

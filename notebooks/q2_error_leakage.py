@@ -36,13 +36,10 @@ import matplotlib.pyplot as plt
 from snrmoe_lib import print_verdicts
 from snrmoe_lib.analyses import q2 as leakage
 from snrmoe_lib.reporting.plots import q2 as plots_leakage
-from snrmoe_lib.evaluation import records as results
-from snrmoe_lib.data.io import dataset_fingerprint
 from snrmoe_lib.reporting.session import start_run
 
 run = start_run("q2_error_leakage", params_path, output_dir)
-p, ds = run.params, run.dataset
-th = p.thresholds
+p, ds, th = run.params, run.dataset, run.params.thresholds
 ds
 
 # %% [markdown]
@@ -72,7 +69,7 @@ print(f"chosen representation: {chosen} ({reason})")
 # ## Results: clean (expected) errors
 
 # %%
-leakage.format_table(audit.table)
+leakage.audit_table(audit.table)
 
 # %% [markdown]
 # ## The same audit on the `estimated` error mode
@@ -84,7 +81,7 @@ leakage.format_table(audit.table)
 
 # %%
 audit_est, sample_est = leakage.audit_estimated(p, clean=ds)
-leakage.format_table(audit_est.table) if audit_est is not None else print("no estimated-mode mock (real data)")
+leakage.audit_table(audit_est.table) if audit_est is not None else print("no estimated-mode mock (real data)")
 
 # %% [markdown]
 # ## Trade-off: leakage against quality
@@ -117,10 +114,7 @@ peaks.round(3)
 # ## e ≈ s·e0 + δ: how much does one scaled template explain, and where does δ sit?
 
 # %%
-for k, d in decs.items():
-    print(f"{k:9s}: s·e0 explains {100 * d.explained_total:.3f} % of Σσ² and {100 * d.explained_variance:.2f} % "
-          f"of the variation between spectra; median cos(σ, e0) = {d.cosine_median:.4f}; "
-          f"the top {d.n_top} pixels hold {100 * d.top_fraction:.1f} % of Σδ²")
+print(leakage.decomposition_summary(decs))
 fig = plots_leakage.plot_decomposition(sample.wave, decs["clean"], "clean")
 run.save(fig, "q2_error_leakage_decomposition")
 plt.show()
@@ -142,28 +136,15 @@ audit.controls.drop(columns=["r2_snr"]).round(3)
 
 # %% [markdown]
 # ## Gate-1 verdict
+#
+# Gate-1 per error mode for the chosen representation, and the label-shuffle guard; then a check that
+# the audit agrees with itself (guard, pixel order, table and verdicts), which raises if not.
 
 # %%
-verdicts = [v for k, a in audits.items() for v in leakage.gate1_verdicts(a.table, chosen, p, label=k)]
-verdicts += [results.verdict("guard", "Q2", f"{k}/label_shuffle_max_abs_r2", leakage.guard_r2(a), "<",
-                             p.quality.guard_max_abs_r2) for k, a in audits.items()]
+verdicts = leakage.q2_verdicts(audits, chosen, p)
 print_verdicts(verdicts)
 print(f"\nquality_features() representation: {chosen} ({reason})")
-
-# invariants: the audit cannot leak by itself; pixel order is irrelevant to a linear model;
-# the chosen representation passes, or the verdict says FAIL
-for k, a in audits.items():
-    assert leakage.guard_r2(a) < p.quality.guard_max_abs_r2, f"{k}: label-shuffle guard R² {leakage.guard_r2(a):.3f}"
-    c = a.controls.set_index("control")["r2_logg"]
-    assert abs(c["fixed pixel permutation"] - c["raw σ (S0)"]) < 0.01, f"{k}: pixel permutation changed the R²"
-gate1 = [v for v in verdicts if v["gate"] == "Gate-1"]
-chosen_row = audit.table.set_index("representation").loc[chosen]
-assert chosen_row["verdict"] == "PASS" or any(v["verdict"] == "FAIL" for v in gate1), "verdict/table disagree"
-
-metrics, extra = leakage.results_payload(audits, chosen, reason, decs, peaks)
-extra["estimated_dataset"] = str(leakage.estimated_path(p)) if audit_est is not None else None
-dataset = {"path": str(ds.path), "fingerprint": dataset_fingerprint(ds), "n_train": audit.sizes["train"],
-           "n_val": audit.sizes["val"], "n_test": audit.sizes["test"], "split": p.split.__dict__}
-out = run.finish(dataset=dataset, metrics=metrics,
-                            verdicts=verdicts, extra=extra)
+leakage.check_invariants(audits, chosen, verdicts, p)
+metrics, extra = leakage.results_payload(audits, chosen, reason, decs, peaks, params=p)
+out = run.finish(dataset=leakage.dataset_record(ds, audit, p), metrics=metrics, verdicts=verdicts, extra=extra)
 print(f"results: {out}")

@@ -10,6 +10,9 @@ from sklearn.linear_model import Ridge
 from sklearn.preprocessing import StandardScaler
 
 from snrmoe_lib.analyses import q2 as L
+from snrmoe_lib.analyses.q2_controls import _mask_control
+from snrmoe_lib.data.mock.estimated import ensure_estimated_dataset, mock_provenance
+from snrmoe_lib.models.ridge import AlphaPathRidge, MethodChangeWarning
 from snrmoe_lib.config import params_from_dict
 from snrmoe_lib.features.quality import QualityError, QualityInput
 
@@ -43,7 +46,7 @@ def synthetic_sample(n=(300, 100, 150), p=80, seed=0, leak=0.08):
     return L.AuditSample("clean", blocks["train"], blocks["val"], blocks["test"], targets, wave, rows)
 
 
-# ------------------------------------------------------------------------------ RidgePath
+# ------------------------------------------------------------------------------ AlphaPathRidge
 
 
 @pytest.mark.parametrize("shape", [(60, 10), (30, 50)], ids=["primal", "dual"])
@@ -54,8 +57,8 @@ def test_ridge_path_matches_sklearn(shape):
     Xt = rng.standard_normal((25, shape[1])) + 2.0
     alphas = [1e-3, 0.1, 10.0, 1e3]
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", L.AuditWarning)
-        path = L.RidgePath(alphas=alphas).fit(X, y)
+        warnings.simplefilter("ignore", MethodChangeWarning)
+        path = AlphaPathRidge(alphas=alphas).fit(X, y)
     sc = StandardScaler().fit(X)
     P = path.predict_path(Xt)
     for i, a in enumerate(alphas):
@@ -71,8 +74,8 @@ def test_ridge_path_selects_on_validation_and_warns_when_underdetermined():
     X = rng.standard_normal((40, 100))
     y = X[:, 0] + 0.1 * rng.standard_normal(40)
     Y = np.column_stack([y, rng.permutation(y)])
-    with pytest.warns(L.AuditWarning, match="minimum-norm"):
-        path = L.RidgePath(alphas=[1e-2, 1.0, 1e2, 1e4]).fit(X, Y)
+    with pytest.warns(MethodChangeWarning, match="minimum-norm"):
+        path = AlphaPathRidge(alphas=[1e-2, 1.0, 1e2, 1e4]).fit(X, Y)
     Xv = rng.standard_normal((40, 100))
     Yv = np.column_stack([Xv[:, 0], rng.permutation(Xv[:, 0])])
     path.select(Xv, Yv)
@@ -80,9 +83,9 @@ def test_ridge_path_selects_on_validation_and_warns_when_underdetermined():
     assert np.all(path.alpha_index_ == np.argmax(path.val_r2_, axis=0))
     assert path.coef_.shape == (100, 2) and path.predict(Xv).shape == (40, 2)
     with pytest.raises(ValueError, match="positive"):
-        L.RidgePath(alphas=[0.0]).fit(X, y)
+        AlphaPathRidge(alphas=[0.0]).fit(X, y)
     with pytest.raises(ValueError, match="constant"):
-        L.RidgePath().fit(np.ones((10, 3)), np.arange(10.0))
+        AlphaPathRidge().fit(np.ones((10, 3)), np.arange(10.0))
 
 
 # ------------------------------------------------------------------------------ the audit
@@ -131,8 +134,8 @@ def test_mask_control_uses_varying_pixels_only():
         m[:, 7] = (s.targets[name]["log_g"] < 2.5).astype(np.int32)
         m[:, 9] = rng.integers(0, 2, len(q))
         setattr(s, name, QualityInput(q.sigma, q.flux, m))
-    name, what, expect, n_feat, sc = L._mask_control(s, _params())
-    assert n_feat == 2 and sc["log_g"]["r2"] > 0.4
+    row = _mask_control(s, _params())
+    assert row["control"] == "mask only" and row["n_features"] == 2 and row["r2_logg"] > 0.4
 
 
 def test_choose_representation_rules():
@@ -222,7 +225,6 @@ def test_mock_sample_estimated_mode_and_results(mock_params, tmp_path):
     from snrmoe_lib.data.io import split_rows
     from snrmoe_lib.data.mock import ensure_dataset
     from snrmoe_lib.data.noise import snr
-    from snrmoe_lib.features.quality import chosen_representation
     from snrmoe_lib.evaluation.records import read_results, write_results
 
     p = mock_params
@@ -236,16 +238,17 @@ def test_mock_sample_estimated_mode_and_results(mock_params, tmp_path):
     assert np.allclose(s.test.sigma, ch.error)  # noise_level 1: σ = error
     assert np.array_equal(s.targets["test"]["log_g"], ch.params["log_g"].to_numpy())
 
-    est = L.ensure_estimated_dataset(p)
+    n = sum(L.audit_sizes(p))
+    est = ensure_estimated_dataset(p, n)
     assert est.path.name == "m_estimated.h5" and est.n == 66
     mtime = est.path.stat().st_mtime_ns
-    assert L.ensure_estimated_dataset(p).path.stat().st_mtime_ns == mtime  # reused, not regenerated
+    assert ensure_estimated_dataset(p, n).path.stat().st_mtime_ns == mtime  # reused, not regenerated
     assert not np.allclose(est.read([0]).error, ds.read([0]).error)  # the errors differ from the clean mock
 
-    assert L.mock_provenance(ds, p) is None  # made by the configured mock
+    assert mock_provenance(ds, p) is None  # made by the configured mock
     other_model = "simple" if p.data.mock.model != "simple" else "calibrated"
     other = params_from_dict({"name": "tiny", "data": {"path": str(ds.path), "mock": {"n": 90, "model": other_model}}})
-    assert "was not made by the configured mock" in L.mock_provenance(ds, other)
+    assert "was not made by the configured mock" in mock_provenance(ds, other)
     with pytest.warns(L.AuditWarning):
         a_est, s_est = L.audit_estimated(p, clean=ds)
     assert not any("not made by" in n for n in a_est.notes)
@@ -255,12 +258,18 @@ def test_mock_sample_estimated_mode_and_results(mock_params, tmp_path):
     chosen, why = L.choose_representation(a.table, "auto", by=p.quality.choose_by)
     decs = {"clean": L.decompose_errors(s), "estimated": L.decompose_errors(s_est)}
     metrics, extra = L.results_payload({"clean": a, "estimated": a_est}, chosen, why, decs,
-                                       L.importance_table(s.wave, a.importance))
+                                       L.importance_table(s.wave, a.importance), params=p)
     assert "clean/r2_logg[S0]" in metrics and "estimated/guard_max_abs_r2" in metrics
+    assert extra["estimated_dataset"] == str(est.path)
+    verdicts = L.q2_verdicts({"clean": a, "estimated": a_est}, chosen, p)
+    assert [v["gate"] for v in verdicts][-2:] == ["guard", "guard"]
+    if L.guard_r2(a) >= p.quality.guard_max_abs_r2:  # 40 training spectra: the guard may well fail here
+        with pytest.raises(RuntimeError, match="label-shuffle guard"):
+            L.check_invariants({"clean": a, "estimated": a_est}, chosen, verdicts, p)
     out = write_results(tmp_path / "tiny", "q2_error_leakage", p, dataset={"path": str(ds.path)},
                         metrics=metrics, verdicts=L.gate1_verdicts(a.table, chosen, p), extra=extra)
     assert read_results(out)["extra"]["chosen_representation"] == chosen
-    assert chosen_representation(tmp_path, "tiny") == chosen
+    assert L.chosen_representation(tmp_path, "tiny") == chosen
 
     off = params_from_dict({**{"name": "x"}, "quality": {"estimated_mode": False}})
     assert L.audit_estimated(off) == (None, None)
@@ -277,3 +286,28 @@ def test_identical_features_reuse_the_fit_and_say_so():
     assert not any(n.startswith("S0: features identical") for n in a.notes)  # S0 carries the guard: refitted
     a = L.run_audit(s, _params(representations=["S0", "S1a"]))
     assert any(n.startswith("S1a: features identical to S0") for n in a.notes)
+
+
+def test_chosen_representation_reads_results(tmp_path):
+    from snrmoe_lib.config import params_from_dict
+    from snrmoe_lib.evaluation.records import write_results
+
+    with pytest.raises(FileNotFoundError, match="run notebooks/q2_error_leakage"):
+        L.chosen_representation(tmp_path, "smoke")
+    p = params_from_dict({"name": "smoke"})
+    write_results(tmp_path / "smoke", "q2_error_leakage", p, dataset={}, metrics={},
+                  extra={"chosen_representation": "S2"})
+    assert L.chosen_representation(tmp_path, "smoke") == "S2"
+    with pytest.raises(FileNotFoundError):
+        L.chosen_representation(tmp_path, "default")
+
+
+def test_line_catalogue_is_package_data():
+    from snrmoe_lib.features.line_catalogue import line_catalogue
+
+    cat = line_catalogue()
+    assert list(cat.columns) == ["name", "kind", "low", "high"] and len(cat) > 50
+    assert (cat["low"] <= cat["high"]).all()
+    assert set(cat["kind"]) == {"stellar line", "sky (OH)", "telluric", "molecular"}
+    cat.loc[0, "name"] = "changed"  # a copy: the cached table is not touched
+    assert line_catalogue().loc[0, "name"] != "changed"

@@ -128,17 +128,3 @@ def test_pipeline_and_quality_features():
     assert np.allclose(f, comp.transform(test))
     assert np.allclose(quality_features(test, compressor=comp), f)
     assert quality_features(test, "S2b", fit_on=train, n_pca=2).shape == (40, 2)
-
-
-def test_chosen_representation_reads_results(tmp_path):
-    from snrmoe_lib.config import params_from_dict
-    from snrmoe_lib.evaluation.records import write_results
-
-    with pytest.raises(FileNotFoundError, match="run notebooks/q2_error_leakage"):
-        Q.chosen_representation(tmp_path, "smoke")
-    p = params_from_dict({"name": "smoke"})
-    write_results(tmp_path / "smoke", "q2_error_leakage", p, dataset={}, metrics={},
-                  extra={"chosen_representation": "S2"})
-    assert Q.chosen_representation(tmp_path, "smoke") == "S2"
-    with pytest.raises(FileNotFoundError):
-        Q.chosen_representation(tmp_path, "default")

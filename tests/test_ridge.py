@@ -233,3 +233,21 @@ def test_stream_stats_errors(linear_dataset):
         stream_stats(linear_dataset, np.arange(10), noise_level=1.0, seed=0, target="not_a_column")
     with pytest.raises(ValueError, match="multiple"):
         stream_stats(linear_dataset, np.arange(10), noise_level=1.0, seed=0, features=FluxFeatures(5))
+
+
+def test_one_alpha_path_solve_serves_both_fitters():
+    from snrmoe_lib.models.ridge import DEFAULT_ALPHAS, AlphaPathRidge, eigen_ridge_path
+
+    assert AlphaPathRidge().get_params()["alphas"] == DEFAULT_ALPHAS
+    rng = np.random.default_rng(3)
+    A = rng.standard_normal((40, 6))
+    lam, V = np.linalg.eigh(A.T @ A)
+    proj = V.T @ (A.T @ rng.standard_normal((40, 2)))
+    alphas = np.array([0.0, 1e-2, 1.0, 1e2])
+    tol = lam.max() * 40 * np.finfo(float).eps
+    stacked = eigen_ridge_path(lam, V, proj, alphas, tol)
+    one_by_one = eigen_ridge_path(lam, V, proj, alphas, tol, per_alpha=True)
+    assert stacked.shape == one_by_one.shape == (4, 6, 2)
+    assert np.allclose(stacked, one_by_one, rtol=1e-12, atol=0)
+    for i, a in enumerate(alphas):  # the normal equations, solved directly
+        assert np.allclose(stacked[i], np.linalg.solve(A.T @ A + a * np.eye(6), V @ proj), rtol=1e-9)

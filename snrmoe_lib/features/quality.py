@@ -2,11 +2,11 @@
 
 The simulator's error vector is computed from the noise-free model flux, so the raw vector carries
 the spectrum itself (BRIEF §2, Q2). These transformers compress it into a few numbers that should
-describe *how well* a star was observed, not *what* it is. :mod:`snrmoe_lib.leakage` audits them.
+describe *how well* a star was observed, not *what* it is. :mod:`snrmoe_lib.analyses.q2` audits them.
 
 Input convention
 ----------------
-Every compressor works on σ = error · noise_level (:func:`snrmoe_lib.noise.effective_sigma`).
+Every compressor works on σ = error · noise_level (:func:`snrmoe_lib.data.noise.effective_sigma`).
 ``fit``/``transform`` accept either
 
 * a plain 2-D array, read as σ of shape (n_spectra, n_pixels), or
@@ -38,11 +38,12 @@ S4     ‖σ‖ (log)                                                   1
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
+from scipy.sparse import issparse
+from sklearn.utils import check_array
 from sklearn.utils.validation import check_is_fitted
 
 from snrmoe_lib.data.noise import effective_sigma
@@ -63,7 +64,6 @@ __all__ = [
     "make_compressor",
     "quality_features",
     "check_features",
-    "chosen_representation",
     "AGGREGATE_NAMES",
 ]
 
@@ -122,13 +122,25 @@ def quality_input(error: np.ndarray, noise_level: float, flux: np.ndarray | None
     return QualityInput(effective_sigma(np.asarray(error), noise_level), flux, mask)
 
 
+def _sigma_array(X: Any, who: str) -> np.ndarray:
+    """σ of ``X`` (a :class:`QualityInput` or an array) checked like scikit-learn checks ``X``:
+    2-D, numeric, finite, not sparse, at least one spectrum and one pixel. The dtype is kept."""
+    s = X.sigma if isinstance(X, QualityInput) else X
+    if not issparse(s):
+        s = np.asarray(s)
+        if s.ndim != 2:
+            raise QualityError(f"{who}: expected σ of shape (n_spectra, n_pixels), got shape {s.shape}. "
+                               "Reshape your data: one row per spectrum")
+        if s.shape[0] == 0:
+            raise QualityError(f"{who}: no spectra given")
+    try:
+        return check_array(s, dtype="numeric", input_name="X")
+    except ValueError as exc:
+        raise QualityError(f"{who}: {exc}") from None
+
+
 def _sigma(X: Any, who: str) -> np.ndarray:
-    s = X.sigma if isinstance(X, QualityInput) else np.asarray(X)
-    if s.ndim != 2:
-        raise QualityError(f"{who}: expected σ of shape (n_spectra, n_pixels), got shape {s.shape}")
-    if s.shape[0] == 0:
-        raise QualityError(f"{who}: no spectra given")
-    return s.astype(np.float64, copy=False)
+    return _sigma_array(X, who).astype(np.float64, copy=False)
 
 
 def _flux(X: Any, who: str) -> np.ndarray:
@@ -207,14 +219,16 @@ class _Compressor(TransformerMixin, BaseEstimator):
 
     def _fit_common(self, X) -> np.ndarray:
         s = _sigma(X, type(self).__name__)
-        self.n_pixels_in_ = s.shape[1]
+        self.n_pixels_in_ = self.n_features_in_ = s.shape[1]
         return s
 
     def _transform_common(self, X) -> np.ndarray:
         check_is_fitted(self, "n_pixels_in_")
         s = _sigma(X, type(self).__name__)
         if s.shape[1] != self.n_pixels_in_:
-            raise QualityError(f"{type(self).__name__}: fitted on {self.n_pixels_in_} pixels, got {s.shape[1]}")
+            name = type(self).__name__
+            raise QualityError(f"{name}: fitted on {self.n_pixels_in_} pixels, got {s.shape[1]} (X has "
+                               f"{s.shape[1]} features, but {name} is expecting {self.n_pixels_in_} features as input)")
         return s
 
     def fit(self, X, y=None):
@@ -324,7 +338,7 @@ class TemplateScale(_Compressor):
 
     def transform(self, X) -> np.ndarray:
         check_is_fitted(self, "e0_")
-        sig = X.sigma if isinstance(X, QualityInput) else np.asarray(X)
+        sig = _sigma_array(X, type(self).__name__)
         self._transform_common(sig[:1])  # the pixel-count check, without a float64 copy of every row
         # the residual norms a block of rows at a time: the same numbers as decompose, without an
         # (n, n_pixels) float64 residual (this runs on every chunk of the streamed passes)
@@ -486,7 +500,7 @@ def quality_features(X: QualityInput | np.ndarray, representation: str = "S4", *
         σ (or a :class:`QualityInput`) of the spectra to describe.
     representation
         A name from :data:`REPRESENTATIONS`; later notebooks pass the one Q2 chose
-        (:func:`chosen_representation`).
+        (:func:`snrmoe_lib.analyses.q2.chosen_representation`).
     fit_on
         Training σ to fit templates on (S2, S2b); default ``X`` itself. Fit on the training split
         and transform the others, never the reverse.
@@ -502,24 +516,3 @@ def quality_features(X: QualityInput | np.ndarray, representation: str = "S4", *
     if compressor is None:
         compressor = make_compressor(representation, **kw).fit(X if fit_on is None else fit_on)
     return compressor.transform(X)
-
-
-def chosen_representation(results_root: str | Path, config: str | None = None,
-                          notebook: str = "q2_error_leakage") -> str:
-    """The representation the Q2 notebook chose, read from its results JSON under ``results_root``.
-
-    Raises
-    ------
-    FileNotFoundError
-        When no Q2 results exist for ``config`` (run the Q2 notebook first).
-    """
-    from snrmoe_lib.evaluation.records import find_results
-
-    recs = find_results(results_root, notebook=notebook, config=config)
-    recs = [r for r in recs if "chosen_representation" in r.get("extra", {})]
-    if not recs:
-        raise FileNotFoundError(
-            f"no {notebook} results with a chosen representation under {results_root}"
-            f"{f' for config {config!r}' if config else ''}; run notebooks/{notebook} first")
-    latest = max(recs, key=lambda r: r["created"])
-    return str(latest["extra"]["chosen_representation"])
