@@ -26,7 +26,8 @@ from snrmoe_lib.ceiling.jacobians import (PARAM_NAMES, detect_lattice, grid_jaco
 from snrmoe_lib.ceiling.priors import prior_informations, prior_variances
 from snrmoe_lib.config import MockSpec, Params
 from snrmoe_lib.data.io import PfsDataset, open_dataset, split_rows
-from snrmoe_lib.data.mock.base import ForwardModel, get_model
+from snrmoe_lib.data.mock.base import ForwardModel
+from snrmoe_lib.data.mock.registry import get_model
 from snrmoe_lib.data.mock.generate import grid_path
 from snrmoe_lib.data.mock.grids import ensure_mock_grid, mock_grid_base
 from snrmoe_lib.data.noise import assign_bins, bin_labels, effective_sigma, snr_l2, snr_pixel

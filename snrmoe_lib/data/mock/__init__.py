@@ -4,7 +4,8 @@ It writes datasets in exactly the pfsspec layout (see :mod:`snrmoe_lib.data.io`)
 mock and real data alike. Forward models sit behind :class:`~snrmoe_lib.data.mock.base.ForwardModel`
 and are looked up by name with :func:`get_model`.
 """
-from snrmoe_lib.data.mock.base import PARAM_NAMES, ForwardModel, Observation, get_model, register_model
+from snrmoe_lib.data.mock.base import PARAM_NAMES, ForwardModel, Observation
+from snrmoe_lib.data.mock.registry import get_model, register_model
 from snrmoe_lib.data.mock.generate import (StaleDatasetError, draw_conditions, draw_stellar, ensure_dataset, ensure_mock, grid_table,
                        simulate, stored_mock_spec)
 

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["PARAM_NAMES", "PARAM_SPEC_FIELD", "CONDITION_NAMES", "ForwardModel", "Observation", "register_model", "get_model"]
+__all__ = ["PARAM_NAMES", "PARAM_SPEC_FIELD", "CONDITION_NAMES", "ForwardModel", "Observation"]
 
 #: Stellar parameters θ in the order every model takes them (the real products' column names).
 PARAM_NAMES = ("T_eff", "log_g", "M_H", "a_M", "C_M")
@@ -59,24 +58,3 @@ class ForwardModel:
         Random draws (only in ``error_mode='estimated'``) are keyed by (seed, row).
         """
         raise NotImplementedError  # pragma: no cover - interface
-
-
-_REGISTRY: dict[str, Callable[[], ForwardModel]] = {}
-
-
-def register_model(name: str, factory: Callable[[], ForwardModel]) -> None:
-    """Make a forward model available to :func:`get_model` and ``mock.model`` in the parameters."""
-    _REGISTRY[name] = factory
-
-
-def get_model(name: str) -> ForwardModel:
-    """The forward model registered under ``name``."""
-    from snrmoe_lib.data.mock import simple  # noqa: F401 - registers the simple model
-
-    try:
-        from snrmoe_lib.data.mock import calibrated  # noqa: F401 - registers the calibrated model when present
-    except ImportError:
-        pass
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown mock model {name!r}; available: {sorted(_REGISTRY)}")
-    return _REGISTRY[name]()

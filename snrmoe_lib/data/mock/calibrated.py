@@ -16,7 +16,7 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
-from snrmoe_lib.data.mock.base import PARAM_NAMES, ForwardModel, Observation, register_model
+from snrmoe_lib.data.mock.base import PARAM_NAMES, ForwardModel, Observation
 from snrmoe_lib.data.mock.instrument import FineGrid, Instrument, load_instrument_config
 from snrmoe_lib.data.mock.stellar import StellarModel
 from snrmoe_lib._util.rng import rng as _rng
@@ -157,9 +157,7 @@ class CalibratedMock(ForwardModel):
 
 
 @lru_cache(maxsize=1)
-def _shared() -> CalibratedMock:
+def shared_model() -> CalibratedMock:
     """One instance per process: the static templates are built once and reused."""
     return CalibratedMock()
 
-
-register_model("calibrated", _shared)

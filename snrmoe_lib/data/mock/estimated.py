@@ -15,7 +15,7 @@ import numpy as np
 
 from snrmoe_lib.config import Params
 from snrmoe_lib.data.io import PfsDataset, open_dataset
-from snrmoe_lib.data.mock.base import get_model
+from snrmoe_lib.data.mock.registry import get_model
 from snrmoe_lib.data.mock.generate import ensure_mock
 
 __all__ = ["estimated_path", "ensure_estimated_dataset", "mock_provenance"]

@@ -17,7 +17,8 @@ import pandas as pd
 
 from snrmoe_lib.config import MockSpec, Params
 from snrmoe_lib.data.io import DatasetWriter, ShardedWriter, open_dataset
-from snrmoe_lib.data.mock.base import PARAM_NAMES, PARAM_SPEC_FIELD, get_model
+from snrmoe_lib.data.mock.base import PARAM_NAMES, PARAM_SPEC_FIELD
+from snrmoe_lib.data.mock.registry import get_model
 from snrmoe_lib._util.rng import rng as _rng
 
 __all__ = ["ensure_mock", "stored_mock_spec", "StaleDatasetError", "draw_stellar", "draw_conditions", "grid_table", "random_table", "simulate", "ensure_dataset",

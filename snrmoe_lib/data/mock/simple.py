@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from snrmoe_lib.data.mock.base import PARAM_NAMES, ForwardModel, Observation, register_model
+from snrmoe_lib.data.mock.base import PARAM_NAMES, ForwardModel, Observation
 from snrmoe_lib._util.rng import rng as _rng
 
 # (wavelength Å, strength, gravity exponent, alpha-sensitive) — CaT, Na I, K I, Mg I and a few Fe I
@@ -103,5 +103,3 @@ class SimpleMock(ForwardModel):
         return Observation(flux=(obj / norm).astype(np.float32), error=(sigma / norm).astype(np.float32),
                            mask=mask, columns={"snr": snr_pix})
 
-
-register_model("simple", SimpleMock)
