@@ -5,6 +5,8 @@ from pathlib import Path
 
 import matplotlib
 
+from snrmoe_lib.data.writers import AtomicWriter
+
 __all__ = ["PALETTE", "save_figure", "bin_colors", "label_features", "GRAVITY_FEATURES"]
 
 # Okabe & Ito (2008) colour-blind-safe palette
@@ -24,12 +26,9 @@ def bin_colors(n: int) -> list[str]:
 
 def save_figure(fig: "matplotlib.figure.Figure", output_dir: str | Path, name: str, dpi: int = 110) -> str:
     """Save ``fig`` as ``<output_dir>/<name>.png`` (atomically) and return the file name."""
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     fname = f"{name}.png"
-    tmp = out / f".{fname}.tmp.png"
-    fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-    tmp.replace(out / fname)
+    with AtomicWriter(Path(output_dir) / fname, overwrite=True) as writer:
+        fig.savefig(writer.tmp, format="png", dpi=dpi, bbox_inches="tight")
     return fname
 
 
