@@ -395,18 +395,23 @@ class RegressionGate(RegressorMixin, BaseEstimator):
         return (self.predict_proba(X) * P).sum(axis=1)
 
 
-def make_gate(kind: str, spec=None, n_classes: int | None = None):
-    """A classification gate from the parameters' ``gate`` section (:class:`~snrmoe_lib.config.GateSpec`).
+def make_gate(kind: str, n_classes: int | None = None, **hyperparameters):
+    """A gate by name, with plain keyword hyper-parameters.
 
-    ``kind``: 'logistic' or 'mlp'. ``spec`` defaults to ``GateSpec()``.
+    Parameters
+    ----------
+    kind : {'logistic', 'mlp', 'regression'}
+    n_classes : int, optional
+        The number of experts of a classification gate (not used by the regression gate, which
+        learns it from the experts' predictions).
+    **hyperparameters
+        Passed to :class:`LogisticGate` (``C``, ``max_iter``), :class:`MLPGate` or
+        :class:`RegressionGate` (``hidden``, ``epochs``, ``learning_rate``, ``weight_decay``, ``seed``).
     """
-    if spec is None:
-        from snrmoe_lib.config import GateSpec
-
-        spec = GateSpec()
     if kind == "logistic":
-        return LogisticGate(C=spec.logistic_c, n_classes=n_classes)
+        return LogisticGate(n_classes=n_classes, **hyperparameters)
     if kind == "mlp":
-        return MLPGate(hidden=spec.mlp_hidden, epochs=spec.mlp_epochs, learning_rate=spec.learning_rate,
-                       weight_decay=spec.weight_decay, seed=spec.seed, n_classes=n_classes)
-    raise GateError(f"unknown gate kind {kind!r}; use 'logistic' or 'mlp'")
+        return MLPGate(n_classes=n_classes, **hyperparameters)
+    if kind == "regression":
+        return RegressionGate(**hyperparameters)
+    raise GateError(f"unknown gate kind {kind!r}; use 'logistic', 'mlp' or 'regression'")
