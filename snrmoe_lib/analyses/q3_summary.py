@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from snrmoe_lib._util.rng import rng as _rng
 from snrmoe_lib.evaluation.metrics import (bootstrap_indices, per_bin_seed_table, percentile_interval, r2,
                                            r2_resampled, rho)
 

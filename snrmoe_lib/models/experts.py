@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin, clone
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from snrmoe_lib.data.passes import split_pass
 from snrmoe_lib.features.flux import FluxFeatures
@@ -115,10 +115,10 @@ class BinnedExperts(RegressorMixin, BaseEstimator):
         ``responsibilities[:, k] · sample_weight``; an expert whose summed weight is below
         ``min_count`` is an error (merging has no meaning for soft assignments).
         """
-        bins = self._route(X, bins) if responsibilities is None else bins
-        X, y = validate_data(self, X, y, y_numeric=True)
-        y = np.asarray(y, dtype=np.float64)
-        sw = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        Xv, y = validate_data(self, X, y, y_numeric=True)
+        bins = self._route(X, bins) if responsibilities is None else bins  # routers read the input as given
+        X, y = Xv, np.asarray(y, dtype=np.float64)
+        sw = None if sample_weight is None else _check_sample_weight(sample_weight, X, dtype=np.float64)
         if (bins is None) == (responsibilities is None):
             raise ValueError("give exactly one of bins (oracle/hard, or a router) or responsibilities (soft)")
         if bins is not None:
@@ -172,6 +172,7 @@ class BinnedExperts(RegressorMixin, BaseEstimator):
     def predict(self, X, bins=None) -> np.ndarray:
         """Oracle routing: each row predicted by the expert of its (true) bin (the router's, or ``bins``)."""
         check_is_fitted(self, "experts_")
+        validate_data(self, X, reset=False)
         bins = self._route(X, bins)
         if bins is None:
             raise ValueError("oracle routing needs each row's bin: a router, or predict(X, bins=...)")

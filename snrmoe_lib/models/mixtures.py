@@ -258,6 +258,7 @@ class SoftMoE(RegressorMixin, BaseEstimator):
 
     def predict_details(self, X) -> dict:
         """Prediction plus what produced it: ``y``, ``proba``, ``experts`` (n, K), ``global``, ``fell_back``."""
+        check_is_fitted(self, "gate_")
         X = _spectra(X)
         W = self.predict_proba(X)
         Fx = self._flux(X)
