@@ -9,7 +9,7 @@ generate        the mock writes a sharded dataset (``mock.shard_size``); timed s
 q1_oracle       Q1: one seed of the oracle experiments — a streamed pass over train (a Gram per
                 SNR-bin × physical-bin cell), val (α choice) and test (predictions), global model,
                 SNR experts and physical experts (:func:`snrmoe_lib.models.experts.fit_oracle_stream`)
-q3_deployable   Q3: one seed of the deployable MoE (:func:`snrmoe_lib.models.mixtures.run_deployable`: its own
+q3_deployable   Q3: one seed of the deployable MoE (:func:`snrmoe_lib.analyses.q3.run_deployable`: its own
                 expert pass, quality features, gates, regression gate, Gate-4 controls)
 stats_local     the global train Gram in one process (:func:`snrmoe_lib.models.ridge.stream_stats`)
 stats_dask      the same Gram from per-shard statistics computed on a Dask LocalCluster's workers and
@@ -137,7 +137,8 @@ def main() -> None:
     ap.add_argument("--bin-pixels", type=int, default=None, help="ridge.bin_pixels (default: default.yaml's)")
     a = ap.parse_args()
 
-    from snrmoe_lib.models.experts import fit_oracle_stream, routers_from_params
+    from snrmoe_lib.analyses.q1 import oracle_settings, routers_from_params
+    from snrmoe_lib.models.experts import fit_oracle_stream
     from snrmoe_lib.data.io import open_dataset, split_rows
     from snrmoe_lib.data.mock import simulate
     from snrmoe_lib.models.ridge import stream_stats
@@ -166,19 +167,17 @@ def main() -> None:
         print(f"  dataset: {ds}")
         split = split_rows(ds.n, p.split.n_train, p.split.n_val, p.split.n_test, p.split.seed)
         seed, nl = p.seeds[0], p.noise.noise_level
-        sb = p.snr_bins
 
         from snrmoe_lib.evaluation import metrics as M
-        from snrmoe_lib.models.mixtures import resolve_representation, run_deployable
+        from snrmoe_lib.analyses.q3 import resolve_representation, run_deployable
 
         rep, _ = resolve_representation(p, None)
         # each pipeline stage at a quarter of the split, then at the full split: the two points
         # separate the fixed cost (per-model solves, gate training) from the per-spectrum cost
         sizes = (("_quarter", quarter(split)), ("", split)) if a.n < TARGET_N else (("", split),)
         for tag, sp in sizes:
-            run = stage(st, "q1_oracle" + tag, fit_oracle_stream, ds, sp, routers_from_params(p), noise_level=nl,
-                        seed=seed, alphas=p.ridge.alphas, features=FluxFeatures(bp), min_count=sb.min_count,
-                        on_small_bin=sb.on_small_bin, chunk_size=p.data.chunk_size, solver=p.ridge.solver)
+            run = stage(st, "q1_oracle" + tag, fit_oracle_stream, ds, sp, routers_from_params(p),
+                        oracle_settings(p, nl, seed), features=FluxFeatures(bp))
             res["q1_global_r2" + tag] = M.r2(run.y, run.global_prediction())
             res["q1_snr_oracle_r2" + tag] = M.r2(run.y, run.oracle_prediction("snr"))
             del run

@@ -29,11 +29,9 @@ params_path = "../params/smoke.yaml"
 output_dir = "../reports/interactive"
 
 # %%
-import pandas as pd
-
-from snrmoe_lib import print_verdicts, verdict
-from snrmoe_lib.models import experts
-from snrmoe_lib.reporting.plots import q1 as plots_experts
+from snrmoe_lib import print_verdicts
+from snrmoe_lib.analyses import q1
+from snrmoe_lib.reporting.plots import q1 as plots_q1
 from snrmoe_lib.reporting.session import start_run
 
 run = start_run("q1_snr_headroom", params_path, output_dir)
@@ -63,24 +61,22 @@ ds
 #   intervals resample test stars (the same stars in every seed, paired between models).
 
 # %%
-head = {nl: experts.run_headroom(ds, split, p, nl) for nl in noise_levels}
-pd.DataFrame([{"noise_level": nl, "seeds": h.seeds, "features": h.runs[0].models.coef.shape[1],
-               "seconds": round(h.seconds, 1)} for nl, h in head.items()])
+head = {nl: q1.run_headroom(ds, split, p, nl) for nl in noise_levels}
+q1.run_overview(head)
 
 # %% [markdown]
 # Experts after the small-bin policy (training counts of the first seed; the SNR bins move with the
 # noise level because σ does):
 
 # %%
-pd.DataFrame([{"noise_level": nl, "family": f, **e} for nl, h in head.items() for f, plan in h.plans().items()
-              for e in plan])
+q1.plans_table(head)
 
 # %% [markdown]
 # ## Global vs oracle experts
 
 # %%
 scores = {nl: h.scores(n_boot=n_boot, seed=p.split.seed) for nl, h in head.items()}
-summary = experts.scores_table(scores)
+summary = q1.scores_table(scores)
 summary.round(4)
 
 # %% [markdown]
@@ -92,7 +88,7 @@ tables[noise_levels[0]].round(4)
 
 # %%
 for nl, t in tables.items():
-    fig = plots_experts.per_bin_bars(t, f"log g R² per true-SNR bin, noise_level {nl:g} ({len(p.seeds)} seeds)")
+    fig = plots_q1.per_bin_bars(t, f"log g R² per true-SNR bin, noise_level {nl:g} ({len(p.seeds)} seeds)")
     run.save(fig, f"q1_per_bin_nl{nl:g}")
 
 # %% [markdown]
@@ -101,61 +97,37 @@ for nl, t in tables.items():
 # %%
 h0 = head[noise_levels[0]]
 preds0 = {k: v[0] for k, v in h0.predictions().items()}
-fig = plots_experts.pred_vs_true(h0.y, preds0, h0.info["snr"].to_numpy(), f"true SNR ({p.snr_bins.definition})")
+fig = plots_q1.pred_vs_true(h0.y, preds0, h0.info["snr"].to_numpy(), f"true SNR ({p.snr_bins.definition})")
 run.save(fig, "q1_pred_vs_true")
 
 # %% [markdown]
 # ## Where the headroom is: ΔR² by SNR bin and noise level
 
 # %%
-fig = plots_experts.delta_heatmap(list(tables.values()))
+fig = plots_q1.delta_heatmap(list(tables.values()))
 run.save(fig, "q1_delta_r2_heatmap")
 
 # %%
 deltas = summary[summary["model"] != "global"].rename(columns={"delta_lo": "lo", "delta_hi": "hi"})
-fig = plots_experts.headroom_vs_noise(deltas, p.thresholds.gate2_delta_r2_min)
+fig = plots_q1.headroom_vs_noise(deltas, p.thresholds.gate2_delta_r2_min)
 run.save(fig, "q1_headroom_vs_noise")
 
 # %% [markdown]
 # Chosen α per model (median over seeds; `at_edge` counts seeds whose α sits at an end of the grid):
 
 # %%
-alphas = pd.concat([h.alphas() for h in head.values()])
-alphas.groupby(["noise_level", "model"], sort=False).agg(
-    alpha=("alpha", "median"), at_edge=("at_grid_edge", "sum"), n_train=("n_train", "median")).reset_index()
+alphas = q1.alpha_table(head)
+q1.alpha_summary(alphas)
 
 # %% [markdown]
 # ## Verdict
+#
+# Gate-2 at every noise level (the physical oracle is shown for reference). The results are checked
+# first: enough seeds, every test spectrum scored once, every expert trained on at least
+# `snr_bins.min_count` spectra, the oracle equal to the routed expert's prediction.
 
 # %%
-thr = p.thresholds.gate2_delta_r2_min
-verdicts = []
-for nl, s in scores.items():
-    tag = "" if nl == noise_levels[0] else f" (noise_level {nl:g})"
-    d = s["delta_r2_snr"]
-    verdicts.append(verdict(f"Gate-2{tag}", "Q1", "delta_r2_snr", d["value"], ">=", thr, d["interval"],
-                            note=f"mean over seeds {h0.seeds}; per seed {[round(x, 4) for x in d['per_seed']]}"))
-    d = s["delta_r2_phys"]
-    verdicts.append(verdict(f"Q1 physical oracle{tag}", "Q1", "delta_r2_phys", d["value"], ">=", thr, d["interval"],
-                            note="reference: 3 × 3 T_eff × [M/H] oracle experts"))
-print_verdicts(verdicts)
-
-# invariants: enough seeds for a verdict; every test spectrum scored in exactly one bin; every
-# expert trained on at least min_count spectra; oracle = the routed expert's own prediction
-assert len(p.seeds) >= 3, "Gate-2 needs at least 3 noise seeds"
-for nl, h in head.items():
-    assert tables[nl].groupby("model")["n"].sum().eq(len(split.test)).all()
-    for r in h.runs:
-        assert all(r.models.n_train[c] >= max(p.snr_bins.min_count, 1) for f in r.families.values() for c in f.columns)
-        e = r.families["snr"].plan.route(r.test_info["snr_bin"].to_numpy())
-        assert (r.oracle_prediction("snr") == r.expert_predictions("snr")[range(len(e)), e]).all()
-assert summary[["r2", "mae", "rmse"]].notna().all().all()
-
-out = run.finish(metrics=experts.headroom_metrics(scores, noise_levels[0]), verdicts=verdicts,
-    extra={"summary": summary.to_dict(orient="records"),
-           "per_bin": pd.concat(tables.values()).to_dict(orient="records"),
-           "alphas": alphas.to_dict(orient="records"),
-           "plans": {str(nl): h.plans() for nl, h in head.items()},
-           "seconds": {str(nl): h.seconds for nl, h in head.items()},
-           "features": {"kind": "noisy flux", "bin_pixels": p.ridge.bin_pixels}})
+res = q1.results(p, head, scores, summary, tables, alphas, n_test=len(split.test))
+print_verdicts(res["verdicts"])
+out = run.finish(**res)
 print("results:", out.name)

@@ -4,9 +4,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import Ridge
+from sklearn.model_selection import cross_val_score
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
 
+from snrmoe_lib.analyses import q1
 from snrmoe_lib.models import experts as E
+from snrmoe_lib.models import routing as R
 from snrmoe_lib.config import params_from_dict
 from snrmoe_lib.data.io import DatasetWriter, open_dataset, split_rows
 from snrmoe_lib.evaluation.metrics import r2
@@ -18,12 +24,12 @@ from snrmoe_lib.features.flux import FluxFeatures
 
 
 def test_plan_raise_names_the_bin():
-    with pytest.raises(E.SmallBinError, match=r"H has 3"):
-        E.plan_bins([50, 60, 40, 3], min_count=20, on_small_bin="raise", labels=["X", "L", "M", "H"])
+    with pytest.raises(R.SmallBinError, match=r"H has 3"):
+        R.plan_bins([50, 60, 40, 3], min_count=20, on_small_bin="raise", labels=["X", "L", "M", "H"])
 
 
 def test_plan_merges_into_the_smaller_neighbour():
-    plan = E.plan_bins([50, 5, 30, 40], min_count=20, on_small_bin="merge", labels=["X", "L", "M", "H"])
+    plan = R.plan_bins([50, 5, 30, 40], min_count=20, on_small_bin="merge", labels=["X", "L", "M", "H"])
     assert plan.members == [[0], [1, 2], [3]]
     assert plan.expert_labels == ["X", "L+M", "H"]
     np.testing.assert_array_equal(plan.route([0, 1, 2, 3]), [0, 1, 1, 2])
@@ -31,23 +37,23 @@ def test_plan_merges_into_the_smaller_neighbour():
 
 
 def test_plan_empty_bin_is_never_an_expert():
-    plan = E.plan_bins([10, 0, 10], min_count=0, on_small_bin="merge")
+    plan = R.plan_bins([10, 0, 10], min_count=0, on_small_bin="merge")
     assert all(plan.counts[m].sum() > 0 for m in plan.members)
-    with pytest.raises(E.SmallBinError):
-        E.plan_bins([10, 0, 10], min_count=0, on_small_bin="raise")
+    with pytest.raises(R.SmallBinError):
+        R.plan_bins([10, 0, 10], min_count=0, on_small_bin="raise")
 
 
 def test_plan_all_small_raises():
-    with pytest.raises(E.SmallBinError, match="all bins"):
-        E.plan_bins([3, 4], min_count=20, on_small_bin="merge")
+    with pytest.raises(R.SmallBinError, match="all bins"):
+        R.plan_bins([3, 4], min_count=20, on_small_bin="merge")
 
 
 def test_plan_merges_on_the_physical_grid():
-    router = E.PhysicalRouter([4500, 5250], [-1.5, -0.5])
+    router = R.PhysicalRouter([4500, 5250], [-1.5, -0.5])
     counts = np.full(9, 100)
     counts[4] = 2  # the centre cell; neighbours 1, 3, 5, 7
     counts[3] = 50
-    plan = E.plan_bins(counts, 20, "merge", router.neighbours(), router.labels)
+    plan = R.plan_bins(counts, 20, "merge", router.neighbours(), router.labels)
     assert [3, 4] in plan.members and plan.n_experts == 8
 
 
@@ -55,7 +61,7 @@ def test_plan_merges_on_the_physical_grid():
 
 
 def test_physical_router_cells_and_neighbours():
-    r = E.PhysicalRouter([4500, 5250], [-1.5, -0.5])
+    r = R.PhysicalRouter([4500, 5250], [-1.5, -0.5])
     df = pd.DataFrame({"T_eff": [4000, 4500, 4501, 6000], "M_H": [-2.0, -0.5, -1.0, 0.5]})
     np.testing.assert_array_equal(r.assign_params(df), [0, 1, 4, 8])  # right-closed, T-major
     nb = r.neighbours()
@@ -69,10 +75,10 @@ def test_physical_router_cells_and_neighbours():
 def test_snr_router_uses_the_noise_protocol(expert_dataset):
     ds = expert_dataset
     c = ds.load(np.arange(40))
-    r = E.SNRRouter([2, 4, 7], ["X", "L", "M", "H"], "l2", noise_level=0.5)
+    r = R.SNRRouter([2, 4, 7], ["X", "L", "M", "H"], "l2", noise_level=0.5)
     np.testing.assert_array_equal(r.assign(c), assign_bins(snr(c.flux, c.error, 0.5, "l2", c.mask), [2, 4, 7]))
     with pytest.raises(ValueError, match="definition"):
-        E.SNRRouter([2], definition="median")
+        R.SNRRouter([2], definition="median")
 
 
 # ------------------------------------------------------------------------- in-memory, pluggable
@@ -117,10 +123,27 @@ def test_binned_experts_errors(two_regimes):
     X, y, bins = two_regimes
     with pytest.raises(ValueError, match="exactly one"):
         E.BinnedExperts(n_bins=2).fit(X, y)
-    with pytest.raises(E.SmallBinError):
+    with pytest.raises(R.SmallBinError):
         E.BinnedExperts(n_bins=3, on_small_bin="raise").fit(X, y, bins=bins)
     with pytest.raises(ValueError, match="needs each row's bin"):
         E.BinnedExperts(n_bins=2).fit(X, y, bins=bins).predict(X)
+    with pytest.raises(NotFittedError):
+        E.BinnedExperts(n_bins=2).predict_all(X)
+
+
+def test_binned_experts_take_their_router_as_a_parameter(two_regimes):
+    """With a router the experts fit and predict on X alone: they work in a Pipeline and cross_val_score."""
+    X, y, bins = two_regimes
+    Xb = np.column_stack([X, bins])  # the routing variable as the last column
+    router = R.ColumnRouter([0.5], column=-1)
+    m = E.BinnedExperts(router=router, min_count=10).fit(Xb, y)
+    np.testing.assert_array_equal(m.predict(Xb), E.BinnedExperts(n_bins=2, min_count=10).fit(Xb, y, bins=bins)
+                                  .predict(Xb, bins))
+    pipe = Pipeline([("scale", FunctionTransformer(lambda Z: Z * [1, 1, 1, 1, 1, 1])),
+                     ("moe", E.BinnedExperts(router=router, min_count=10))])
+    scores = cross_val_score(pipe, Xb, y, cv=3)
+    assert scores.min() > 0.95
+    assert cross_val_score(Ridge(), Xb, y, cv=3).max() < 0.1  # one global model cannot do it
 
 
 # ----------------------------------------------------------------------- streaming Ridge oracle
@@ -147,9 +170,9 @@ def expert_dataset(tmp_path_factory):
 def test_oracle_stream_experts_are_ridge_on_their_bins(expert_dataset):
     ds = expert_dataset
     split = split_rows(ds.n, 600, 100, 200, seed=0)
-    routers = {"snr": E.SNRRouter([2, 4, 7], ["X", "L", "M", "H"]), "phys": E.PhysicalRouter([4500, 5250], [-1.5, -0.5])}
-    run = E.fit_oracle_stream(ds, split, routers, noise_level=1.0, seed=4, alphas=[1e-2, 1.0, 1e2],
-                              features=FluxFeatures(2), min_count=10, chunk_size=64)
+    routers = {"snr": R.SNRRouter([2, 4, 7], ["X", "L", "M", "H"]), "phys": R.PhysicalRouter([4500, 5250], [-1.5, -0.5])}
+    cfg = E.OracleSettings(noise_level=1.0, seed=4, alphas=[1e-2, 1.0, 1e2], min_count=10, chunk_size=64)
+    run = E.fit_oracle_stream(ds, split, routers, cfg, features=FluxFeatures(2))
     # one model per expert plus the global one, each the Ridge of its own training rows
     m = run.models
     assert m.names[0] == "global" and len(m.names) == 1 + run.families["snr"].plan.n_experts + 9
@@ -173,13 +196,14 @@ def test_fit_oracle_stream_one_pass_or_two_gives_the_same_run(expert_dataset):
     """Test features kept in memory, or predicted by a second pass when over ``cache_bytes``: same numbers."""
     ds = expert_dataset
     split = split_rows(ds.n, 600, 100, 200, seed=0)
-    routers = {"snr": E.SNRRouter([2, 4, 7], ["X", "L", "M", "H"])}
+    routers = {"snr": R.SNRRouter([2, 4, 7], ["X", "L", "M", "H"])}
     seen: dict = {"one": [], "two": []}
     runs = {}
     for key, cache in (("one", 2e9), ("two", 0)):
+        cfg = E.OracleSettings(noise_level=1.0, seed=3, alphas=[1e-2, 1.0, 1e2], min_count=10, chunk_size=96,
+                               predict_val=True, cache_bytes=cache)
         runs[key] = E.fit_oracle_stream(
-            ds, split, routers, noise_level=1.0, seed=3, alphas=[1e-2, 1.0, 1e2], features=FluxFeatures(2),
-            min_count=10, chunk_size=96, predict_val=True, cache_bytes=cache,
+            ds, split, routers, cfg, features=FluxFeatures(2),
             on_chunk=lambda role, nc, k=key: seen[k].extend((role, int(r)) for r in nc.rows))
     a, b = runs["one"], runs["two"]
     np.testing.assert_allclose(a.test_pred, b.test_pred, rtol=1e-12)
@@ -199,13 +223,13 @@ def test_run_headroom_over_seeds(expert_dataset):
         "seeds": [0, 1, 2], "snr_bins": {"min_count": 10, "on_small_bin": "merge"},
         "ridge": {"alphas": [1e-2, 1.0, 1e2], "bin_pixels": 2}})
     split = split_rows(expert_dataset.n, 600, 100, 200, 0)
-    h = E.run_headroom(expert_dataset, split, p)
+    h = q1.run_headroom(expert_dataset, split, p)
     s = h.scores(n_boot=30)
     assert h.seeds == [0, 1, 2] and len(s["delta_r2_snr"]["per_seed"]) == 3
     lo, hi = s["delta_r2_snr"]["interval"]
     assert lo <= s["delta_r2_snr"]["value"] <= hi and s["delta_r2_snr"]["value"] > 0.02
     tab = h.per_bin("snr", n_boot=20)
     assert tab.groupby("model")["n"].sum().eq(200).all()
-    assert set(E.scores_table({1.0: s})["model"]) == set(E.HEADROOM_MODELS)
-    metrics = E.headroom_metrics({1.0: s, 0.5: s}, primary=1.0)
+    assert set(q1.scores_table({1.0: s})["model"]) == set(q1.HEADROOM_MODELS)
+    metrics = q1.headroom_metrics({1.0: s, 0.5: s}, primary=1.0)
     assert "global_r2" in metrics and "global_r2_nl0.5" in metrics

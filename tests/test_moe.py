@@ -5,7 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from snrmoe_lib.analyses import q3
+from snrmoe_lib.features import whitening
 from snrmoe_lib.models import mixtures as moe
+from snrmoe_lib.models.routing import SNRRouter
 from snrmoe_lib.config import params_from_dict
 from snrmoe_lib.models.gates import GateError
 from snrmoe_lib.data.io import DatasetWriter, open_dataset, split_rows
@@ -115,6 +118,34 @@ def test_soft_moe_fits_and_predicts_like_one_estimator(snr_data):
         moe.SoftMoE(gate="regression", min_count=10).fit(Xtr, y[tr], bins=bins[tr])
 
 
+def test_soft_moe_routes_by_its_router_in_a_pipeline_and_cross_validation(snr_data):
+    """The router reads the true SNR the input carries: fit(X, y) alone, so Pipeline and cross_val_score work."""
+    from sklearn.model_selection import KFold, cross_val_score
+    from sklearn.pipeline import Pipeline
+
+    _, flux, error, params = snr_data
+    y = params["log_g"].to_numpy()
+    snr = snr_l2(flux, error)
+    rows = np.arange(300)
+    X = _inputs(flux, error, rows)
+    X = moe.SpectraInput(X.flux, X.sigma, snr=snr[rows])
+    router = SNRRouter(EDGES, ["X", "L", "M", "H"])
+    kw = dict(compressor="S4", min_count=10, alphas=[1e-2])
+    m = moe.SoftMoE(router=router, **kw).fit(X, y[rows])
+    ref = moe.SoftMoE(**kw).fit(X, y[rows], bins=assign_bins(snr[rows], EDGES))
+    assert np.array_equal(m.predict(X), ref.predict(X))
+    pipe = Pipeline([("moe", moe.SoftMoE(router=router, gate="mlp", gate_params={"epochs": 30, "hidden": 8}, **kw))])
+    scores = cross_val_score(pipe, X, y[rows], cv=KFold(3))
+    assert scores.shape == (3,) and np.all(np.isfinite(scores))
+    # the first fold by hand, with the bins given explicitly: the same score
+    tr, te = np.arange(100, 300), np.arange(100)
+    by_hand = moe.SoftMoE(gate="mlp", gate_params={"epochs": 30, "hidden": 8}, **kw).fit(
+        X[tr], y[rows][tr], bins=assign_bins(snr[rows][tr], EDGES))
+    assert np.isclose(scores[0], by_hand.score(X[te], y[rows][te]))
+    with pytest.raises(ValueError, match="true SNR"):
+        moe.SoftMoE(router=router, **kw).fit(_inputs(flux, error, rows), y[rows])
+
+
 def test_the_gate_never_sees_the_flux(snr_data):
     _, flux, error, params = snr_data
     y = params["log_g"].to_numpy()
@@ -132,17 +163,17 @@ def test_the_gate_never_sees_the_flux(snr_data):
 def test_control_features(snr_data):
     _, flux, error, _ = snr_data
     X = _inputs(flux, error, np.arange(200))
-    w = moe.WhitenedFlux(bin_pixels=2).fit(X)
+    w = whitening.WhitenedFlux(bin_pixels=2).fit(X)
     Zw = w.transform(X)
     raw = (X.flux / X.sigma).reshape(200, 32, 2).mean(axis=2)
     assert np.allclose(Zw, raw * w.scale_)
-    c = moe.ConditionalFeatures("S2", n_components=3, bin_pixels=2).fit(X)
+    c = whitening.ConditionalFeatures("S2", n_components=3, bin_pixels=2).fit(X)
     Zc = c.transform(X)
     assert Zc.shape == (200, 32 + 2 * (1 + 3))
     assert np.allclose(Zc[:, :32], X.flux.reshape(200, 32, 2).mean(axis=2))  # the global model's input, unchanged
     q = c.quality(X)
     assert np.allclose(q.mean(axis=0), 0, atol=1e-9) and np.allclose(q.std(axis=0), 1)
-    assert moe.ConditionalFeatures("S4", n_components=0, bin_pixels=2).fit(X).transform(X).shape == (200, 33)
+    assert whitening.ConditionalFeatures("S4", n_components=0, bin_pixels=2).fit(X).transform(X).shape == (200, 33)
 
 
 # ------------------------------------------------------------------ the streaming run
@@ -153,11 +184,11 @@ def test_run_deployable_streams_and_does_not_depend_on_chunking(snr_data):
     p = _params(path)
     ds = open_dataset(path)
     split = split_rows(ds.n, 300, 80, 120, 0)
-    a = moe.run_deployable(ds, split, p, seed=0, representation="S2", chunk_size=64)
-    b = moe.run_deployable(ds, split, p, seed=0, representation="S2", chunk_size=500)
+    a = q3.run_deployable(ds, split, p, seed=0, representation="S2", chunk_size=64)
+    b = q3.run_deployable(ds, split, p, seed=0, representation="S2", chunk_size=500)
     assert np.array_equal(a.rows, np.sort(split.test)) and np.array_equal(b.rows, a.rows)
     for name in ("global", "oracle", "logistic_soft_fallback", "mlp_hard", "regression_gate", "whitening",
-                 "conditional", moe.DEPLOYED):
+                 "conditional", q3.DEPLOYED):
         assert np.all(np.isfinite(a.pred[name])), name
         assert np.allclose(a.pred[name], b.pred[name], atol=1e-6), name
     assert a.features["train"].shape == (300, 2) and set(a.features) == {"train", "val", "test"}
@@ -165,27 +196,27 @@ def test_run_deployable_streams_and_does_not_depend_on_chunking(snr_data):
     assert a.info["regression_gate_trained_on"] == "val"
     assert a.info["gate_train_spectra"] == 300 and a.info["regression_gate_train_spectra"] == 80
     # a split larger than gate.train_n: the gates learn from a seeded subsample of that size
-    few = moe.run_deployable(ds, split, _params(path, train_n=150), seed=0, representation="S2")
+    few = q3.run_deployable(ds, split, _params(path, train_n=150), seed=0, representation="S2")
     assert few.info["gate_train_spectra"] == 150 and few.info["regression_gate_train_spectra"] == 80
     assert np.allclose(few.pred["global"], a.pred["global"])  # the experts do not change
     assert not np.allclose(few.pred["logistic_soft"], a.pred["logistic_soft"])
     # no validation split: α by GCV and the regression gate on a seeded training subsample, said so
     no_val = split_rows(ds.n, 300, 0, 120, 0)
-    nv = moe.run_deployable(ds, no_val, p, seed=0, representation="S2")
+    nv = q3.run_deployable(ds, no_val, p, seed=0, representation="S2")
     assert nv.info["regression_gate_trained_on"].startswith("a train subsample")
     assert nv.info["regression_gate_train_spectra"] == 200 and np.all(np.isfinite(nv.pred["regression_gate"]))
-    c = moe.run_deployable(ds, split, p, seed=1, representation="S2")
+    c = q3.run_deployable(ds, split, p, seed=1, representation="S2")
     assert not np.allclose(a.pred["global"], c.pred["global"])  # another noise seed, other noisy spectra
-    s = moe.summarize([a, c], n_boot=50)
+    s = q3.summarize([a, c], n_boot=50)
     t = s.table
-    assert list(t.index[:3]) == ["global", "oracle", moe.DEPLOYED]
+    assert list(t.index[:3]) == ["global", "oracle", q3.DEPLOYED]
     assert (t["r2_lo"] <= t["r2"] + 1e-12).all() and (t["r2"] <= t["r2_hi"] + 1e-12).all()
     assert np.isclose(t.loc["oracle", "delta_r2"], s.oracle_gap)
-    cm = moe.confusion([a, c], "logistic")
+    cm = q3.confusion([a, c], "logistic")
     assert cm.to_numpy().sum() == 2 * 120
-    leak = moe.leak_check(a, [1e-2, 1.0, 100.0], n_boot=20)
+    leak = q3.leak_check(a, [1e-2, 1.0, 100.0], n_boot=20)
     assert leak["r2_linear"] < 0.3  # σ scale is independent of log g in this synthetic set
-    pb = moe.per_bin([a, c], ["global", moe.DEPLOYED], ["X", "L", "M", "H"], n_boot=20)
+    pb = q3.per_bin([a, c], ["global", q3.DEPLOYED], ["X", "L", "M", "H"], n_boot=20)
     assert pb["n"].sum() == 2 * 120
 
 
@@ -195,7 +226,7 @@ def test_run_deployable_streams_and_does_not_depend_on_chunking(snr_data):
 def _fake_runs(y, preds_by_seed):
     out = []
     for s, pred in enumerate(preds_by_seed):
-        out.append(moe.DeployRun(s, y, np.arange(len(y)), np.zeros(len(y), int), np.zeros(len(y), int), pred, {},
+        out.append(q3.DeployRun(s, y, np.arange(len(y)), np.zeros(len(y), int), np.zeros(len(y), int), pred, {},
                                  {}, {}, {}, None))
     return out
 
@@ -206,7 +237,7 @@ def test_rho_defined_when_the_oracle_gap_is_clear():
     e = rng.standard_normal((2, 3, 2000))
     runs = _fake_runs(y, [{"global": y + 0.8 * e[s, 0], "oracle": y + 0.3 * e[s, 1],
                            "mid": y + np.sqrt((0.8 ** 2 + 0.3 ** 2) / 2) * e[s, 2]} for s in range(2)])
-    t = moe.summarize(runs, n_boot=100).table
+    t = q3.summarize(runs, n_boot=100).table
     assert 0.35 < t.loc["mid", "rho"] < 0.65
     assert t.loc["mid", "rho_lo"] < t.loc["mid", "rho"] < t.loc["mid", "rho_hi"]
 
@@ -217,23 +248,23 @@ def test_rho_undefined_when_the_oracle_gap_is_noise():
     e = rng.standard_normal((2, 3, 500))
     runs = _fake_runs(y, [{"global": y + 0.8 * e[s, 0], "oracle": y + 0.8 * e[s, 1], "mid": y + 0.5 * e[s, 2]}
                           for s in range(2)])
-    s = moe.summarize(runs, n_boot=100)
+    s = q3.summarize(runs, n_boot=100)
     assert s.oracle_gap_interval[0] <= 0 <= s.oracle_gap_interval[1]
     assert np.isnan(s.table.loc["mid", "rho"])  # undefined, not a huge number
-    assert "undefined" in moe.format_table(s).loc["mid", "ρ [95 %]"]
+    assert "undefined" in q3.format_table(s).loc["mid", "ρ [95 %]"]
 
 
 def test_summarize_refuses_runs_on_different_test_sets():
     y = np.arange(10.0)
     a = _fake_runs(y, [{"global": y, "oracle": y}])[0]
-    b = moe.DeployRun(1, y, np.arange(1, 11), a.snr_bin, a.expert, a.pred, {}, {}, {}, {}, None)
+    b = q3.DeployRun(1, y, np.arange(1, 11), a.snr_bin, a.expert, a.pred, {}, {}, {}, {}, None)
     with pytest.raises(ValueError, match="share the test"):
-        moe.summarize([a, b], n_boot=10)
+        q3.summarize([a, b], n_boot=10)
 
 
 def test_resolve_representation_falls_back_and_says_so(tmp_path):
     p = params_from_dict({"name": "tiny", "gate": {"representation": "S4"}})
-    rep, why = moe.resolve_representation(p, tmp_path)
+    rep, why = q3.resolve_representation(p, tmp_path)
     assert rep == "S4" and "FALLBACK" in why
     p2 = params_from_dict({"name": "tiny", "gate": {"representation": "S3b", "use_q2_choice": False}})
-    assert moe.resolve_representation(p2, tmp_path)[0] == "S3b"
+    assert q3.resolve_representation(p2, tmp_path)[0] == "S3b"

@@ -96,14 +96,15 @@ def check_labels(y, n_classes: int | None = None) -> tuple[np.ndarray, int]:
     return y.astype(np.int64), k
 
 
-def _features(X, n_features: int | None = None) -> np.ndarray:
+def _features(X, n_features: int | None = None, owner: str = "gate") -> np.ndarray:
     X = np.asarray(X, dtype=np.float64)
     if X.ndim == 1:
         X = X[:, None]
     if X.ndim != 2:
         raise GateError(f"gate features must be 2-D (n_spectra, n_features), got shape {X.shape}")
     if n_features is not None and X.shape[1] != n_features:
-        raise GateError(f"the gate was fitted on {n_features} quality features, got {X.shape[1]}")
+        raise GateError(f"the gate was fitted on {n_features} quality features, got {X.shape[1]} "
+                        f"(X has {X.shape[1]} features, but {owner} is expecting {n_features} features as input)")
     if not np.all(np.isfinite(X)):
         raise GateError("gate features hold NaN or infinite values")
     return X
@@ -173,7 +174,7 @@ class _ProbaGate(ClassifierMixin, BaseEstimator):
 
     def _scaled(self, X) -> np.ndarray:
         check_is_fitted(self, "classes_")
-        return (_features(X, self.n_features_in_) - self.mean_) / self.scale_
+        return (_features(X, self.n_features_in_, type(self).__name__) - self.mean_) / self.scale_
 
     def predict_proba(self, X) -> np.ndarray:
         """Probability of each expert's bin: (n, K), rows summing to one (checked)."""
@@ -181,7 +182,8 @@ class _ProbaGate(ClassifierMixin, BaseEstimator):
 
     def predict(self, X) -> np.ndarray:
         """The most probable expert of each spectrum."""
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
 
 
 class LogisticGate(_ProbaGate):
@@ -388,25 +390,30 @@ class RegressionGate(RegressorMixin, BaseEstimator):
 
     def predict(self, X, expert_pred=None) -> np.ndarray:
         """The mixed estimate Σ_k w_k ŷ_k."""
+        check_is_fitted(self, "weights_")
         if expert_pred is None:
             raise GateError("RegressionGate.predict needs the experts' predictions: predict(X, expert_pred=...)")
-        check_is_fitted(self, "weights_")
         X, P = self._check(X, expert_pred, self.n_features_in_)
         return (self.predict_proba(X) * P).sum(axis=1)
 
 
-def make_gate(kind: str, spec=None, n_classes: int | None = None):
-    """A classification gate from the parameters' ``gate`` section (:class:`~snrmoe_lib.config.GateSpec`).
+def make_gate(kind: str, n_classes: int | None = None, **hyperparameters):
+    """A gate by name, with plain keyword hyper-parameters.
 
-    ``kind``: 'logistic' or 'mlp'. ``spec`` defaults to ``GateSpec()``.
+    Parameters
+    ----------
+    kind : {'logistic', 'mlp', 'regression'}
+    n_classes : int, optional
+        The number of experts of a classification gate (not used by the regression gate, which
+        learns it from the experts' predictions).
+    **hyperparameters
+        Passed to :class:`LogisticGate` (``C``, ``max_iter``), :class:`MLPGate` or
+        :class:`RegressionGate` (``hidden``, ``epochs``, ``learning_rate``, ``weight_decay``, ``seed``).
     """
-    if spec is None:
-        from snrmoe_lib.config import GateSpec
-
-        spec = GateSpec()
     if kind == "logistic":
-        return LogisticGate(C=spec.logistic_c, n_classes=n_classes)
+        return LogisticGate(n_classes=n_classes, **hyperparameters)
     if kind == "mlp":
-        return MLPGate(hidden=spec.mlp_hidden, epochs=spec.mlp_epochs, learning_rate=spec.learning_rate,
-                       weight_decay=spec.weight_decay, seed=spec.seed, n_classes=n_classes)
-    raise GateError(f"unknown gate kind {kind!r}; use 'logistic' or 'mlp'")
+        return MLPGate(n_classes=n_classes, **hyperparameters)
+    if kind == "regression":
+        return RegressionGate(**hyperparameters)
+    raise GateError(f"unknown gate kind {kind!r}; use 'logistic', 'mlp' or 'regression'")

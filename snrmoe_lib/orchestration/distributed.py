@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 
 from snrmoe_lib.data.io import PfsDataset, open_dataset
-from snrmoe_lib.models.ridge import GramStats, stream_stats
 from snrmoe_lib.features.flux import FluxFeatures
+from snrmoe_lib.models.ridge import GramStats, stream_stats
 
 __all__ = ["shard_blocks", "shard_stats", "distributed_stats"]
 

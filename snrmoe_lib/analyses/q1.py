@@ -1,0 +1,268 @@
+"""Q1 · Is there headroom in splitting by SNR? (Gate-2)
+
+Global Ridge against oracle experts (one Ridge per bin of the true SNR, and the user's 3 × 3
+T_eff × [M/H] grid) at each noise level, over the noise seeds of a configuration: the fits
+(:func:`run_headroom`), the score tables, the consistency checks, the Gate-2 verdicts and the
+results payload of the notebook.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from snrmoe_lib.evaluation.metrics import mae, per_bin_seed_table, rmse, seed_delta_r2, seed_r2
+from snrmoe_lib.evaluation.records import metric, verdict
+from snrmoe_lib.features.flux import FluxFeatures
+from snrmoe_lib.models.experts import OracleRun, OracleSettings, fit_oracle_stream
+from snrmoe_lib.models.routing import PhysicalRouter, SNRRouter
+
+__all__ = [
+    "routers_from_params",
+    "oracle_settings",
+    "HEADROOM_MODELS",
+    "Headroom",
+    "run_headroom",
+    "run_overview",
+    "plans_table",
+    "alpha_table",
+    "alpha_summary",
+    "scores_table",
+    "headroom_metrics",
+    "Q1CheckError",
+    "check_consistency",
+    "verdicts",
+    "results",
+]
+
+
+class Q1CheckError(RuntimeError):
+    """A Q1 result broke an invariant the verdicts rely on."""
+
+
+def routers_from_params(params, noise_level: float | None = None) -> dict:
+    """The two oracle routers of a configuration: ``{'snr': SNRRouter, 'phys': PhysicalRouter}``."""
+    nl = params.noise.noise_level if noise_level is None else noise_level
+    sb = params.snr_bins
+    return {"snr": SNRRouter(sb.edges, sb.labels, sb.definition, nl),
+            "phys": PhysicalRouter(params.experts.physical_teff_edges, params.experts.physical_m_h_edges)}
+
+
+#: Names of the three compared predictions in :class:`Headroom`.
+HEADROOM_MODELS = ("global", "snr_oracle", "phys_oracle")
+
+
+@dataclass
+class Headroom:
+    """Global vs oracle experts at one noise level, over several noise seeds (one :class:`OracleRun` each).
+
+    The test stars are the same for every seed (fixed split); only the noise differs, so the true
+    SNR and the bins are shared and seed-mean scores get star-bootstrap intervals.
+    """
+
+    noise_level: float
+    runs: list[OracleRun]
+    seconds: float = float("nan")
+
+    def __post_init__(self):
+        if not self.runs:
+            raise ValueError("no runs")
+        rows = self.runs[0].test_info["row"].to_numpy()
+        for r in self.runs[1:]:
+            if not np.array_equal(r.test_info["row"].to_numpy(), rows):
+                raise ValueError("runs were predicted on different test rows")
+
+    @property
+    def info(self) -> pd.DataFrame:
+        return self.runs[0].test_info
+
+    @property
+    def y(self) -> np.ndarray:
+        return self.runs[0].y
+
+    @property
+    def seeds(self) -> list[int]:
+        return [r.seed for r in self.runs]
+
+    def predictions(self) -> dict[str, np.ndarray]:
+        """Model name → (n_seeds, n_test) predictions."""
+        return {"global": np.array([r.global_prediction() for r in self.runs]),
+                "snr_oracle": np.array([r.oracle_prediction("snr") for r in self.runs]),
+                "phys_oracle": np.array([r.oracle_prediction("phys") for r in self.runs])}
+
+    def scores(self, n_boot: int = 200, seed: int = 0) -> dict:
+        """Seed-mean R², MAE, RMSE of each model and ΔR² of each oracle, with intervals."""
+        y, P = self.y, self.predictions()
+        out = {}
+        for name, p in P.items():
+            s = seed_r2(y, p, n_boot=n_boot, seed=seed)
+            out[f"{name}_r2"] = s
+            out[f"{name}_mae"] = {"value": float(np.mean([mae(y, q) for q in p])), "interval": None}
+            out[f"{name}_rmse"] = {"value": float(np.mean([rmse(y, q) for q in p])), "interval": None}
+        for name in ("snr_oracle", "phys_oracle"):
+            out[f"delta_r2_{name.split('_')[0]}"] = seed_delta_r2(y, P[name], P["global"], n_boot=n_boot, seed=seed)
+        return out
+
+    def per_bin(self, family: str = "snr", n_boot: int = 200, seed: int = 0) -> pd.DataFrame:
+        """Per-bin table (bins of ``family``'s router, original bins) with ΔR² against the global model."""
+        router = self.runs[0].families[family].router
+        tab = per_bin_seed_table(self.y, self.predictions(), self.info[f"{family}_bin"].to_numpy(), router.labels,
+                                 baseline="global", n_boot=n_boot, seed=seed)
+        tab.insert(0, "noise_level", self.noise_level)
+        return tab
+
+    def alphas(self) -> pd.DataFrame:
+        """Chosen α, its source and training count per model and seed."""
+        recs = []
+        for r in self.runs:
+            m = r.models
+            for i, nm in enumerate(m.names):
+                recs.append({"noise_level": self.noise_level, "seed": r.seed, "model": nm, "alpha": float(m.alpha[i]),
+                             "source": m.alpha_source[i], "at_grid_edge": bool(m.alpha_at_edge[i]),
+                             "n_train": int(m.n_train[i])})
+        return pd.DataFrame(recs)
+
+    def plans(self) -> dict:
+        """Each family's experts (after the small-bin policy) for every seed's training counts."""
+        return {f: self.runs[0].families[f].plan.describe() for f in self.runs[0].families}
+
+
+def oracle_settings(params, noise_level: float, seed: int) -> OracleSettings:
+    """The streamed oracle fit's settings from a configuration (``ridge``, ``snr_bins``, ``data``)."""
+    return OracleSettings(noise_level=noise_level, seed=seed, alphas=params.ridge.alphas,
+                          min_count=params.snr_bins.min_count, on_small_bin=params.snr_bins.on_small_bin,
+                          target=params.ridge.target, chunk_size=params.data.chunk_size, solver=params.ridge.solver)
+
+
+def run_headroom(ds, split, params, noise_level: float | None = None, seeds: Sequence[int] | None = None) -> Headroom:
+    """Q1 at one noise level: :func:`~snrmoe_lib.models.experts.fit_oracle_stream` for every noise seed.
+
+    Uses ``params.ridge`` (α grid, pixel binning, solver, target), ``params.snr_bins`` (edges,
+    definition, small-bin policy), ``params.experts`` (physical edges) and ``params.data.chunk_size``.
+    """
+    nl = params.noise.noise_level if noise_level is None else float(noise_level)
+    seeds = list(params.seeds) if seeds is None else list(seeds)
+    features = FluxFeatures(params.ridge.bin_pixels)
+    t0 = time.perf_counter()
+    runs = [fit_oracle_stream(ds, split, routers_from_params(params, nl), oracle_settings(params, nl, s),
+                              features=features) for s in seeds]
+    return Headroom(nl, runs, time.perf_counter() - t0)
+
+
+def scores_table(scores: dict) -> pd.DataFrame:
+    """One row per noise level × model from ``{noise_level: Headroom.scores()}``: R² (interval), MAE,
+    RMSE and ΔR² against the global model (interval)."""
+    recs = []
+    for nl, s in scores.items():
+        for m in HEADROOM_MODELS:
+            r = s[f"{m}_r2"]
+            iv = r["interval"] or [np.nan, np.nan]
+            rec = {"noise_level": nl, "model": m, "r2": r["value"], "r2_lo": iv[0], "r2_hi": iv[1],
+                   "r2_seed_std": float(np.std(r["per_seed"], ddof=1)) if len(r["per_seed"]) > 1 else 0.0,
+                   "mae": s[f"{m}_mae"]["value"], "rmse": s[f"{m}_rmse"]["value"],
+                   "delta_r2": np.nan, "delta_lo": np.nan, "delta_hi": np.nan}
+            if m != "global":
+                d = s[f"delta_r2_{m.split('_')[0]}"]
+                div = d["interval"] or [np.nan, np.nan]
+                rec.update(delta_r2=d["value"], delta_lo=div[0], delta_hi=div[1])
+            recs.append(rec)
+    return pd.DataFrame(recs)
+
+
+def headroom_metrics(scores: dict, primary: float) -> dict:
+    """Results-file metrics: names without suffix at the primary noise level, ``_nl<level>`` otherwise."""
+    out = {}
+    for nl, s in scores.items():
+        suffix = "" if nl == primary else f"_nl{nl:g}"
+        for k, v in s.items():
+            extra = {"per_seed": v["per_seed"]} if "per_seed" in v else {}
+            out[k + suffix] = metric(v["value"], v["interval"], **extra)
+    return out
+
+
+def run_overview(head: dict) -> pd.DataFrame:
+    """Seeds, feature count and wall time of each noise level's fits."""
+    return pd.DataFrame([{"noise_level": nl, "seeds": h.seeds, "features": h.runs[0].models.coef.shape[1],
+                          "seconds": round(h.seconds, 1)} for nl, h in head.items()])
+
+
+def plans_table(head: dict) -> pd.DataFrame:
+    """Every family's experts after the small-bin policy, per noise level."""
+    return pd.DataFrame([{"noise_level": nl, "family": f, **e} for nl, h in head.items()
+                         for f, plan in h.plans().items() for e in plan])
+
+
+def alpha_table(head: dict) -> pd.DataFrame:
+    """Chosen α per noise level, seed and model."""
+    return pd.concat([h.alphas() for h in head.values()])
+
+
+def alpha_summary(alphas: pd.DataFrame) -> pd.DataFrame:
+    """Median α over seeds per model, with the number of seeds whose α sits at an end of the grid."""
+    return alphas.groupby(["noise_level", "model"], sort=False).agg(
+        alpha=("alpha", "median"), at_edge=("at_grid_edge", "sum"), n_train=("n_train", "median")).reset_index()
+
+
+def check_consistency(params, head: dict, tables: dict, summary: pd.DataFrame, n_test: int) -> None:
+    """The invariants behind the verdicts; :class:`Q1CheckError` names the one that fails.
+
+    Enough seeds for a verdict; every test spectrum scored in exactly one bin; every expert trained
+    on at least ``min_count`` spectra; the oracle is the routed expert's own prediction; every score
+    is defined.
+    """
+    if len(params.seeds) < 3:
+        raise Q1CheckError(f"Gate-2 needs at least 3 noise seeds, the configuration has {len(params.seeds)}")
+    need = max(params.snr_bins.min_count, 1)
+    for nl, h in head.items():
+        per_model = tables[nl].groupby("model")["n"].sum()
+        if not per_model.eq(n_test).all():
+            raise Q1CheckError(f"noise_level {nl:g}: the per-bin table scores {per_model.to_dict()} test "
+                               f"spectra, not {n_test} each")
+        for r in h.runs:
+            small = [r.models.names[c] for f in r.families.values() for c in f.columns if r.models.n_train[c] < need]
+            if small:
+                raise Q1CheckError(f"noise_level {nl:g}, seed {r.seed}: expert(s) {small} trained on fewer "
+                                   f"than min_count={need} spectra")
+            e = r.families["snr"].plan.route(r.test_info["snr_bin"].to_numpy())
+            if not (r.oracle_prediction("snr") == r.expert_predictions("snr")[range(len(e)), e]).all():
+                raise Q1CheckError(f"noise_level {nl:g}, seed {r.seed}: the oracle is not the routed expert")
+    if not summary[["r2", "mae", "rmse"]].notna().all().all():
+        raise Q1CheckError("a model has an undefined R², MAE or RMSE")
+
+
+def verdicts(scores: dict, primary: float, seeds: Sequence[int], threshold: float) -> list[dict]:
+    """Gate-2 (SNR oracle) and the physical-oracle reference at every noise level."""
+    out = []
+    for nl, s in scores.items():
+        tag = "" if nl == primary else f" (noise_level {nl:g})"
+        d = s["delta_r2_snr"]
+        out.append(verdict(f"Gate-2{tag}", "Q1", "delta_r2_snr", d["value"], ">=", threshold, d["interval"],
+                           note=f"mean over seeds {list(seeds)}; per seed {[round(x, 4) for x in d['per_seed']]}"))
+        d = s["delta_r2_phys"]
+        out.append(verdict(f"Q1 physical oracle{tag}", "Q1", "delta_r2_phys", d["value"], ">=", threshold,
+                           d["interval"], note="reference: 3 × 3 T_eff × [M/H] oracle experts"))
+    return out
+
+
+def results(params, head: dict, scores: dict, summary: pd.DataFrame, tables: dict, alphas: pd.DataFrame,
+            n_test: int) -> dict:
+    """Checked verdicts, metrics and payload of the notebook: ``run.finish(**results(...))``.
+
+    Raises
+    ------
+    Q1CheckError
+        When an invariant fails (see :func:`check_consistency`).
+    """
+    check_consistency(params, head, tables, summary, n_test)
+    primary = next(iter(head))
+    return {"metrics": headroom_metrics(scores, primary),
+            "verdicts": verdicts(scores, primary, head[primary].seeds, params.thresholds.gate2_delta_r2_min),
+            "extra": {"summary": summary.to_dict(orient="records"),
+                      "per_bin": pd.concat(tables.values()).to_dict(orient="records"),
+                      "alphas": alphas.to_dict(orient="records"),
+                      "plans": {str(nl): h.plans() for nl, h in head.items()},
+                      "seconds": {str(nl): h.seconds for nl, h in head.items()},
+                      "features": {"kind": "noisy flux", "bin_pixels": params.ridge.bin_pixels}}}
