@@ -162,7 +162,7 @@ def test_distributed_stats_equal_one_pass(sharded):
     from multiprocessing import get_context
 
     from snrmoe_lib.orchestration.distributed import distributed_stats, shard_blocks
-    from snrmoe_lib.models.experts import SNRRouter
+    from snrmoe_lib.models.routing import SNRRouter
     from snrmoe_lib.data.io import open_dataset
     from snrmoe_lib.models.ridge import solve_path, stream_stats
     from snrmoe_lib.features.flux import FluxFeatures

@@ -40,11 +40,6 @@ from snrmoe_lib.config import Params
 from snrmoe_lib.data.io import PfsDataset, dataset_fingerprint
 from snrmoe_lib.data.mock.estimated import ensure_estimated_dataset, estimated_path, mock_provenance
 from snrmoe_lib.evaluation.records import find_results, metric, verdict
-from snrmoe_lib.models.ridge import AlphaPathRidge
-
-#: The former name of :class:`~snrmoe_lib.models.ridge.AlphaPathRidge`, still imported by
-#: ``models.mixtures.leak_check``; not part of this module's API.
-RidgePath = AlphaPathRidge
 
 __all__ = [
     "AuditWarning",

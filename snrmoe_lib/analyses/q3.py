@@ -33,9 +33,9 @@ from snrmoe_lib.models.routing import SNRRouter
 from snrmoe_lib.analyses.q1 import oracle_settings
 from snrmoe_lib.analyses.q3_summary import (DEPLOYED, DeployRun, Summary, confusion, fallback_rate, format_table,
                                             gate_accuracy, model_names, per_bin, seed_bootstrap, summarize)
-# Q2's choice of representation and its audit model (one import each)
-from snrmoe_lib.features.quality import chosen_representation
-from snrmoe_lib.analyses.q2 import AuditWarning, RidgePath
+# Q2's choice of representation and its audit model
+from snrmoe_lib.analyses.q2 import AuditWarning, chosen_representation
+from snrmoe_lib.models.ridge import AlphaPathRidge
 
 __all__ = [
     "DEPLOYED",
@@ -306,7 +306,7 @@ def _train_sample(ds, split, run, tr: dict, g, noise_level: float, seed: int, ch
 def leak_check(run: DeployRun, alphas: Sequence[float], n_boot: int = 200, seed: int = 0) -> dict:
     """Do the gate's inputs alone predict log g? The Gate-1 audit model applied to them.
 
-    A Ridge α path (:class:`RidgePath`, standardised features) fitted on the
+    A Ridge α path (:class:`~snrmoe_lib.models.ridge.AlphaPathRidge`, standardised features) fitted on the
     training features, α chosen on validation, R² on test with a bootstrap interval — the same
     method the Q2 audit uses. Also a non-linear probe (gradient-boosted trees), since an MLP gate
     could use non-linear structure a linear audit cannot see.
@@ -317,7 +317,7 @@ def leak_check(run: DeployRun, alphas: Sequence[float], n_boot: int = 200, seed:
     val = "val" if "val" in F else "train"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AuditWarning)
-        m = RidgePath(alphas=list(alphas)).fit(F["train"], Y["train"]).select(F[val], Y[val])
+        m = AlphaPathRidge(alphas=list(alphas)).fit(F["train"], Y["train"]).select(F[val], Y[val])
     pl = m.predict(F["test"])
     # one OpenMP thread: on shared cores the trees' thread team otherwise spins for minutes
     with one_blas_thread(user_api=None):

@@ -26,7 +26,7 @@ from snrmoe_lib.features.flux import bin_pixels
 from snrmoe_lib.features.quality import QualityInput, make_compressor
 from snrmoe_lib.models.experts import BinnedExperts
 from snrmoe_lib.models.gates import GateError, RegressionGate, check_labels, check_proba, make_gate
-from snrmoe_lib.models.ridge import StreamingRidge
+from snrmoe_lib.models.ridge import DEFAULT_ALPHAS, StreamingRidge
 
 __all__ = ["mix", "hard_route", "SpectraInput", "SoftMoE"]
 
@@ -188,7 +188,7 @@ class SoftMoE(RegressorMixin, BaseEstimator):
     def __init__(self, compressor: Any = "S2", gate: Any = "logistic", experts=None, router=None,
                  routing: str = "soft", tau: float | None = 0.4, n_bins: int = 4, min_count: int = 20,
                  on_small_bin: str = "merge", bin_pixels: int = 1,
-                 alphas: Sequence[float] = (1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3, 1e4, 1e5), gate_params: dict | None = None):
+                 alphas: Sequence[float] = DEFAULT_ALPHAS, gate_params: dict | None = None):
         self.compressor = compressor
         self.gate = gate
         self.experts = experts
