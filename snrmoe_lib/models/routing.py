@@ -66,6 +66,9 @@ class SNRRouter:
         if len(self.labels) != len(self.edges) + 1:
             raise ValueError(f"{len(self.edges)} edges make {len(self.edges) + 1} bins, got {len(self.labels)} labels")
 
+    def __repr__(self) -> str:
+        return f"SNRRouter(edges={self.edges}, definition={self.definition!r}, noise_level={self.noise_level:g})"
+
     @property
     def n_bins(self) -> int:
         return len(self.edges) + 1
@@ -114,6 +117,9 @@ class PhysicalRouter:
         z = _noise.bin_labels(self.m_h_edges, [f"Z{j}" for j in range(self.shape[1])])
         self.axis_labels = (t, z)
         self.labels = [f"T{i}Z{j}" for i in range(self.shape[0]) for j in range(self.shape[1])]
+
+    def __repr__(self) -> str:
+        return f"PhysicalRouter(teff_edges={self.teff_edges}, m_h_edges={self.m_h_edges})"
 
     @property
     def n_bins(self) -> int:
@@ -176,6 +182,9 @@ class ColumnRouter:
         self.labels = list(labels) if labels is not None else [f"bin{i}" for i in range(len(self.edges) + 1)]
         if len(self.labels) != len(self.edges) + 1:
             raise ValueError(f"{len(self.edges)} edges make {len(self.edges) + 1} bins, got {len(self.labels)} labels")
+
+    def __repr__(self) -> str:
+        return f"ColumnRouter(edges={self.edges}, column={self.column})"
 
     @property
     def n_bins(self) -> int:
