@@ -120,11 +120,20 @@ def test_bad_rows_raise_by_default_and_can_be_dropped(tmp_path, bad):
         w.write(flux, error, params, mask)
     with pytest.raises(BadRowsError, match="2 row"):
         open_dataset(path).load()
-    ds = open_dataset(path, on_bad_rows="drop")
-    with pytest.warns(UserWarning, match="dropped"):
-        rows = np.concatenate([c.rows for c in ds.iter_chunks(chunk_size=7)])
-    assert ds.n_dropped == 2
-    assert 3 not in rows and 11 not in rows and len(rows) == 18
+    with pytest.warns(UserWarning, match="dropped 2 of 20 row"):
+        ds = open_dataset(path, on_bad_rows="drop")
+    # dropped once, at open: the dataset is its 18 kept rows, renumbered, and every read agrees
+    assert (ds.n, ds.n_stored, ds.n_dropped) == (18, 20, 2)
+    np.testing.assert_array_equal(ds.dropped_rows, [3, 11])
+    kept = np.setdiff1d(np.arange(20), [3, 11])
+    got = list(ds.iter_chunks(chunk_size=7))
+    np.testing.assert_array_equal(np.concatenate([c.rows for c in got]), np.arange(18))
+    np.testing.assert_array_equal(np.concatenate([c.flux for c in got]), flux[kept])
+    pd.testing.assert_frame_equal(ds.params, params.iloc[kept].reset_index(drop=True))
+    np.testing.assert_array_equal(ds.stored_rows([0, 3, 10]), kept[[0, 3, 10]])
+    assert ds.n_dropped == 2  # reading again counts nothing twice
+    with pytest.raises(IndexError):
+        ds.read([18])
 
 
 def test_masked_zero_error_is_not_bad(tmp_path):

@@ -37,6 +37,8 @@ __all__ = [
     "Split",
     "split_rows",
     "dataset_fingerprint",
+    "fingerprint_rows",
+    "frozen_test_record",
     "dataset_record",
 ]
 
@@ -157,6 +159,27 @@ class _File:
         return ds[uniq][inverse]
 
 
+def _shard_files(folder: Path) -> list[Path]:
+    """The shard files ``shard_index.txt`` lists, each once (a shard listed twice would duplicate rows)."""
+    index = folder / SHARD_INDEX
+    if not index.is_file():
+        raise DatasetError(f"{folder}: a dataset folder needs '{SHARD_INDEX}'")
+    names = [ln.split("#", 1)[0].strip() for ln in index.read_text().splitlines()]
+    names = [n for n in names if n]
+    if not names:
+        raise DatasetError(f"{index}: lists no shards")
+    seen: dict[Path, str] = {}
+    for name in names:
+        path = folder / name / SHARD_FILE
+        key = path.resolve()
+        if key in seen:
+            same = f"'{name}' is listed twice" if seen[key] == name else f"'{name}' is the same file as '{seen[key]}'"
+            raise DatasetError(f"{index}: shard {same}; every shard must appear once (its rows would be "
+                               "counted twice and could land in both train and test)")
+        seen[key] = name
+    return [folder / n / SHARD_FILE for n in names]
+
+
 class PfsDataset:
     """A pfsspec dataset: one file or a sharded folder, read lazily in row chunks.
 
@@ -182,16 +205,8 @@ class PfsDataset:
             raise ValueError(f"on_bad_rows must be 'raise' or 'drop', got {on_bad_rows!r}")
         self.path = Path(path)
         self.on_bad_rows = on_bad_rows
-        self.n_dropped = 0
         if self.path.is_dir():
-            index = self.path / SHARD_INDEX
-            if not index.is_file():
-                raise DatasetError(f"{self.path}: a dataset folder needs '{SHARD_INDEX}'")
-            names = [ln.split("#", 1)[0].strip() for ln in index.read_text().splitlines()]
-            names = [n for n in names if n]
-            if not names:
-                raise DatasetError(f"{index}: lists no shards")
-            self.files = [_File(self.path / n / SHARD_FILE) for n in names]
+            self.files = [_File(p) for p in _shard_files(self.path)]
         elif self.path.exists():
             self.files = [_File(self.path)]
         else:
@@ -199,15 +214,55 @@ class PfsDataset:
         first = self.files[0]
         for f in self.files[1:]:
             if f.shape[1] != first.shape[1] or not np.allclose(f.wave, first.wave):
-                raise DatasetError(f"{f.path}: wavelength grid differs from {first.path}")
+                raise DatasetError(f"{f.path}: wavelength grid differs from {first.path}; "
+                                   "every shard of a dataset must share one grid")
             if list(f.params.columns) != list(first.params.columns):
                 raise DatasetError(f"{f.path}: params columns differ from {first.path}")
         self.wave = first.wave
         self.n_pix = first.shape[1]
         self.has_mask = all(f.has_mask for f in self.files)
         self._offsets = np.cumsum([0] + [f.shape[0] for f in self.files])
-        self.n = int(self._offsets[-1])
+        self.n_stored = int(self._offsets[-1])
         self.params = pd.concat([f.params for f in self.files], ignore_index=True)
+        # drop: one screening pass now, then the dataset *is* its kept rows (renumbered 0..n-1), so
+        # every split, pass and table built on it sees only them and nothing is dropped twice
+        self._kept: np.ndarray | None = None
+        self.dropped_rows = np.empty(0, np.int64)
+        if on_bad_rows == "drop":
+            self.dropped_rows = self._scan_bad_rows()
+            if self.dropped_rows.size:
+                self._kept = np.setdiff1d(np.arange(self.n_stored), self.dropped_rows)
+                self.params = self.params.iloc[self._kept].reset_index(drop=True)
+                examples = ", ".join(str(r) for r in self.dropped_rows[:5])
+                warnings.warn(f"{self.path}: dropped {self.dropped_rows.size} of {self.n_stored} row(s) holding "
+                              f"NaN/inf or error <= 0 (stored rows {examples}"
+                              f"{', ...' if self.dropped_rows.size > 5 else ''}); the dataset is the "
+                              f"{self.n_stored - self.dropped_rows.size} kept rows", stacklevel=2)
+        self.n = self.n_stored - int(self.dropped_rows.size)
+
+    @property
+    def n_dropped(self) -> int:
+        """Rows left out as bad (``on_bad_rows='drop'``), counted once when the dataset was opened."""
+        return int(self.dropped_rows.size)
+
+    def stored_rows(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The stored (file) row numbers of kept rows ``rows`` (the same numbers when nothing was dropped)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return rows if self._kept is None else self._kept[rows]
+
+    @property
+    def row_offsets(self) -> np.ndarray:
+        """Where each file's rows start, in the dataset's (kept) row numbers, plus the total."""
+        return self._offsets if self._kept is None else np.searchsorted(self._kept, self._offsets)
+
+    def _scan_bad_rows(self, chunk_size: int = 4096) -> np.ndarray:
+        """Stored row numbers of the bad rows (one sequential pass over flux and error)."""
+        bad = []
+        for s in range(0, self.n_stored, chunk_size):
+            rows = np.arange(s, min(s + chunk_size, self.n_stored))
+            flux, error, positive, mask = self._gather(rows, np.float32, with_mask=False)
+            bad.append(rows[self._bad(flux, error, positive, mask)])
+        return np.concatenate(bad) if bad else np.empty(0, np.int64)
 
     # ------------------------------------------------------------------ reading
     def __len__(self) -> int:
@@ -238,16 +293,10 @@ class PfsDataset:
             raise IndexError(f"row numbers must be in [0, {self.n}), got range [{rows.min()}, {rows.max()}]")
         return rows.astype(np.int64)
 
-    def read(self, rows: Sequence[int] | np.ndarray, dtype=np.float32, with_mask: bool = True) -> Chunk:
-        """Read the given rows (any order; returned in that order), checked for bad values.
-
-        ``with_mask=False`` skips the pixel mask (a third array as large as the flux) when the caller
-        does not use it: the chunk's ``mask`` is then ``None``, except that the mask is still read
-        for a chunk in which some σ ≤ 0, to tell masked pixels from bad ones.
-        """
-        rows = self._check_rows(np.asarray(rows))
-        order = np.argsort(rows, kind="stable")
-        srows = rows[order]
+    def _gather(self, stored: np.ndarray, dtype, with_mask: bool):
+        """flux, error, (σ > 0 on every pixel) and the mask (or None) of stored rows, in the given order."""
+        order = np.argsort(stored, kind="stable")
+        srows = stored[order]
         in_order = bool(np.all(order == np.arange(len(order))))
         shard_of = np.searchsorted(self._offsets, srows, side="right") - 1
         pieces = [(self.files[s], srows[shard_of == s] - self._offsets[s]) for s in np.unique(shard_of)]
@@ -264,34 +313,35 @@ class PfsDataset:
         mask = None
         if self.has_mask and (with_mask or not positive.all()):
             mask = gather(MASK_KEY)
-        chunk = Chunk(rows, flux, error, mask, self.params.iloc[rows].reset_index(drop=True))
-        return self._screen(chunk, positive)
+        return flux, error, positive, mask
 
-    def _screen(self, chunk: Chunk, positive: np.ndarray) -> Chunk:
+    @staticmethod
+    def _bad(flux, error, positive, mask) -> np.ndarray:
         """Rows with NaN/inf, or σ ≤ 0 on an unmasked pixel (``positive``: σ > 0 on every pixel)."""
-        finite = np.isfinite(chunk.flux).all(axis=1) & np.isfinite(chunk.error).all(axis=1)
-        if chunk.mask is not None and not positive.all():
-            positive = ((chunk.mask != 0) | (chunk.error > 0)).all(axis=1)
-        bad = ~(finite & positive)
-        if not bad.any():
-            return chunk
-        n_bad = int(bad.sum())
-        if self.on_bad_rows == "raise":
-            examples = ", ".join(str(r) for r in chunk.rows[bad][:5])
-            raise BadRowsError(
-                f"{self.path}: {n_bad} row(s) hold NaN/inf or error <= 0 (rows {examples}"
-                f"{', ...' if n_bad > 5 else ''}). Pass on_bad_rows='drop' (data.on_bad_rows: drop) to skip them."
-            )
-        self.n_dropped += n_bad
-        warnings.warn(f"{self.path}: dropped {n_bad} bad row(s) (NaN/inf or error <= 0) from this chunk", stacklevel=3)
-        keep = ~bad
-        return Chunk(
-            chunk.rows[keep],
-            chunk.flux[keep],
-            chunk.error[keep],
-            None if chunk.mask is None else chunk.mask[keep],
-            chunk.params[keep].reset_index(drop=True),
-        )
+        finite = np.isfinite(flux).all(axis=1) & np.isfinite(error).all(axis=1)
+        if mask is not None and not positive.all():
+            positive = ((mask != 0) | (error > 0)).all(axis=1)
+        return ~(finite & positive)
+
+    def read(self, rows: Sequence[int] | np.ndarray, dtype=np.float32, with_mask: bool = True) -> Chunk:
+        """Read the given rows (any order; returned in that order), checked for bad values.
+
+        ``with_mask=False`` skips the pixel mask (a third array as large as the flux) when the caller
+        does not use it: the chunk's ``mask`` is then ``None``, except that the mask is still read
+        for a chunk in which some σ ≤ 0, to tell masked pixels from bad ones.
+        """
+        rows = self._check_rows(np.asarray(rows))
+        flux, error, positive, mask = self._gather(self.stored_rows(rows), dtype, with_mask)
+        bad = self._bad(flux, error, positive, mask)
+        if bad.any():
+            # with 'drop' the bad rows were left out at open: a bad row now means the file changed
+            n_bad = int(bad.sum())
+            examples = ", ".join(str(r) for r in self.stored_rows(rows[bad])[:5])
+            hint = (" Pass on_bad_rows='drop' (data.on_bad_rows: drop) to skip them." if self.on_bad_rows == "raise"
+                    else " The file changed after it was opened: open it again.")
+            raise BadRowsError(f"{self.path}: {n_bad} row(s) hold NaN/inf or error <= 0 (stored rows {examples}"
+                               f"{', ...' if n_bad > 5 else ''}).{hint}")
+        return Chunk(rows, flux, error, mask, self.params.iloc[rows].reset_index(drop=True))
 
     def iter_chunks(
         self,
@@ -334,24 +384,33 @@ def open_dataset(path: str | Path, on_bad_rows: str = "raise") -> PfsDataset:
 
 @dataclass
 class Split:
-    """Row numbers of a seeded train/val/test split (each sorted)."""
+    """Row numbers of a seeded train/val/test split (each sorted).
+
+    The rows are the dataset's: with ``data.on_bad_rows: drop`` they are kept rows only, and
+    ``n_dropped`` records how many stored rows were left out before the split was drawn.
+    """
 
     train: np.ndarray
     val: np.ndarray
     test: np.ndarray
     seed: int
+    n_dropped: int = 0
 
     def to_dict(self) -> dict:
-        """What the results file records: sizes, seed and a digest of the row numbers."""
+        """What the results file records: sizes, seed, rows dropped before it and a digest of the row numbers."""
         digest = hashlib.sha256()
         for a in (self.train, self.val, self.test):
             digest.update(np.ascontiguousarray(a, dtype=np.int64).tobytes())
         return {"seed": int(self.seed), "n_train": int(len(self.train)), "n_val": int(len(self.val)),
-                "n_test": int(len(self.test)), "rows_sha256": digest.hexdigest()}
+                "n_test": int(len(self.test)), "n_dropped_rows": int(self.n_dropped),
+                "rows_sha256": digest.hexdigest()}
 
 
-def split_rows(n: int, n_train: int, n_val: int, n_test: int, seed: int) -> Split:
+def split_rows(n: int, n_train: int, n_val: int, n_test: int, seed: int, n_dropped: int = 0) -> Split:
     """A seeded random split of ``range(n)``; it depends only on (n, sizes, seed).
+
+    ``n`` is the number of rows the dataset holds (its kept rows when bad rows were dropped:
+    ``n_dropped`` only records how many were).
 
     Raises
     ------
@@ -360,34 +419,73 @@ def split_rows(n: int, n_train: int, n_val: int, n_test: int, seed: int) -> Spli
     """
     need = n_train + n_val + n_test
     if need > n:
-        raise ValueError(f"split needs {need} rows (train {n_train} + val {n_val} + test {n_test}) but the dataset has {n}")
+        kept = f" ({n_dropped} bad row(s) dropped)" if n_dropped else ""
+        raise ValueError(f"split needs {need} rows (train {n_train} + val {n_val} + test {n_test}) but the dataset "
+                         f"has {n}{kept}")
     perm = _rng("split.permutation", seed).permutation(n)
     train = np.sort(perm[:n_train])
     val = np.sort(perm[n_train:n_train + n_val])
     test = np.sort(perm[n_train + n_val:need])
-    return Split(train, val, test, seed)
+    return Split(train, val, test, seed, int(n_dropped))
+
+
+#: Spectra hashed by :func:`dataset_fingerprint` (besides the first and the last row)
+FINGERPRINT_ROWS = 64
+
+
+def fingerprint_rows(n: int, k: int = FINGERPRINT_ROWS) -> np.ndarray:
+    """A fixed sample of ``k`` rows spread over ``range(n)``, plus the first and the last.
+
+    A golden-ratio (Weyl) sequence: deterministic, no random stream, and spread evenly at every
+    scale, so an edit of any contiguous block of more than about n/k rows is caught.
+    """
+    if n <= k + 2:
+        return np.arange(n)
+    weyl = np.floor(np.modf(np.arange(1, k + 1) * 0.6180339887498949)[0] * n).astype(np.int64)
+    return np.unique(np.concatenate([[0, n - 1], weyl]))
 
 
 def dataset_fingerprint(ds: PfsDataset) -> str:
-    """sha256 of the layout, the sizes, the wavelength grid and the first and last rows."""
+    """sha256 of what identifies a dataset, cheaply (a few dozen spectra read, whatever N).
+
+    Covers: the layout (pixels, mask, number and sizes of the files, params columns), the
+    wavelength grid, the **whole** params table of the stored rows (labels and conditions of every
+    star), and the flux, error (and mask) of :data:`FINGERPRINT_ROWS` stored rows spread over the
+    file by :func:`fingerprint_rows` plus the first and the last. A change to the spectra of rows
+    outside that sample is not seen; a change to any label is.
+    """
     h = hashlib.sha256()
-    h.update(f"{ds.n}:{ds.n_pix}:{ds.has_mask}:{len(ds.files)}:{list(ds.params.columns)}".encode())
+    sizes = [int(f.shape[0]) for f in ds.files]
+    h.update(f"{ds.n_stored}:{ds.n_pix}:{ds.has_mask}:{sizes}:{list(ds.params.columns)}".encode())
     h.update(np.ascontiguousarray(ds.wave).tobytes())
-    rows = [0, ds.n - 1] if ds.n > 1 else [0]
-    f0 = ds.files[0].handle()
-    fl = ds.files[-1].handle()
-    h.update(np.ascontiguousarray(f0[FLUX_KEY][0]).tobytes())
-    h.update(np.ascontiguousarray(f0[ERROR_KEY][0]).tobytes())
-    h.update(np.ascontiguousarray(fl[FLUX_KEY][-1]).tobytes())
-    h.update(np.ascontiguousarray(fl[ERROR_KEY][-1]).tobytes())
-    h.update(pd.util.hash_pandas_object(ds.params.iloc[rows], index=False).values.tobytes())
+    stored = pd.concat([f.params for f in ds.files], ignore_index=True)
+    h.update(pd.util.hash_pandas_object(stored, index=False).values.tobytes())
+    rows = fingerprint_rows(ds.n_stored)
+    flux, error, _, mask = ds._gather(rows, None, with_mask=ds.has_mask)
+    for a in (flux, error) + ((mask,) if mask is not None else ()):
+        h.update(np.ascontiguousarray(a).tobytes())
     return h.hexdigest()
 
 
+def frozen_test_record(ds: PfsDataset, split: Split, fingerprint: str | None = None) -> dict:
+    """The ``frozen_test`` block of a results file: the test stars every model of a run is scored on.
+
+    ``fingerprint`` hashes the stored row numbers of the test rows with the dataset fingerprint:
+    two results with the same one scored the same stars of the same data.
+    """
+    h = hashlib.sha256((fingerprint or dataset_fingerprint(ds)).encode())
+    h.update(np.ascontiguousarray(ds.stored_rows(split.test), dtype=np.int64).tobytes())
+    return {"seed": int(split.seed), "n": int(len(split.test)), "fingerprint": h.hexdigest()}
+
+
 def dataset_record(ds: PfsDataset, split: Split | None = None) -> dict:
-    """The ``dataset`` block of a results file: path, fingerprint, sizes and the split."""
+    """The ``dataset`` block of a results file: path, fingerprint, sizes, dropped rows and the split."""
     rec = {"path": str(ds.path), "fingerprint": dataset_fingerprint(ds), "n": int(ds.n), "n_pix": int(ds.n_pix),
-           "has_mask": bool(ds.has_mask), "n_dropped_rows": int(ds.n_dropped)}
+           "has_mask": bool(ds.has_mask), "n_stored": int(ds.n_stored), "n_dropped_rows": int(ds.n_dropped),
+           "on_bad_rows": ds.on_bad_rows}
+    if ds.n_dropped:
+        rec["dropped_rows_sha256"] = hashlib.sha256(
+            np.ascontiguousarray(ds.dropped_rows, dtype=np.int64).tobytes()).hexdigest()
     if split is not None:
         rec.update(n_train=int(len(split.train)), n_val=int(len(split.val)), n_test=int(len(split.test)),
                    split=split.to_dict())

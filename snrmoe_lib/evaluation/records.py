@@ -157,7 +157,7 @@ def to_jsonable(obj: Any) -> Any:
 
 def write_results(output_dir: str | Path, notebook: str, params: Any, *, dataset: dict, metrics: dict,
                   verdicts: list[dict] | None = None, figures: list[str] | None = None,
-                  extra: dict | None = None) -> Path:
+                  extra: dict | None = None, frozen_test: dict | None = None) -> Path:
     """Write ``<output_dir>/<notebook>.json`` in the results schema and return its path.
 
     Parameters
@@ -172,6 +172,9 @@ def write_results(output_dir: str | Path, notebook: str, params: Any, *, dataset
         Records made by :func:`verdict`.
     extra
         Notebook-specific content (tables, the chosen representation, …) kept under ``"extra"``.
+    frozen_test
+        ``{"seed", "n", "fingerprint"}`` of the configuration's test stars
+        (:func:`snrmoe_lib.data.io.frozen_test_record`; :meth:`NotebookRun.finish` passes it).
     """
     rec = {
         "schema": SCHEMA_VERSION,
@@ -186,6 +189,11 @@ def write_results(output_dir: str | Path, notebook: str, params: Any, *, dataset
         "verdicts": verdicts or [],
         "figures": figures or [],
     }
+    if frozen_test is not None:
+        missing = {"seed", "n", "fingerprint"} - set(frozen_test)
+        if missing:
+            raise ResultsError(f"frozen_test lacks {sorted(missing)}")
+        rec["frozen_test"] = dict(frozen_test)
     if extra:
         rec["extra"] = extra
     for v in rec["verdicts"]:

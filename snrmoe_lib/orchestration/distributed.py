@@ -42,8 +42,7 @@ def shard_blocks(ds: PfsDataset, rows: Sequence[int] | np.ndarray | None = None)
     rows = np.arange(ds.n) if rows is None else np.sort(np.asarray(rows, dtype=np.int64))
     if rows.size and (rows[0] < 0 or rows[-1] >= ds.n):
         raise IndexError(f"row numbers must be in [0, {ds.n})")
-    offsets = np.cumsum([0] + [f.shape[0] for f in ds.files])
-    cuts = np.searchsorted(rows, offsets[1:-1])
+    cuts = np.searchsorted(rows, ds.row_offsets[1:-1])  # kept-row numbers when bad rows were dropped
     return [b for b in np.split(rows, cuts) if b.size]
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from snrmoe_lib.config import Params, load_params
-from snrmoe_lib.data.io import PfsDataset, Split, dataset_record, split_rows
+from snrmoe_lib.data.io import PfsDataset, Split, dataset_record, frozen_test_record, split_rows
 from snrmoe_lib.data.mock import ensure_dataset
 from snrmoe_lib.evaluation.records import write_results
 from snrmoe_lib.reporting.plots.common import save_figure
@@ -34,10 +34,15 @@ class NotebookRun:
 
     @property
     def split(self) -> Split:
-        """The seeded train/val/test split of the configuration (made on first use)."""
+        """The seeded train/val/test split of the configuration (made on first use).
+
+        Drawn over the dataset's rows, which with ``data.on_bad_rows: drop`` are its kept rows only
+        (the bad ones were left out once, when the dataset was opened); the split records how many.
+        """
         if self._split is None:
             s = self.params.split
-            self._split = split_rows(self.dataset.n, s.n_train, s.n_val, s.n_test, s.seed)
+            self._split = split_rows(self.dataset.n, s.n_train, s.n_val, s.n_test, s.seed,
+                                     n_dropped=self.dataset.n_dropped)
         return self._split
 
     def save(self, fig, name: str) -> str:
@@ -51,11 +56,15 @@ class NotebookRun:
                dataset: dict | None = None) -> Path:
         """Write ``<output_dir>/<notebook>.json`` in the results schema and return its path.
 
-        ``dataset`` defaults to the opened dataset's record (with the split when one was used).
+        ``dataset`` defaults to the opened dataset's record (with the split when one was used). The
+        ``frozen_test`` block records the configuration's test stars (split seed, size, fingerprint)
+        whether or not this notebook scored on them, so the Hub can check that a configuration's
+        notebooks share one test set.
         """
         record = dataset if dataset is not None else dataset_record(self.dataset, self._split)
+        frozen = frozen_test_record(self.dataset, self.split, record.get("fingerprint"))
         return write_results(self.output_dir, self.notebook, self.params, dataset=record, metrics=metrics,
-                             verdicts=verdicts, figures=self.figures, extra=extra)
+                             verdicts=verdicts, figures=self.figures, extra=extra, frozen_test=frozen)
 
 
 def start_run(notebook: str, params_path: str | Path, output_dir: str | Path, progress: bool = True) -> NotebookRun:
