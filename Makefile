@@ -38,18 +38,24 @@ sweep: env
 hub: env
 	$(SNRMOE) hub --reports reports
 
+# the Hub test opens reports/index.html in headless chromium; without one it is skipped, and said so
+CHROMIUM := $(firstword $(SNRMOE_CHROMIUM) $(shell command -v chromium chromium-browser google-chrome 2>/dev/null))
+
 ## test: unit tests and nbval on every notebook (smoke configuration)
 test: env
+	@test -n "$(CHROMIUM)" || echo "note: no chromium found: the Hub's browser test is SKIPPED" \
+		"(install it with 'apt-get install chromium', or run .ci/run, which does)"
 	$(SNRMOE) simulate --params params/smoke.yaml
-	$(PY) -m pytest -n 2 --dist loadscope --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider tests notebooks
+	$(if $(CHROMIUM),,SNRMOE_ALLOW_NO_BROWSER=1) $(PY) -m pytest -n 2 --dist loadscope --nbval-lax \
+		--nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider tests notebooks
 
 unit: env
 	$(PY) -m pytest -n 2 tests
 
-## lab: JupyterLab on the notebooks; .py files open as notebooks through jupytext
+## lab: JupyterLab on the notebooks; .py files open as notebooks through jupytext (as root: --allow-root, as in containers)
 lab: env
 	$(VENV)/bin/jupytext-config set-default-viewer python >/dev/null 2>&1 || true
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab notebooks/ $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 ## bench: every benchmark script (prints its figures)
 bench: env

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -29,7 +31,7 @@ import yaml
 
 __all__ = ["ParameterError", "MockSpec", "DataSpec", "SplitSpec", "NoiseSpec", "SNRBinSpec", "QualitySpec", "RidgeSpec",
            "ExpertSpec", "GateSpec", "FisherSpec", "Thresholds", "RunnerSpec", "Params", "load_params",
-           "params_from_dict", "params_to_dict", "REPRESENTATION_NAMES", "MOCK_MODELS"]
+           "params_from_dict", "params_to_dict", "REPRESENTATION_NAMES", "MOCK_MODELS", "PLAIN_NAME"]
 
 #: Names of the error representations (``features.quality.REPRESENTATIONS``; the parameters sit
 #: below the features and cannot import them, so a test checks that the two lists agree).
@@ -349,10 +351,13 @@ def _convert_scalar(value: Any, tp: Any, key: str) -> Any:
             # YAML reads 1e5 (no dot) as a string: accept numeric strings explicitly
             if isinstance(value, str):
                 try:
-                    return float(value)
+                    value = float(value)
                 except ValueError:
-                    pass
+                    raise ParameterError(f"{key}: expected a number, got {value!r}") from None
+                return _convert_scalar(value, tp, key)
             raise ParameterError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(float(value)):
+            raise ParameterError(f"{key}: must be a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -450,6 +455,8 @@ def _check_split(obj: SplitSpec, p: str) -> None:
     _positive(obj, p, ("n_train", "n_val", "n_test"), strict=False)
     if obj.n_train == 0 or obj.n_test == 0:
         raise ParameterError(f"{p}n_train and {p}n_test must be positive")
+    if obj.n_val == 0:
+        raise ParameterError(f"{p}n_val: must be positive: Q1 and Q3 choose α and the gates on validation rows")
 
 
 def _check_noise(obj: NoiseSpec, p: str) -> None:
@@ -510,11 +517,16 @@ def _check_gate(obj: GateSpec, p: str) -> None:
     _registered(f"{p}representation", obj.representation, REPRESENTATION_NAMES, "representation")
 
 
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a reports folder: never a path, "." or ".."
+
+
 def _check_params(obj: Params, p: str) -> None:
     if not obj.seeds:
         raise ParameterError("seeds: give at least one seed")
-    if not obj.name or "/" in obj.name:
-        raise ParameterError(f"name: must be a non-empty folder name, got {obj.name!r}")
+    if len(set(obj.seeds)) != len(obj.seeds):
+        raise ParameterError(f"seeds: {obj.seeds} repeats a seed (one noise realisation would count twice)")
+    if not PLAIN_NAME.fullmatch(obj.name):
+        raise ParameterError(f"name: {obj.name!r} is not a plain name (letters, digits, _ . -; it names reports/<name>/)")
 
 
 #: Value checks that types cannot express, per section.
@@ -556,9 +568,11 @@ def load_params(path: str | Path, overrides: dict | None = None) -> Params:
         raise FileNotFoundError(f"parameter file not found: {path}")
     with open(path) as fh:
         try:
-            data = yaml.safe_load(fh) or {}
+            data = yaml.safe_load(fh)
         except yaml.YAMLError as exc:
             raise ParameterError(f"{path}: not valid YAML: {exc}") from exc
+    if data is None:
+        raise ParameterError(f"{path}: the file is empty (copy params/smoke.yaml to start)")
     if not isinstance(data, dict):
         raise ParameterError(f"{path}: expected a mapping at the top level")
     if overrides:

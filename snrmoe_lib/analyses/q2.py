@@ -102,12 +102,34 @@ def chosen_representation(results_root: str | Path, config: str | None = None,
                           notebook: str = "q2_error_leakage") -> str:
     """The representation the Q2 notebook chose, read from its results JSON under ``results_root``.
 
+    The runner's status (``run.json`` beside the results) is read too: when the last run of the Q2
+    notebook there did not end ok (failed, interrupted, still running), its choice is not used,
+    whatever results file is lying around.
+
     Raises
     ------
     FileNotFoundError
         When no Q2 results exist for ``config`` (run the Q2 notebook first).
+    RuntimeError
+        When the runner says the last Q2 run in that folder did not finish ok.
     """
-    recs = find_results(results_root, notebook=notebook, config=config)
+    import json  # local: only this reader needs it
+
+    root = Path(results_root)
+    folders = {root} | {Path(r["_path"]).parent for r in find_results(root, notebook=notebook, config=config)}
+    for folder in sorted(folders):
+        try:
+            entries = json.loads((folder / "run.json").read_text()).get("notebooks", [])
+        except (OSError, ValueError, AttributeError):
+            continue  # no runner status (an interactive run): the results speak for themselves
+        for nb in entries if isinstance(entries, list) else []:
+            if isinstance(nb, dict) and nb.get("notebook") == notebook and nb.get("status") not in ("ok", "pending"):
+                why = str(nb.get("error") or "").strip().splitlines()
+                raise RuntimeError(
+                    f"the last {notebook} run in {folder} did not finish ok (status {nb.get('status')}"
+                    f"{': ' + why[0][:200] if why else ''}); its choice of representation is not used. "
+                    f"Fix and rerun notebooks/{notebook} first")
+    recs = find_results(root, notebook=notebook, config=config)
     recs = [r for r in recs if "chosen_representation" in r.get("extra", {})]
     if not recs:
         raise FileNotFoundError(

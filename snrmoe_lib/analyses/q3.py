@@ -91,6 +91,7 @@ def resolve_representation(params, results_root=None) -> tuple[str, str]:
     Q2's choice (its results JSON under ``results_root`` for this configuration; the notebook
     passes its own output folder, where the runner writes every notebook of a configuration) when
     ``gate.use_q2_choice`` and it exists; otherwise ``gate.representation``, with the reason.
+    A Q2 notebook whose last run in that folder failed raises RuntimeError (its choice is not used).
     """
     fallback = params.gate.representation
     if not params.gate.use_q2_choice:
@@ -102,6 +103,9 @@ def resolve_representation(params, results_root=None) -> tuple[str, str]:
     except FileNotFoundError:
         return fallback, (f"FALLBACK gate.representation = {fallback}: no Q2 results for config "
                           f"{params.name!r} under {results_root} (run notebooks/q2_error_leakage first)")
+    except RuntimeError as exc:  # Q2 failed upstream: said, never papered over with an older choice
+        raise RuntimeError(f"Q3 needs Q2's choice (gate.use_q2_choice is true) but {exc} "
+                           f"(or set gate.use_q2_choice: false to use gate.representation = {fallback})") from None
     return rep, f"{rep}, chosen by the Q2 notebook (results under {results_root})"
 
 

@@ -5,6 +5,12 @@ in the same folder (same filesystem, so the final :func:`os.replace` is a rename
 place only when complete; on an error the temporary file or folder is removed. A crash therefore
 never leaves a half-written dataset or results file under the real name.
 
+Nothing is left behind either: every live temporary target is registered and removed when the
+writer is aborted, when the process exits, and, once :func:`install_termination_handler` has run
+(the ``snrmoe`` command does), when it is terminated by SIGTERM or SIGHUP. Dataset writers also
+hold a lock file (``.<name>.lock``) while they write, so two processes generating one path do not
+race past the no-overwrite check: the second waits for the first and then finds the file.
+
 The pfsspec layout (the keys below) is defined here, by what writes it; :mod:`snrmoe_lib.data.io`
 reads and checks the same keys::
 
@@ -19,8 +25,13 @@ comments allowed) and ``<shard>/dataset.h5`` in the layout above.
 """
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
+import signal
+import socket
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -41,6 +52,9 @@ __all__ = [
     "DatasetWriter",
     "ShardedWriter",
     "atomic_write_text",
+    "Terminated",
+    "install_termination_handler",
+    "FileLock",
 ]
 
 FLUX_KEY = "dataset/arrays/flux/value"
@@ -68,6 +82,125 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+# ---------------------------------------------------------------- nothing left behind on any exit
+
+_LIVE: dict[Path, int] = {}     # temporary targets and lock files of this process → the pid that made them
+_LIVE_LOCK = threading.Lock()
+
+
+def _register(path: Path) -> None:
+    with _LIVE_LOCK:
+        _LIVE[path] = os.getpid()
+
+
+def _unregister(path: Path) -> None:
+    with _LIVE_LOCK:
+        _LIVE.pop(path, None)
+
+
+@atexit.register
+def _remove_live() -> None:
+    """Remove what this process still holds (an exit through an uncaught exception or ``sys.exit``)."""
+    with _LIVE_LOCK:
+        mine = [p for p, pid in _LIVE.items() if pid == os.getpid()]  # not a forked parent's files
+        _LIVE.clear()
+    for p in mine:
+        _remove(p)
+
+
+class Terminated(KeyboardInterrupt):
+    """The process received SIGTERM or SIGHUP (raised by :func:`install_termination_handler`'s handler)."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"terminated by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+def _on_signal(signum, frame) -> None:
+    raise Terminated(signum)
+
+
+def install_termination_handler() -> bool:
+    """Turn SIGTERM and SIGHUP into a :class:`Terminated` exception in the main thread.
+
+    Context managers then unwind as on Ctrl-C: writers remove their temporary files and the runner
+    marks the notebook it was running as interrupted. Only handlers still at their default are
+    replaced (a host application's own handlers are kept). Returns whether SIGTERM is now handled.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if sig is not None and signal.getsignal(sig) in (signal.SIG_DFL, None):
+            signal.signal(sig, _on_signal)
+    return signal.getsignal(signal.SIGTERM) is _on_signal
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class FileLock:
+    """An exclusive lock on ``path`` held through a lock file ``.<name>.lock`` beside it.
+
+    The lock file records the holder's host and pid; a lock left by a process that no longer runs
+    on this host is taken over. Another live holder is waited for, up to ``timeout`` seconds.
+    """
+
+    def __init__(self, path: str | Path, timeout: float = 6 * 3600, poll: float = 0.2):
+        self.path = Path(path)
+        self.lock = self.path.with_name(f".{self.path.name}.lock")
+        self.timeout, self.poll = timeout, poll
+        self.held = False
+
+    def _holder(self) -> tuple[str, int] | None:
+        try:
+            host, pid = self.lock.read_text().split()[:2]
+            return host, int(pid)
+        except (OSError, ValueError):
+            return None
+
+    def acquire(self) -> "FileLock":
+        deadline = time.monotonic() + self.timeout
+        me = f"{socket.gethostname()} {os.getpid()}\n"
+        while True:
+            try:
+                fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is not None and holder[0] == socket.gethostname() and not _pid_alive(holder[1]):
+                    self.lock.unlink(missing_ok=True)  # left by a process that is gone
+                    continue
+                if time.monotonic() > deadline:
+                    who = f"pid {holder[1]} on {holder[0]}" if holder else "another process"
+                    raise FileExistsError(f"{self.path} is being written by {who} (lock file {self.lock}); wait "
+                                          "for it, or remove the lock file if that process is gone") from None
+                time.sleep(self.poll)
+                continue
+            with os.fdopen(fd, "w") as fh:
+                fh.write(me)
+            _register(self.lock)
+            self.held = True
+            return self
+
+    def release(self) -> None:
+        if self.held:
+            self.lock.unlink(missing_ok=True)
+            _unregister(self.lock)
+            self.held = False
+
+    def __enter__(self) -> "FileLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
 class AtomicWriter:
     """Build ``path`` under a temporary name (:attr:`tmp`) and rename it into place on :meth:`close`.
 
@@ -83,13 +216,18 @@ class AtomicWriter:
         Replace an existing ``path``; without it an existing ``path`` raises ``FileExistsError``.
     """
 
-    def __init__(self, path: str | Path, overwrite: bool = False):
+    def __init__(self, path: str | Path, overwrite: bool = False, lock: bool = False):
         self.path = Path(path)
         if self.path.exists() and not overwrite:
             raise FileExistsError(f"{self.path} exists; refusing to overwrite it (pass overwrite=True)")
         self.overwrite = overwrite
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = FileLock(self.path).acquire() if lock else None
+        if self._lock is not None and self.path.exists() and not overwrite:
+            self._lock.release()  # another writer finished it while this one waited for the lock
+            raise FileExistsError(f"{self.path} exists; refusing to overwrite it (pass overwrite=True)")
         self.tmp = temp_name(self.path)
+        _register(self.tmp)
         self._closed = False
 
     def _finish(self) -> None:
@@ -104,22 +242,37 @@ class AtomicWriter:
             return self.path
         try:
             self._finish()
+            self._move_into_place()
         except BaseException:
             self.abort()
             raise
-        if self.path.is_dir() and not self.path.is_symlink():
-            # a folder cannot be renamed over a non-empty one: move the old one aside first
-            old = temp_name(self.path)
-            os.replace(self.path, old)
-            os.replace(self.tmp, self.path)
-            _remove(old)
-        else:
-            os.replace(self.tmp, self.path)
+        _unregister(self.tmp)
         self._closed = True
+        if self._lock is not None:
+            self._lock.release()
         return self.path
 
+    def _move_into_place(self) -> None:
+        old = None
+        if self.path.exists() and (self.tmp.is_dir() or (self.path.is_dir() and not self.path.is_symlink())):
+            # a folder cannot be renamed over a non-empty one, nor a file over a folder (or the
+            # reverse, when --overwrite switches between one file and shards): move the old one aside
+            old = temp_name(self.path)
+            _register(old)
+            os.replace(self.path, old)
+        try:
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            if old is not None:
+                os.replace(old, self.path)  # put the old one back: a failed write changes nothing
+                _unregister(old)
+            raise
+        if old is not None:
+            _remove(old)
+            _unregister(old)
+
     def abort(self) -> None:
-        """Discard the temporary target."""
+        """Discard the temporary target (and release the lock)."""
         if self._closed:
             return
         try:
@@ -127,7 +280,10 @@ class AtomicWriter:
         except Exception:  # noqa: BLE001 - closing a broken handle must not mask the real error
             pass
         _remove(self.tmp)
+        _unregister(self.tmp)
         self._closed = True
+        if self._lock is not None:
+            self._lock.release()
 
     def __enter__(self):
         return self
@@ -158,8 +314,16 @@ class DatasetWriter(AtomicWriter):
     """
 
     def __init__(self, path: str | Path, n: int, wave: np.ndarray, with_mask: bool = True,
-                 overwrite: bool = False, dtype=np.float32, attrs: dict | None = None):
-        super().__init__(path, overwrite)
+                 overwrite: bool = False, dtype=np.float32, attrs: dict | None = None, lock: bool = True):
+        super().__init__(path, overwrite, lock=lock)
+        self._h5 = None
+        try:
+            self._open(n, wave, with_mask, dtype, attrs)
+        except BaseException:
+            self.abort()  # nothing half-made left behind, the lock released
+            raise
+
+    def _open(self, n, wave, with_mask, dtype, attrs) -> None:
         self.n = int(n)
         self.wave = np.asarray(wave, dtype=np.float64)
         self.with_mask = with_mask
@@ -202,7 +366,8 @@ class DatasetWriter(AtomicWriter):
         params.to_hdf(self.tmp, key=PARAMS_KEY, mode="a", format="table")
 
     def _release(self) -> None:
-        self._h5.close()
+        if self._h5 is not None:
+            self._h5.close()
 
 
 class ShardedWriter(AtomicWriter):
@@ -214,9 +379,9 @@ class ShardedWriter(AtomicWriter):
 
     def __init__(self, path: str | Path, n: int, wave: np.ndarray, shard_size: int,
                  with_mask: bool = True, overwrite: bool = False, dtype=np.float32, attrs: dict | None = None):
-        super().__init__(path, overwrite)
         if shard_size <= 0:
             raise ValueError("shard_size must be positive")
+        super().__init__(path, overwrite, lock=True)
         self.tmp.mkdir()
         self.n, self.shard_size = int(n), int(shard_size)
         self.sizes = [min(shard_size, n - s) for s in range(0, n, shard_size)]
@@ -232,7 +397,7 @@ class ShardedWriter(AtomicWriter):
         self._i += 1
         self._left = self.sizes[self._i]
         self._writer = DatasetWriter(self.tmp / self.names[self._i] / SHARD_FILE, self._left, self.wave,
-                                     self.with_mask, dtype=self.dtype, attrs=self.attrs)
+                                     self.with_mask, dtype=self.dtype, attrs=self.attrs, lock=False)
 
     def write(self, flux, error, params: pd.DataFrame, mask=None) -> None:
         """Append a block of rows (split across shards as needed)."""

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 from pathlib import Path
 
 from snrmoe_lib.config import load_params
 from snrmoe_lib.data.mock import ensure_mock, simulate
+from snrmoe_lib.data.writers import Terminated, install_termination_handler
 from snrmoe_lib.orchestration import sweep
 from snrmoe_lib.orchestration.runner import project_root, run_config
 from snrmoe_lib.reporting.hub import build_hub
@@ -97,11 +100,36 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_hub)
 
     args = parser.parse_args(argv)
+    install_termination_handler()  # SIGTERM/SIGHUP unwind like Ctrl-C: temporary files removed, run.json marked
     try:
         return args.func(args)
-    except (FileNotFoundError, FileExistsError, ValueError) as exc:
-        print(f"snrmoe {args.command}: {exc}", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        sig = exc.signum if isinstance(exc, Terminated) else 2
+        print(f"snrmoe {args.command}: interrupted ({exc or 'Ctrl-C'}); nothing half-written was kept"
+              + ("; run.json marks the notebook that was running" if args.command == "run" else ""), file=sys.stderr)
+        return 128 + sig
+    except Exception as exc:  # noqa: BLE001 - every operational error: one line, exit != 0
+        if os.environ.get("SNRMOE_TRACEBACK"):
+            raise
+        print(f"snrmoe {args.command}: {_one_line(exc)}", file=sys.stderr)
         return 2
+
+
+def _one_line(exc: BaseException) -> str:
+    """An operational error as one line a user can act on (set SNRMOE_TRACEBACK=1 for the traceback)."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        where = f"{exc.filename}: " if exc.filename else ""
+        hint = {errno.ENOSPC: "the disk is full", errno.EROFS: "the file system is read-only",
+                errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+                errno.EISDIR: "a folder is in the way of a file", errno.ENOTDIR: "a file is in the way of a folder",
+                }.get(exc.errno, exc.strerror or str(exc))
+        return f"{where}{hint} ({type(exc).__name__})"
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, (OSError, TimeoutError)) and ("connect" in text.lower() or "timed out" in text.lower()):
+        return f"cannot reach the Dask scheduler: {text} ({type(exc).__name__})"
+    if isinstance(exc, (ValueError, FileNotFoundError, FileExistsError)):
+        return text or type(exc).__name__
+    return f"{text} ({type(exc).__name__}; set SNRMOE_TRACEBACK=1 for the traceback)"
 
 
 if __name__ == "__main__":  # pragma: no cover

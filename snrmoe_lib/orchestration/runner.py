@@ -5,26 +5,30 @@ For each configuration ``params/<name>.yaml`` and notebook ``notebooks/<nb>.ipyn
     reports/<name>/<nb>.ipynb   executed notebook
     reports/<name>/<nb>.html    rendered report (offline template, code of the parameters cell hidden)
     reports/<name>/<nb>.json    results written by the notebook's last cell
-    reports/<name>/run.json     status of every notebook of the run (ok / failed / timeout / dead kernel)
+    reports/<name>/run.json     status of every notebook, written as each starts and ends (:class:`RunLog`)
 
-A failing notebook is reported with its error and does not stop the others.
+A failing notebook is reported with its error and does not stop the others. Before a notebook runs,
+its previous results and page are put out of sight, so an interrupted or failed run never leaves an
+old "ok" behind. The HTML shows the parameters the run used (papermill's injected cell).
 """
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import re
+import socket
 import time
 import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from snrmoe_lib.config import load_params
+from snrmoe_lib.config import PLAIN_NAME, load_params
 from snrmoe_lib.data.writers import atomic_write_text
 
-__all__ = ["NOTEBOOK_ORDER", "NotebookStatus", "discover_notebooks", "run_notebook", "render_notebook_html",
-           "run_config", "project_root"]
+__all__ = ["NOTEBOOK_ORDER", "NotebookStatus", "RunLog", "check_name", "discover_notebooks", "run_notebook",
+           "render_notebook_html", "run_config", "project_root"]
 
 #: Execution order: later notebooks read earlier notebooks' results.
 NOTEBOOK_ORDER = ("00_data_overview", "q2_error_leakage", "q1_snr_headroom", "q3_deployable_gate", "fisher_ceiling")
@@ -42,7 +46,7 @@ def project_root() -> Path:
 class NotebookStatus:
     notebook: str
     config: str
-    status: str  # ok | failed | timeout | dead_kernel | missing_results
+    status: str  # ok | failed | timeout | dead_kernel | missing_results (run.json adds running, interrupted, not_run)
     seconds: float
     output: str
     html: str | None = None
@@ -54,15 +58,27 @@ class NotebookStatus:
         return self.status == "ok"
 
 
+def check_name(name: str, what: str = "notebook name") -> str:
+    """``name`` if it is a plain name (letters, digits, ``_ . -``, not starting with a dot); else ValueError."""
+    if not isinstance(name, str) or not PLAIN_NAME.fullmatch(name):
+        raise ValueError(f"{what} {name!r}: use a plain name (letters, digits, '_', '.', '-'; no folders, "
+                         "not starting with a dot)")
+    return name
+
+
 def discover_notebooks(notebooks_dir: str | Path, names: Sequence[str] | None = None) -> list[Path]:
     """Notebook files in execution order (:data:`NOTEBOOK_ORDER` first, others alphabetically)."""
     notebooks_dir = Path(notebooks_dir)
+    if not notebooks_dir.is_dir():
+        raise FileNotFoundError(f"notebooks folder not found: {notebooks_dir}")
     found = {p.stem: p for p in notebooks_dir.glob("*.ipynb") if not p.name.startswith(".")}
     if names:
+        for n in names:
+            check_name(n)
         missing = [n for n in names if n not in found]
         if missing:
             raise FileNotFoundError(f"no notebook(s) {missing} in {notebooks_dir}; available: {sorted(found)}")
-        wanted = list(names)
+        wanted = list(dict.fromkeys(names))
     else:
         wanted = list(found)
     rank = {n: i for i, n in enumerate(NOTEBOOK_ORDER)}
@@ -71,29 +87,58 @@ def discover_notebooks(notebooks_dir: str | Path, names: Sequence[str] | None = 
 
 
 def render_notebook_html(ipynb: str | Path, html: str | Path | None = None) -> Path:
-    """Render an executed notebook to a self-contained HTML page (figures inlined, no CDN scripts)."""
+    """Render an executed notebook to a self-contained HTML page (figures inlined, no CDN scripts).
+
+    The report shows the parameters the run used: papermill's injected cell replaces the notebook's
+    default ``parameters`` cell (which is left out when an injected one is present).
+    """
     import nbformat
     from nbconvert import HTMLExporter
     from traitlets.config import Config
 
     ipynb = Path(ipynb)
     html = Path(html) if html else ipynb.with_suffix(".html")
+    nb = nbformat.read(ipynb, as_version=4)
+    injected = any("injected-parameters" in c.get("metadata", {}).get("tags", []) for c in nb.cells)
     cfg = Config()
     cfg.TagRemovePreprocessor.enabled = True
-    cfg.TagRemovePreprocessor.remove_input_tags = {"remove_input", "injected-parameters"}
-    cfg.TagRemovePreprocessor.remove_cell_tags = {"remove_cell"}
+    cfg.TagRemovePreprocessor.remove_input_tags = {"remove_input"}
+    cfg.TagRemovePreprocessor.remove_cell_tags = {"remove_cell"} | ({"parameters"} if injected else set())
     exporter = HTMLExporter(config=cfg, template_name="offline",
                             extra_template_basedirs=[str(Path(__file__).resolve().parents[1] / "templates")])
-    body, _ = exporter.from_notebook_node(nbformat.read(ipynb, as_version=4))
+    body, _ = exporter.from_notebook_node(nb)
     atomic_write_text(html, body)
     return html
+
+
+def _shown_path(path: Path, start: Path) -> str:
+    """``path`` relative to ``start`` when both are in the project (what the report shows), else absolute."""
+    root = project_root()
+    if path.is_relative_to(root) and start.is_relative_to(root):
+        return os.path.relpath(path, start)
+    return str(path)
+
+
+def _hide_previous(output_dir: Path, stem: str) -> None:
+    """Move the last run's results and pages out of sight before this run starts.
+
+    Until this run finishes, nothing under the notebook's name may look current: an interrupted or
+    failed run leaves no old ``.json`` or ``.html`` for the Hub or a later notebook to mistake for
+    its outcome. The last results are kept aside (hidden, never read) as ``.<stem>.previous.json``.
+    """
+    for suffix in (".json", ".html"):
+        old = output_dir / f"{stem}{suffix}"
+        if old.exists():
+            old.replace(output_dir / f".{stem}.previous{suffix}")
+    (output_dir / f"{stem}.previous.json").unlink(missing_ok=True)  # the old, visible name of that copy
 
 
 def run_notebook(notebook: str | Path, params_path: str | Path, output_dir: str | Path,
                  timeout_s: int = 1800, kernel_name: str = "python3") -> NotebookStatus:
     """Execute one notebook with papermill into ``output_dir`` and render its HTML.
 
-    Never raises for a failure inside the notebook: the status says what happened.
+    Never raises for a failure inside the notebook: the status says what happened. (An interrupt,
+    Ctrl-C or SIGTERM, propagates: :func:`run_config` records it.)
     """
     import papermill as pm
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
@@ -103,16 +148,15 @@ def run_notebook(notebook: str | Path, params_path: str | Path, output_dir: str 
     output_dir.mkdir(parents=True, exist_ok=True)
     out = output_dir / notebook.name
     results = output_dir / f"{notebook.stem}.json"
-    stale = results.with_name(f".{results.name}.previous")
-    if results.exists():  # keep the previous run's results aside until this run succeeds
-        results.replace(stale)
-    params_path = str(Path(params_path).resolve())
+    params_path = Path(params_path).resolve()
     config = load_params(params_path).name
+    _hide_previous(output_dir, notebook.stem)
     t0 = time.perf_counter()
     status, error = "ok", None
     try:
-        pm.execute_notebook(str(notebook), str(out), parameters={"params_path": params_path,
-                                                                  "output_dir": str(output_dir)},
+        pm.execute_notebook(str(notebook), str(out),
+                            parameters={"params_path": _shown_path(params_path, notebook.parent),
+                                        "output_dir": _shown_path(output_dir, notebook.parent)},
                             kernel_name=kernel_name, language="python", execution_timeout=timeout_s,
                             progress_bar=False, cwd=str(notebook.parent))
     except pm.PapermillExecutionError as exc:
@@ -134,43 +178,107 @@ def run_notebook(notebook: str | Path, params_path: str | Path, output_dir: str 
                 status = "failed"
     if status == "ok" and not results.exists():
         status, error = "missing_results", f"the notebook finished but wrote no {results.name}"
-    if results.exists():
-        stale.unlink(missing_ok=True)
-    elif stale.exists():
-        stale.replace(output_dir / f"{notebook.stem}.previous.json")
     return NotebookStatus(notebook.stem, config, status, round(seconds, 2), str(out), html,
                           str(results) if results.exists() else None, error)
 
 
+class RunLog:
+    """``reports/<config>/run.json``, rewritten (atomically) as every notebook starts and ends.
+
+    States: the run is ``running`` (with the host and pid that run it), ``finished`` or
+    ``interrupted``; a notebook is ``pending``, ``running``, then ok / failed / timeout /
+    dead_kernel / missing_results, or ``interrupted`` / ``not_run`` when the run was stopped. A run
+    killed outright (SIGKILL, power loss) stays ``running`` with a pid that no longer exists: the
+    Hub shows it as interrupted.
+    """
+
+    def __init__(self, output_dir: Path, config: str, params_path: Path, names: Sequence[str]):
+        self.path = output_dir / "run.json"
+        # notebooks of the configuration this run does not execute keep their last status (nothing lost)
+        kept = [nb for nb in self._previous() if nb.get("notebook") not in set(names)]
+        self.doc = {"config": config, "params_path": str(params_path), "state": "running",
+                    "host": socket.gethostname(), "pid": os.getpid(), "started": _now(), "finished": None,
+                    "notebooks": kept + [{"notebook": n, "config": config, "status": "pending"} for n in names]}
+        self.write()
+
+    def _previous(self) -> list[dict]:
+        try:
+            old = json.loads(self.path.read_text()).get("notebooks", [])
+        except (OSError, ValueError, AttributeError):
+            return []
+        keep = [nb for nb in old if isinstance(nb, dict) and isinstance(nb.get("notebook"), str)]
+        for nb in keep:
+            if nb.get("status") in ("running", "pending"):  # that earlier run never finished them
+                nb.update(status="interrupted" if nb["status"] == "running" else "not_run",
+                          error=nb.get("error") or "an earlier run stopped before this notebook finished")
+        return keep
+
+    def write(self) -> None:
+        atomic_write_text(self.path, json.dumps(self.doc, indent=2))
+
+    def set(self, name: str, **fields) -> None:
+        for nb in self.doc["notebooks"]:
+            if nb["notebook"] == name:
+                nb.update(fields)
+        self.write()
+
+    def end(self, state: str, why: str | None = None) -> None:
+        for nb in self.doc["notebooks"]:
+            if nb["status"] == "running":
+                nb.update(status="interrupted", error=why)
+            elif nb["status"] == "pending" and state != "finished":
+                nb.update(status="not_run", error=why)
+        self.doc.update(state=state, finished=_now())
+        self.write()
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
 def run_config(params_path: str | Path, notebooks: Iterable[str] | None = None, reports_dir: str | Path | None = None,
                notebooks_dir: str | Path | None = None, progress: bool = True) -> list[NotebookStatus]:
-    """Run every notebook (or the named ones) for one configuration into ``reports/<config>/``."""
+    """Run every notebook (or the named ones) for one configuration into ``reports/<config>/``.
+
+    ``run.json`` says at every moment what is running and how each notebook ended; an interrupt
+    (Ctrl-C, SIGTERM) is recorded there before it propagates.
+    """
     params = load_params(params_path)
+    check_name(params.name, "configuration name")
     root = project_root()
     reports_dir = Path(reports_dir) if reports_dir else root / "reports"
     notebooks_dir = Path(notebooks_dir) if notebooks_dir else root / "notebooks"
     output_dir = reports_dir / params.name
     paths = discover_notebooks(notebooks_dir, list(notebooks) if notebooks else None)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    log = RunLog(output_dir, params.name, Path(params_path).resolve(), [p.stem for p in paths])
     statuses: list[NotebookStatus] = []
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(paths), desc=f"[{params.name}]", unit="notebook")
-    for nb in paths:
+    try:
+        for nb in paths:
+            if bar is not None:
+                bar.set_postfix_str(nb.stem)
+            log.set(nb.stem, status="running", started=_now())
+            st = run_notebook(nb, params_path, output_dir, timeout_s=params.runner.timeout_s)
+            statuses.append(st)
+            log.set(nb.stem, **{k: v for k, v in asdict(st).items() if k != "notebook"}, finished=_now())
+            if bar is not None:
+                bar.update(1)
+                bar.write(f"  {st.status.upper():>7}  {st.notebook}  ({st.seconds:.0f} s)")
+                if st.error:
+                    bar.write("           " + st.error.strip().replace("\n", "\n           "))
+    except BaseException as exc:
+        try:
+            log.end("interrupted", f"the run was stopped: {type(exc).__name__}: {exc}".rstrip(": "))
+        except OSError:
+            pass  # the disk that failed the run may fail this too: the pid in run.json tells the Hub
+        raise
+    finally:
         if bar is not None:
-            bar.set_postfix_str(nb.stem)
-        st = run_notebook(nb, params_path, output_dir, timeout_s=params.runner.timeout_s)
-        statuses.append(st)
-        if bar is not None:
-            bar.update(1)
-            bar.write(f"  {st.status.upper():>7}  {st.notebook}  ({st.seconds:.0f} s)")
-            if st.error:
-                bar.write("           " + st.error.strip().replace("\n", "\n           "))
-    if bar is not None:
-        bar.close()
-    run = {"config": params.name, "params_path": str(Path(params_path).resolve()),
-           "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-           "notebooks": [asdict(s) for s in statuses]}
-    atomic_write_text(output_dir / "run.json", json.dumps(run, indent=2))
+            bar.close()
+    log.end("finished")
     return statuses

@@ -50,10 +50,11 @@ th{background:#eef3f8} tr:nth-child(even) td{background:#fafafa}
 pre{background:#f6f8fa;padding:1em;overflow-x:auto;font-size:.9em}
 .meta{color:#555;font-size:.9em} code{font-size:.95em}
 td.pass{background:#dcecf7 !important} td.fail{background:#f9e0cf !important} td.pending{color:#666}
+td.warn{background:#fff3c4 !important}
 """
 
 # Okabe–Ito blue / vermillion tints: PASS and FAIL stay distinct for colour-blind readers (and carry words)
-_CLASS = {"✅": "pass", "❌": "fail", "⏳": "pending"}
+_CLASS = {"✅": "pass", "❌": "fail", "⏳": "pending", "⚠": "warn"}
 
 
 def _cell_html(c) -> str:
@@ -121,10 +122,17 @@ def _sections(data: HubData) -> list[tuple[str, str, str, list[str], list[list],
          "value [bootstrap or seed interval].", ["model / method", "metrics", "configuration", "seeds", "dataset",
                                                   "source"], model_rows(data), "table"),
         ("runs", "Runs and reports", "Every notebook run with its status (runner), HTML report, results file and "
-         "provenance.", RUN_HEAD, run_rows(data), "table"),
+         "provenance; the frozen test says whether a configuration's notebooks scored the same test stars.",
+         RUN_HEAD, run_rows(data) + _unreadable_rows(data), "table"),
         ("metrics", "Appendix: every metric", "", ["configuration", "notebook", "metric", "value [interval]"],
          metric_rows(data), "table"),
     ]
+
+
+def _unreadable_rows(data: HubData) -> list[list]:
+    """A visible warning row for every file under reports/ that could not be read as results."""
+    return [[p.rsplit("/", 1)[0] if "/" in p else "", (p.rsplit("/", 1)[-1], p), f"⚠ not read: {why}"]
+            + ["—"] * (len(RUN_HEAD) - 3) for p, why in data.unreadable]
 
 
 def render_html(data: HubData) -> str:

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import re
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,8 +95,10 @@ def _rel(path: Path, root: Path) -> str:
 def collect(reports_dir: str | Path) -> HubData:
     """Read every results JSON and ``run.json`` under ``reports_dir``.
 
-    Files the runner keeps aside after a failed run (``*.previous.json``) are not current results and
-    are left out; a file that is not in the results schema is listed as unreadable (with the reason).
+    Hidden files (the runner keeps the last results aside as ``.<notebook>.previous.json`` while a
+    notebook runs or after it failed) and ``*.previous.json`` are not current results and are left
+    out; a file that is not in the results schema (invalid JSON, missing fields, fields of the wrong
+    kind) is listed as unreadable with the reason, and the page is built from the others.
     """
     root = Path(reports_dir)
     if not root.is_dir():
@@ -111,8 +115,11 @@ def collect(reports_dir: str | Path) -> HubData:
             continue
         try:
             rec = read_results(path)
-        except ResultsError as exc:
-            unreadable.append((_rel(path, root), str(exc).replace(str(path), path.name)))
+            _check_record(rec)
+        except (ResultsError, TypeError, AttributeError, UnicodeDecodeError, OSError) as exc:
+            why = str(exc).replace(str(path), path.name) if isinstance(exc, ResultsError) else \
+                f"not in the results schema ({type(exc).__name__}: {exc})"
+            unreadable.append((_rel(path, root), why))
             continue
         html_path = path.with_suffix(".html")
         figs = [_rel(path.parent / f, root) for f in rec.get("figures", []) if (path.parent / f).is_file()]
@@ -120,23 +127,99 @@ def collect(reports_dir: str | Path) -> HubData:
     for s in statuses:
         cfg = s.get("config") or s["folder"]
         s["label"] = cfg if cfg == s["folder"] else f"{cfg} ({s['folder']}/)"
+        _mark_earlier_results(s, runs)
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     pages = sorted(_rel(h, root) for h in root.rglob("*.html")
                    if h.parent != root and not h.name.startswith(".") and not _SKIP_DIRS & set(h.parts))
     return HubData(root, runs, statuses, unreadable, created, pages)
 
 
+def _number(x) -> bool:
+    return x is None or (isinstance(x, (int, float)) and not isinstance(x, bool))
+
+
+def _check_record(rec: dict) -> None:
+    """Raise ResultsError when a field the Hub reads is of the wrong kind (it would break the page)."""
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise ResultsError(f"not in the results schema: {what}")
+
+    for k in ("notebook", "config", "created", "code_version"):
+        need(isinstance(rec.get(k), str), f"'{k}' must be a string")
+    need(isinstance(rec.get("seeds"), list), "'seeds' must be a list")
+    need(isinstance(rec.get("dataset"), dict), "'dataset' must be a mapping")
+    need(isinstance(rec.get("figures"), list) and all(isinstance(f, str) for f in rec["figures"]),
+         "'figures' must be a list of file names")
+    need(isinstance(rec.get("metrics"), dict), "'metrics' must be a mapping")
+    for name, m in rec["metrics"].items():
+        if isinstance(m, dict):
+            iv = m.get("interval")
+            need(_number(m.get("value")) and (iv is None or (isinstance(iv, list) and len(iv) == 2
+                                                            and all(_number(x) for x in iv))),
+                 f"metric {name!r} needs a numeric value and interval")
+        else:
+            need(_number(m) or isinstance(m, (str, bool, list)), f"metric {name!r} is of an unknown kind")
+    need(isinstance(rec.get("verdicts"), list), "'verdicts' must be a list")
+    for v in rec["verdicts"]:
+        need(isinstance(v, dict) and all(isinstance(v.get(k), str) for k in ("gate", "metric", "op", "verdict"))
+             and _number(v.get("value")) and _number(v.get("threshold")) and v.get("threshold") is not None
+             and (v.get("interval") is None or (isinstance(v["interval"], list) and len(v["interval"]) == 2)),
+             "every verdict needs gate, metric, op, value, threshold and verdict")
+    if "frozen_test" in rec:
+        need(isinstance(rec["frozen_test"], dict), "'frozen_test' must be a mapping")
+
+
+def _pid_gone(host: str | None, pid) -> bool:
+    """Whether the process that wrote a 'running' run.json is known to be gone (only on this host)."""
+    if host != socket.gethostname() or not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):
+        return False
+    return False
+
+
+def _run_state(run: dict) -> str:
+    """'running', 'interrupted' or 'finished' (a run.json written before states existed is finished)."""
+    state = run.get("state", "finished")
+    if state == "running" and _pid_gone(run.get("host"), run.get("pid")):
+        return "interrupted"
+    return state if isinstance(state, str) else "finished"
+
+
 def _read_status(path: Path, folder: str, root: Path) -> list[dict]:
     try:
         run = json.loads(path.read_text())
+        state = _run_state(run)
         out = []
         for nb in run.get("notebooks", []):
+            status, error = str(nb.get("status", "?")), nb.get("error")
+            if state == "interrupted" and status in ("running", "pending"):
+                status = "interrupted" if status == "running" else "not_run"
+                error = error or "the run stopped before this notebook finished (killed, or the machine went down)"
+            elif state == "running" and status == "running":
+                error = error or f"running since {nb.get('started', '?')} (pid {run.get('pid')} on {run.get('host')})"
             html_path = path.parent / f"{nb['notebook']}.html"
-            out.append({"folder": folder, "config": run.get("config"), "notebook": nb["notebook"],
-                        "status": nb.get("status", "?"), "seconds": nb.get("seconds"), "error": nb.get("error"),
-                        "finished": run.get("finished"),
+            out.append({"folder": folder, "config": run.get("config"), "notebook": str(nb["notebook"]),
+                        "status": status, "seconds": nb.get("seconds") if _number(nb.get("seconds")) else None,
+                        "error": None if error is None else str(error), "finished": run.get("finished"),
+                        "started": run.get("started"),
                         "html_rel": _rel(html_path, root) if html_path.is_file() else None})
         return out
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return [{"folder": folder, "config": None, "notebook": "?", "status": "unreadable run.json",
                  "seconds": None, "error": None, "finished": None, "html_rel": None}]
+
+
+def _mark_earlier_results(status: dict, runs: list[Run]) -> None:
+    """A notebook of this run that did not finish ok but has a results file: say it is an earlier run's."""
+    if status["status"] == "ok" or not status.get("started"):
+        return
+    for r in runs:
+        if r.folder == status["folder"] and r.notebook == status["notebook"] and \
+                str(r.rec.get("created", "")) < str(status["started"]):
+            status["error"] = ((status.get("error") or "").strip() + f" (results shown are from an earlier run, "
+                               f"created {r.rec.get('created')})").strip()

@@ -292,33 +292,55 @@ def sweep_rows(data: HubData) -> tuple[list[str], list[list]]:
 def run_rows(data: HubData) -> list[list]:
     """Every notebook run: status (from run.json or the results file), seconds, links and provenance."""
     rows, seen = [], set()
+    frozen = _frozen_tests(data)
     for s in sorted(data.statuses, key=lambda s: (label_key(s["label"]), s["notebook"])):
         run = data.run(s["label"], s["notebook"])
         seen.add((s["label"], s["notebook"]))
         rows.append(_run_row(s["label"], s["notebook"], s["status"], s["seconds"], run,
-                             s["html_rel"], s.get("error")))
+                             s["html_rel"], s.get("error"), frozen))
     for run in sorted(data.runs, key=lambda r: (label_key(r.label), r.notebook)):
         if (run.label, run.notebook) not in seen:
-            rows.append(_run_row(run.label, run.notebook, "results only", None, run, run.html_rel, None))
+            rows.append(_run_row(run.label, run.notebook, "results only", None, run, run.html_rel, None, frozen))
     linked = {c[1] for r in rows for c in r if isinstance(c, tuple)}
     for page in data.html_files:  # a report with neither results nor run status is still linked
         if page not in linked:
             folder, name = page.rsplit("/", 1) if "/" in page else ("", page)
-            rows.append([folder, (name, page), "report only (no results file)", "—", "—", "—", "—", "—", "—"])
+            rows.append([folder, (name, page), "report only (no results file)"] + ["—"] * (len(RUN_HEAD) - 3))
     return rows
 
 
-def _run_row(label, notebook, status, seconds, run, html_rel, error):
-    mark = "✅" if status in ("ok", "results only") else "❌"
+def _frozen_tests(data: HubData) -> dict:
+    """(label, notebook) → the frozen-test cell: its fingerprint, and whether the configuration's notebooks share it."""
+    by_label: dict[str, set] = {}
+    for r in data.runs:
+        ft = r.rec.get("frozen_test")
+        if isinstance(ft, dict) and ft.get("fingerprint"):
+            by_label.setdefault(r.label, set()).add(str(ft["fingerprint"]))
+    out = {}
+    for r in data.runs:
+        ft = r.rec.get("frozen_test")
+        if not isinstance(ft, dict) or not ft.get("fingerprint"):
+            out[(r.label, r.notebook)] = "— (not recorded)"
+            continue
+        shared = len(by_label[r.label]) == 1
+        out[(r.label, r.notebook)] = (f"{_short(str(ft['fingerprint']))} n={ft.get('n')} seed={ft.get('seed')} "
+                                      + ("(shared)" if shared else f"⚠ {len(by_label[r.label])} different test sets"))
+    return out
+
+
+def _run_row(label, notebook, status, seconds, run, html_rel, error, frozen=None):
+    mark = "✅" if status in ("ok", "results only") else ("⏳" if status in ("running", "pending") else "❌")
     err = (error or "").strip().splitlines()[0][:160] if error else ""
     return [label, (notebook, html_rel) if html_rel else notebook, f"{mark} {status}" + (f": {err}" if err else ""),
             format_number(seconds), (run.json_rel.rsplit("/", 1)[-1], run.json_rel) if run else "—",
             _seeds(run) if run else "—",
-            _short(run.fingerprint) if run else "—", str(run.rec.get("code_version", "—")) if run else "—",
+            _short(run.fingerprint) if run else "—", (frozen or {}).get((label, notebook), "—") if run else "—",
+            str(run.rec.get("code_version", "—")) if run else "—",
             str(run.rec.get("created", "—")) if run else "—"]
 
 
-RUN_HEAD = ["configuration", "report", "status", "seconds", "results", "seeds", "dataset", "code", "created"]
+RUN_HEAD = ["configuration", "report", "status", "seconds", "results", "seeds", "dataset", "frozen test", "code",
+            "created"]
 
 
 def metric_rows(data: HubData) -> list[list]:
