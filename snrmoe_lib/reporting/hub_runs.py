@@ -203,6 +203,8 @@ def _read_status(path: Path, folder: str, root: Path) -> list[dict]:
             elif state == "running" and status == "running":
                 error = error or f"running since {nb.get('started', '?')} (pid {run.get('pid')} on {run.get('host')})"
             html_path = path.parent / f"{nb['notebook']}.html"
+            if status in ("running", "pending", "interrupted", "not_run"):
+                html_path = path.parent / ".none"  # a page there now is not this run's: never link it as one
             out.append({"folder": folder, "config": run.get("config"), "notebook": str(nb["notebook"]),
                         "status": status, "seconds": nb.get("seconds") if _number(nb.get("seconds")) else None,
                         "error": None if error is None else str(error), "finished": run.get("finished"),

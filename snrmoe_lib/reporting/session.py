@@ -62,7 +62,13 @@ class NotebookRun:
         notebooks share one test set.
         """
         record = dataset if dataset is not None else dataset_record(self.dataset, self._split)
-        frozen = frozen_test_record(self.dataset, self.split, record.get("fingerprint"))
+        for k, v in (("n_stored", self.dataset.n_stored), ("n_dropped_rows", self.dataset.n_dropped),
+                     ("on_bad_rows", self.dataset.on_bad_rows)):
+            record.setdefault(k, int(v) if k != "on_bad_rows" else v)  # a notebook's own record says it too
+        try:
+            frozen = frozen_test_record(self.dataset, self.split, record.get("fingerprint"))
+        except ValueError:  # the configuration's split does not fit this dataset: no test set to record
+            frozen = None
         return write_results(self.output_dir, self.notebook, self.params, dataset=record, metrics=metrics,
                              verdicts=verdicts, figures=self.figures, extra=extra, frozen_test=frozen)
 
