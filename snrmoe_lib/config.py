@@ -169,6 +169,10 @@ class QualitySpec(_Section):
     # α grid of the audit's Ridge path (empty: ridge.alphas); leakage fits want small α
     audit_alphas: list[float] = field(default_factory=lambda: [10.0 ** k for k in range(-4, 7)])
     guard_max_abs_r2: float = 0.05  # the label-shuffle guard must give |R²| below this
+    # the non-linear leakage probe (early-stopped gradient boosting) runs on representations with at
+    # most this many features (the candidates for quality_features; pixel-level ones already leak linearly)
+    probe_max_features: int = 64
+    probe_max_iter: int = 300
     estimated_mode: bool = True  # also audit a mock made with error_mode='estimated' (needs data.mock)
 
 
@@ -276,6 +280,7 @@ class Thresholds(_Section):
     _KEY: ClassVar[str] = "thresholds"
 
     gate1_logg_r2_max: float = 0.05
+    gate1_labels_r2_max: float = 0.05  # T_eff and [M/H] from the error representation (a physical router in disguise)
     gate1_snr_r2_min: float = 0.5
     gate2_delta_r2_min: float = 0.02
     gate3_rho_min: float = 0.7
@@ -287,7 +292,9 @@ class RunnerSpec(_Section):
     _KEY: ClassVar[str] = "runner"
 
     timeout_s: int = 1800
-    n_bootstrap: int = 200
+    # bootstrap draws behind every interval, hence every verdict: ≥ 1,000 for a decision (the smoke
+    # configuration uses fewer to stay fast; its verdicts are not decisions)
+    n_bootstrap: int = 1000
 
 
 @dataclass

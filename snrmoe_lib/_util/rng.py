@@ -73,6 +73,7 @@ STREAMS: dict[str, Stream] = _streams(
     Stream("fisher.bin_stars", ("seed", 1), "K1: the test stars of the per-bin ceiling"),
     # evaluation / reporting
     Stream("bootstrap.stars", ("seed",), "bootstrap resamples of test stars (shared by every model of a run: paired)"),
+    Stream("bootstrap.seeds", ("seed", 9001, 9002), "two-level bootstrap: the seeds (training realisations) each draw averages"),
     Stream("plots.jitter", ("seed",), "the subsample of points a scatter plot shows"),
 )
 

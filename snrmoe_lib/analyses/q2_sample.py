@@ -14,7 +14,10 @@ from snrmoe_lib.data.noise import snr as snr_values
 from snrmoe_lib.features.quality import QualityInput, quality_input
 from snrmoe_lib.models.ridge import MethodChangeWarning
 
-__all__ = ["AuditWarning", "AuditSample", "audit_sizes", "load_audit_sample"]
+__all__ = ["AuditWarning", "AuditSample", "LEAK_LABELS", "audit_sizes", "load_audit_sample"]
+
+#: Stellar labels audited besides log g (when the dataset's parameter table has them).
+LEAK_LABELS = ("T_eff", "M_H")
 
 #: The audit changed its method because of the data (e.g. fewer spectra than features). The same
 #: class as the α-path fitter's warning, so one filter silences both.
@@ -29,7 +32,7 @@ class AuditSample:
     train: QualityInput
     val: QualityInput
     test: QualityInput
-    targets: dict[str, dict[str, np.ndarray]]  # split → {"log_g": …, "snr": …}
+    targets: dict[str, dict[str, np.ndarray]]  # split → {"log_g": …, "snr": …, "T_eff": …, "M_H": …}
     wave: np.ndarray
     rows: dict[str, np.ndarray]
     path: str = ""
@@ -78,7 +81,8 @@ def load_audit_sample(ds: PfsDataset, params: Params, label: str = "clean",
     With ``use_configured_split`` the rows are a seeded subsample of the configured train/val/test
     split (so the audit never tests on rows other notebooks train on); otherwise (a separate
     dataset such as the ``estimated`` mock) the dataset is split afresh with the audit sizes.
-    Targets: log g and the SNR (``snr_bins.definition``) from σ = error · ``noise.noise_level``.
+    Targets: log g and the SNR (``snr_bins.definition``) from σ = error · ``noise.noise_level``, and
+    :data:`LEAK_LABELS` (T_eff, [M/H]) where the parameter table has them.
     """
     n_tr, n_va, n_te = audit_sizes(params)
     seed = params.split.seed
@@ -103,5 +107,7 @@ def load_audit_sample(ds: PfsDataset, params: Params, label: str = "clean",
         rows[k] = got
         targets[k] = {"log_g": table["log_g"].to_numpy(np.float64),
                       "snr": snr_values(flux, err, level, params.snr_bins.definition, mask)}
+        # the other labels a gate must not encode (a gate reading T_eff would be a physical router)
+        targets[k].update({c: table[c].to_numpy(np.float64) for c in LEAK_LABELS if c in table})
     return AuditSample(label, blocks["train"], blocks["val"], blocks["test"], targets, ds.wave.copy(), rows,
                        path=str(ds.path), snr_definition=params.snr_bins.definition)
