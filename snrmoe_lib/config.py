@@ -135,6 +135,11 @@ class NoiseSpec(_Section):
 
     noise_level: float = 1.0
     extra_noise_levels: list[float] = field(default_factory=lambda: [0.5])
+    # 'clean': features see σ = error · noise_level (the expected error of the products);
+    # 'estimated': they see σ̂ estimated from the same noisy realisation as the noisy flux
+    # (data.noise.VarianceModel, fitted on variance_fit_n training spectra's clean errors)
+    error_mode: Literal["clean", "estimated"] = "clean"
+    variance_fit_n: int = 2000
 
 
 @dataclass

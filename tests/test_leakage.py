@@ -260,7 +260,7 @@ def test_mock_sample_estimated_mode_and_results(mock_params, tmp_path):
 
     n = sum(L.audit_sizes(p))
     est = ensure_estimated_dataset(p, n)
-    assert est.path.name == "m_estimated.h5" and est.n == 66
+    assert est.path.name == "m_estimated_v2.h5" and est.n == 66
     mtime = est.path.stat().st_mtime_ns
     assert ensure_estimated_dataset(p, n).path.stat().st_mtime_ns == mtime  # reused, not regenerated
     assert not np.allclose(est.read([0]).error, ds.read([0]).error)  # the errors differ from the clean mock
