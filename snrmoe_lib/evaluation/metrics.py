@@ -14,7 +14,8 @@ import pandas as pd
 from snrmoe_lib._util.rng import rng as _rng
 
 __all__ = ["r2", "mae", "rmse", "percentile_interval", "bootstrap_interval", "paired_bootstrap", "per_bin_table",
-           "delta_r2", "rho", "seed_summary", "bootstrap_indices", "seed_resample_mean", "r2_resampled", "seed_r2",
+           "delta_r2", "rho", "seed_summary", "bootstrap_indices", "seed_resample_mean", "resample_counts", "r2_counts",
+           "r2_resampled", "seed_r2",
            "seed_delta_r2", "per_bin_seed_table"]
 
 
@@ -79,8 +80,8 @@ def paired_bootstrap(y_true, pred_a, pred_b, n_boot: int = 200, level: float = 0
     """Bootstrap interval of R²(a) − R²(b) with the same resampled spectra for both models."""
     y_true, pred_a = _check(y_true, pred_a)
     _, pred_b = _check(y_true, pred_b)
-    idx = bootstrap_indices(len(y_true), n_boot, seed)
-    return percentile_interval(r2_resampled(y_true, pred_a, idx) - r2_resampled(y_true, pred_b, idx), level)
+    W = resample_counts(bootstrap_indices(len(y_true), n_boot, seed))
+    return percentile_interval(r2_counts(y_true, pred_a, W) - r2_counts(y_true, pred_b, W), level)
 
 
 def delta_r2(y_true, pred_model, pred_baseline) -> float:
@@ -144,14 +145,28 @@ def bootstrap_indices(n: int, n_boot: int, seed: int = 0) -> np.ndarray:
     return _rng("bootstrap.stars", seed).integers(0, n, size=(n_boot, n))
 
 
+def resample_counts(idx: np.ndarray) -> np.ndarray:
+    """How often each row appears in each resample: (n_boot, n) float64 counts from ``idx`` (n_boot, n)."""
+    n_boot, n = idx.shape
+    flat = (idx + (np.arange(n_boot) * n)[:, None]).ravel()
+    return np.bincount(flat, minlength=n_boot * n).reshape(n_boot, n).astype(np.float64)
+
+
+def r2_counts(y_true, y_pred, W: np.ndarray) -> np.ndarray:
+    """R² on each resample given by its row counts ``W`` (:func:`resample_counts`): three
+    matrix–vector products instead of gathering (n_boot, n) copies (NaN where the labels are constant)."""
+    y_true, y_pred = _check(y_true, y_pred)
+    n = W.sum(axis=1)
+    mean = W @ y_true / n
+    ss_tot = W @ (y_true * y_true) - n * mean * mean
+    ss_res = W @ ((y_true - y_pred) ** 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(ss_tot > 1e-12 * np.maximum(n * mean * mean, 1.0), 1.0 - ss_res / ss_tot, np.nan)
+
+
 def r2_resampled(y_true, y_pred, idx: np.ndarray) -> np.ndarray:
     """R² on each resample ``idx[b]`` (vectorised; NaN where the resampled labels are constant)."""
-    y_true, y_pred = _check(y_true, y_pred)
-    yt, yp = y_true[idx], y_pred[idx]
-    ss_tot = ((yt - yt.mean(axis=1, keepdims=True)) ** 2).sum(axis=1)
-    ss_res = ((yt - yp) ** 2).sum(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(ss_tot > 0, 1.0 - ss_res / ss_tot, np.nan)
+    return r2_counts(y_true, y_pred, resample_counts(np.asarray(idx)))
 
 
 def _as_seeds(preds, n: int, name: str) -> np.ndarray:
@@ -188,8 +203,8 @@ def seed_r2(y_true, preds, n_boot: int = 200, level: float = 0.95, seed: int = 0
     per_seed = np.array([r2(y_true, p) for p in P])
     out = {"value": float(np.mean(per_seed)), "per_seed": per_seed.tolist(), "interval": None}
     if n_boot:
-        idx = bootstrap_indices(len(y_true), n_boot, seed)
-        boot = seed_resample_mean(np.array([r2_resampled(y_true, p, idx) for p in P]), seed, resample_seeds)
+        W = resample_counts(bootstrap_indices(len(y_true), n_boot, seed))
+        boot = seed_resample_mean(np.array([r2_counts(y_true, p, W) for p in P]), seed, resample_seeds)
         out["interval"] = list(percentile_interval(boot, level))
     return out
 
@@ -206,8 +221,8 @@ def seed_delta_r2(y_true, preds_model, preds_baseline, n_boot: int = 200, level:
     per_seed = np.array([delta_r2(y_true, a, b) for a, b in zip(A, B)])
     out = {"value": float(np.mean(per_seed)), "per_seed": per_seed.tolist(), "interval": None}
     if n_boot:
-        idx = bootstrap_indices(len(y_true), n_boot, seed)
-        D = np.array([r2_resampled(y_true, a, idx) - r2_resampled(y_true, b, idx) for a, b in zip(A, B)])
+        W = resample_counts(bootstrap_indices(len(y_true), n_boot, seed))
+        D = np.array([r2_counts(y_true, a, W) - r2_counts(y_true, b, W) for a, b in zip(A, B)])
         out["interval"] = list(percentile_interval(seed_resample_mean(D, seed, resample_seeds), level))
     return out
 
