@@ -227,11 +227,14 @@ def knowledge_rows(data: HubData, label: str | None) -> list[list]:
         ev = _metric_list(run, k["metrics"]) if run else ""
         checks = [(r, v) for r, v in data.verdicts(label) if str(v.get("question")) == k["id"]] if label else []
         ruled, words = knowledge_check(data, label, k["id"])
-        checks = [(None, v) for v in ruled] + checks
-        state = f"{_status(checks)}: {_evidence(checks)}" if checks else ("⏳ no result for its rule" if words else "—")
-        rows.append([k["id"], k["claim"], ev or f"⏳ no {k['notebook']} result",
-                     (f"rule: {words} → " if words else "") + state, k["decision"],
-                     _source(run) if run else "—"])
+        ruled = [(None, v) for v in ruled]
+        parts = []
+        if words:  # the claim itself, checked by its rule
+            parts.append(f"rule: {words} → " + (f"{_status(ruled)}: {_evidence(ruled)}" if ruled else "⏳ no result"))
+        if checks:  # the notebooks' own checks filed under the claim (e.g. the mock's calibration)
+            parts.append(f"checks: {_status(checks)}: {_evidence(checks)}")
+        rows.append([k["id"], k["claim"], ev or f"⏳ no {k['notebook']} result", "; ".join(parts) or "—",
+                     k["decision"], _source(run) if run else "—"])
     return rows
 
 
