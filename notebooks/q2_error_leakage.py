@@ -45,18 +45,17 @@ ds
 # %% [markdown]
 # ## Method
 #
-# Every feature is made from the effective error σ = error · noise_level. For each representation
-# (S0 raw σ; S1a/S1b σ normalised by the flux median / norm; S2 template × scale: log s and
-# log ‖σ − s·e0‖; S2b the first PCA templates; S3 11 or 21 quantiles of the sorted σ; S3b ten
-# aggregate statistics; S4 log ‖σ‖) a Ridge regression on the standardised features *alone*
-# predicts log g and the SNR of the spectrum (definition from `snr_bins.definition`). The α path
-# is solved from one eigendecomposition of the training design; α is chosen on the validation
-# block, R² is measured on the test block with a 95 % bootstrap interval; the minimum-norm
-# least-squares fit is shown for reference. The audit runs on a seeded subsample of the
-# configured split (`quality.audit_n_*`). "verdict" applies the Gate-1 thresholds to the point
-# values; "interval verdict" to the interval ends (log g upper bound, SNR lower bound). With
-# `quality.chosen: auto` the representation with the best SNR R² among those whose interval
-# verdict passes (`quality.choose_by: interval`) becomes `quality_features()`.
+# Every feature is made from σ = error · noise_level. For each representation (S0 raw σ; S1a/S1b σ
+# normalised by the flux median / norm; S2 log s and log ‖σ − s·e0‖; S2b PCA templates; S3 11 or 21
+# quantiles of the sorted σ; S3b ten aggregate statistics; S4 log ‖σ‖) a Ridge on the standardised
+# features *alone* (α chosen on the validation block) predicts log g, T_eff, [M/H] (a gate that
+# reads T_eff would be a physical router in disguise) and the SNR (`snr_bins.definition`). A
+# **non-linear probe** — gradient-boosted trees boosting from the Ridge, early-stopped on the
+# validation block — audits the representations of at most `quality.probe_max_features` features.
+# R² on validation and test, each with a 95 % bootstrap interval, on a seeded subsample of the
+# split (`quality.audit_n_*`). A verdict is decided on the whole interval (PASS / FAIL /
+# INCONCLUSIVE). **The representation is chosen on the validation block only** (best validation
+# SNR R² among those whose validation verdict passes); the test block then gives Gate-1.
 
 # %%
 sample = leakage.load_audit_sample(ds, p)
@@ -75,9 +74,8 @@ leakage.audit_table(audit.table)
 # ## The same audit on the `estimated` error mode
 #
 # A second, smaller mock with the same settings but `error_mode: estimated` (the error recomputed
-# from noisy counts) is generated beside the dataset and audited the same way. A warning appears
-# here if the configured dataset was not made by the configured mock (then the two tables would
-# compare different mocks).
+# from noisy counts) is generated beside the dataset and audited the same way (a warning appears if
+# the configured dataset was not made by the configured mock).
 
 # %%
 audit_est, sample_est = leakage.audit_estimated(p, clean=ds)
@@ -86,8 +84,7 @@ leakage.audit_table(audit_est.table) if audit_est is not None else print("no est
 # %% [markdown]
 # ## Trade-off: leakage against quality
 #
-# Bottom-left of the dashed lines leaks log g; the Gate-1 pass region is left of the vertical and
-# above the horizontal line.
+# The Gate-1 pass region is left of the vertical and above the horizontal dashed line.
 
 # %%
 audits = {"clean": audit} | ({"estimated": audit_est} if audit_est is not None else {})
@@ -126,7 +123,8 @@ decs["clean"].peaks.round(4)
 # A fixed pixel permutation must leave a linear model's leakage unchanged; a per-spectrum shuffle
 # destroys the alignment with spectral features; the mask alone and the aggregate statistics
 # alone should not predict log g; and a label shuffle must give R² ≈ 0 — otherwise the audit
-# itself leaks.
+# itself leaks. The shuffle is one fixed row → fake-label mapping across the blocks, fitted on the
+# raw σ and (Ridge and probe) on the chosen representation.
 
 # %%
 fig = plots_leakage.plot_controls({k: a.controls for k, a in audits.items()}, th.gate1_logg_r2_max)
@@ -137,14 +135,15 @@ audit.controls.drop(columns=["r2_snr"]).round(3)
 # %% [markdown]
 # ## Gate-1 verdict
 #
-# Gate-1 per error mode for the chosen representation, and the label-shuffle guard; then a check that
-# the audit agrees with itself (guard, pixel order, table and verdicts), which raises if not.
+# Gate-1 per error mode for the chosen representation (each label under the Ridge and the probe,
+# and the SNR) and the label-shuffle guards; then a check that the audit agrees with itself.
 
 # %%
-verdicts = leakage.q2_verdicts(audits, chosen, p)
+guards = leakage.guard_chosen({"clean": sample} | ({"estimated": sample_est} if sample_est else {}), chosen, p)
+verdicts = leakage.q2_verdicts(audits, chosen, p, guards)
 print_verdicts(verdicts)
 print(f"\nquality_features() representation: {chosen} ({reason})")
 leakage.check_invariants(audits, chosen, verdicts, p)
-metrics, extra = leakage.results_payload(audits, chosen, reason, decs, peaks, params=p)
+metrics, extra = leakage.results_payload(audits, chosen, reason, decs, peaks, params=p, guards=guards)
 out = run.finish(dataset=leakage.dataset_record(ds, audit, p), metrics=metrics, verdicts=verdicts, extra=extra)
 print(f"results: {out}")

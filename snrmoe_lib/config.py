@@ -137,6 +137,11 @@ class NoiseSpec(_Section):
 
     noise_level: float = 1.0
     extra_noise_levels: list[float] = field(default_factory=lambda: [0.5])
+    # 'clean': features see σ = error · noise_level (the expected error of the products);
+    # 'estimated': they see σ̂ estimated from the same noisy realisation as the noisy flux
+    # (data.noise.VarianceModel, fitted on variance_fit_n training spectra's clean errors)
+    error_mode: Literal["clean", "estimated"] = "clean"
+    variance_fit_n: int = 2000
 
 
 @dataclass
@@ -171,6 +176,10 @@ class QualitySpec(_Section):
     # α grid of the audit's Ridge path (empty: ridge.alphas); leakage fits want small α
     audit_alphas: list[float] = field(default_factory=lambda: [10.0 ** k for k in range(-4, 7)])
     guard_max_abs_r2: float = 0.05  # the label-shuffle guard must give |R²| below this
+    # the non-linear leakage probe (early-stopped gradient boosting) runs on representations with at
+    # most this many features (the candidates for quality_features; pixel-level ones already leak linearly)
+    probe_max_features: int = 64
+    probe_max_iter: int = 300
     estimated_mode: bool = True  # also audit a mock made with error_mode='estimated' (needs data.mock)
 
 
@@ -278,6 +287,7 @@ class Thresholds(_Section):
     _KEY: ClassVar[str] = "thresholds"
 
     gate1_logg_r2_max: float = 0.05
+    gate1_labels_r2_max: float = 0.05  # T_eff and [M/H] from the error representation (a physical router in disguise)
     gate1_snr_r2_min: float = 0.5
     gate2_delta_r2_min: float = 0.02
     gate3_rho_min: float = 0.7
@@ -289,7 +299,9 @@ class RunnerSpec(_Section):
     _KEY: ClassVar[str] = "runner"
 
     timeout_s: int = 1800
-    n_bootstrap: int = 200
+    # bootstrap draws behind every interval, hence every verdict: ≥ 1,000 for a decision (the smoke
+    # configuration uses fewer to stay fast; its verdicts are not decisions)
+    n_bootstrap: int = 1000
 
 
 @dataclass

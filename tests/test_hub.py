@@ -192,13 +192,14 @@ def test_hub_tables_come_from_the_results(reports):
         assert text in md and text in page
     assert "0.1235" not in md and "0.123456" not in md
     # the question tree of the primary configuration, and the per-configuration matrix
-    assert "Q1.1: Oracle SNR experts" in md and "→ ✅ PASS  (delta_r2_snr = 0.051 >= 0.02)" in md
+    assert "Q1.1: Oracle SNR experts" in md and "→ ✅ PASS  (delta_r2_snr = 0.051 [0.041, 0.061] >= 0.02)" in md
     assert [ln for ln in md.splitlines() if ln.startswith("| K1 |")][0].count("✅ PASS: fd_vs_autograd") == 1
     matrix = [ln for ln in md.splitlines() if ln.startswith("| Q3.1 |")]
     assert matrix == ["| Q3.1 | Soft routing on quality features: ρ ≥ threshold? | ✅ PASS | ⏳ pending |"]
     assert [ln for ln in md.splitlines() if ln.startswith("| Q2.1 |")][0].endswith("| ✅ PASS | ❌ FAIL |")
-    # decision gaps: closed by a pass, open without a result
-    assert "| DG2 | Gate-2 |" in md and "✅ closed: build the MoE" in md
+    # decision gaps: decided by a pass (provisional: the fixtures are mock runs), open without a result
+    assert "| DG2 | Gate-2 |" in md and "✅ provisional (mock data): build the MoE" in md
+    assert "closed:" not in md
     assert "⏳ open" in md
     # a failed notebook is shown with its error; missing results are ⏳, not blank
     assert "❌ failed: RuntimeError: fixture failure" in md
@@ -214,7 +215,38 @@ def test_hub_flags_a_verdict_that_disagrees_with_its_numbers(reports):
     path.write_text(json.dumps(rec))
     build_hub(reports)
     md = (reports / "hub.md").read_text()
-    assert "❌ FAIL (file says PASS)" in md
+    assert "❌ FAIL (point value, no interval) (file says PASS)" in md
+
+
+def test_hub_shows_mock_data_inconclusive_verdicts_and_checks_k_claims(reports):
+    # Gate-3's interval straddles the threshold: INCONCLUSIVE everywhere it is shown, the gap stays open
+    _fixture_run(reports, "default", "q3_deployable_gate", {"rho_deployed": metric(0.75, (0.62, 0.88))},
+                 [verdict("Gate-3", "Q3", "rho_deployed", 0.75, ">=", 0.7, (0.62, 0.88))])
+    # K2's rule: the SNR-oracle gain must be larger at the higher noise level (here it is smaller)
+    _fixture_run(reports, "default", "q1_snr_headroom",
+                 {"delta_r2_snr": metric(0.02, (0.015, 0.025)), "delta_r2_snr_nl0.5": metric(0.05, (0.04, 0.06))},
+                 [verdict("Gate-2", "Q1", "delta_r2_snr", 0.02, ">=", 0.02, (0.015, 0.025))])
+    build_hub(reports)
+    md = (reports / "hub.md").read_text()
+    page = (reports / "index.html").read_text()
+    assert md.startswith("# 🧠 log g SNR-MoE Hub\n\n> ⚠️ **MOCK DATA") and 'id="mock-banner"' in page
+    assert "❔ INCONCLUSIVE" in [ln for ln in md.splitlines() if ln.startswith("| default |") and "| Gate-3 |" in ln][0]
+    assert [ln for ln in md.splitlines() if ln.startswith("| Q3.1 |")][0].startswith("| Q3.1 | Soft routing") \
+        and "❔ INCONCLUSIVE" in md and 'class="inconclusive"' in page
+    assert "❔ open: INCONCLUSIVE" in [ln for ln in md.splitlines() if ln.startswith("| DG3 |")][0]
+    k2 = [ln for ln in md.splitlines() if ln.startswith("| K2 |")][0]
+    assert "rule: ΔR²_snr larger at the higher noise level" in k2 and "❌ FAIL" in k2
+    k3 = [ln for ln in md.splitlines() if ln.startswith("| K3 |")][0]
+    assert "rule: raw-σ log g R² above the Gate-1 limit" in k3 and "✅ PASS" in k3  # S0 leaks: 0.93 > 0.05
+
+
+def test_a_hub_without_mock_runs_has_no_banner(tmp_path):
+    p = params_from_dict({"name": "real", "data": {"path": "x.h5"}})
+    write_results(tmp_path / "real", "q1_snr_headroom", p, dataset={"path": "x.h5", "fingerprint": "f"},
+                  metrics={}, verdicts=[verdict("Gate-2", "Q1", "delta_r2_snr", 0.05, ">=", 0.02, (0.03, 0.07))])
+    build_hub(tmp_path)
+    md = (tmp_path / "hub.md").read_text()
+    assert "MOCK DATA" not in md and "✅ closed: build the MoE" in md
 
 
 def test_hub_on_an_empty_folder_and_a_missing_one(tmp_path, capsys):

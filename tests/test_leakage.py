@@ -138,23 +138,43 @@ def test_mask_control_uses_varying_pixels_only():
     assert row["control"] == "mask only" and row["n_features"] == 2 and row["r2_logg"] > 0.4
 
 
-def test_choose_representation_rules():
+def _table(**over):
     t = pd.DataFrame({"representation": ["A", "B", "C"], "n_features": [10, 2, 1],
                       "r2_logg": [0.04, 0.0, 0.3], "r2_logg_lo": [0.0, -0.01, 0.2], "r2_logg_hi": [0.07, 0.01, 0.4],
                       "r2_snr": [0.95, 0.9, 0.99], "r2_snr_lo": [0.9, 0.85, 0.98], "r2_snr_hi": [0.97, 0.93, 1.0],
-                      "verdict": ["PASS", "PASS", "FAIL"], "verdict_interval": ["FAIL", "PASS", "FAIL"]})
+                      # validation scores: what the choice reads (here they rank A above B, as test does)
+                      "r2_snr_val": [0.96, 0.91, 0.99], "r2_logg_val": [0.03, 0.0, 0.3],
+                      "verdict": ["PASS", "PASS", "FAIL"], "verdict_interval": ["INCONCLUSIVE", "PASS", "FAIL"],
+                      "verdict_val_point": ["PASS", "PASS", "FAIL"], "verdict_val": ["INCONCLUSIVE", "PASS", "FAIL"]})
+    return t.assign(**over)
+
+
+def test_choose_representation_rules():
+    t = _table()
     assert L.choose_representation(t, "auto", by="point")[0] == "A"
     assert L.choose_representation(t, "auto", by="interval")[0] == "B"
     assert L.choose_representation(t, "C")[0] == "C"
     with pytest.raises(ValueError, match="not among"):
         L.choose_representation(t, "Z")
-    none = t.assign(verdict="FAIL", verdict_interval="FAIL")
+    none = t.assign(verdict_val="FAIL", verdict_val_point="FAIL")
     name, why = L.choose_representation(none)
     assert name == "B" and "no representation passes" in why
     p = _params()
     v = L.gate1_verdicts(t, "A", p)
-    assert [x["verdict"] for x in v] == ["PASS", "PASS"] and v[0]["interval"] == [0.0, 0.07]
+    # A's log g interval [0, 0.07] straddles 0.05: INCONCLUSIVE, not the point value's PASS
+    assert [x["verdict"] for x in v] == ["INCONCLUSIVE", "PASS"] and v[0]["interval"] == [0.0, 0.07]
     assert [x["verdict"] for x in L.gate1_verdicts(t, "C", p, label="estimated")] == ["FAIL", "PASS"]
+
+
+def test_the_choice_never_reads_test_scores():
+    # scramble every test column: the choice must not move
+    t = _table()
+    scrambled = t.assign(r2_logg=[0.9, 0.9, 0.9], r2_snr=[0.0, 0.0, 0.0], verdict="FAIL", verdict_interval="FAIL",
+                         r2_logg_lo=np.nan, r2_logg_hi=np.nan)
+    for by in ("interval", "point"):
+        assert L.choose_representation(scrambled, by=by) == L.choose_representation(t, by=by)
+    # while validation scores do move it
+    assert L.choose_representation(t.assign(r2_snr_val=[0.5, 0.99, 0.99]), by="point")[0] == "B"
 
 
 def test_bad_input_names_the_representation():
@@ -240,7 +260,7 @@ def test_mock_sample_estimated_mode_and_results(mock_params, tmp_path):
 
     n = sum(L.audit_sizes(p))
     est = ensure_estimated_dataset(p, n)
-    assert est.path.name == "m_estimated.h5" and est.n == 66
+    assert est.path.name == "m_estimated_v2.h5" and est.n == 66
     mtime = est.path.stat().st_mtime_ns
     assert ensure_estimated_dataset(p, n).path.stat().st_mtime_ns == mtime  # reused, not regenerated
     assert not np.allclose(est.read([0]).error, ds.read([0]).error)  # the errors differ from the clean mock
@@ -311,3 +331,62 @@ def test_line_catalogue_is_package_data():
     assert set(cat["kind"]) == {"stellar line", "sky (OH)", "telluric", "molecular"}
     cat.loc[0, "name"] = "changed"  # a copy: the cached table is not touched
     assert line_catalogue().loc[0, "name"] != "changed"
+
+
+# ------------------------------------------------------------------------------ stronger audit (issue 2/7)
+
+
+def test_the_label_shuffle_is_one_fixed_mapping_of_rows():
+    s = synthetic_sample(n=(120, 40, 60))
+    from snrmoe_lib.analyses.q2_controls import shuffled_labels
+    fake = dict(zip(np.concatenate([s.rows[k] for k in ("train", "val", "test")]),
+                    np.concatenate(shuffled_labels(s, 0))))
+    # the same rows in other blocks (train ↔ test swapped) keep their fake labels
+    t = L.AuditSample("clean", s.test, s.val, s.train, {"train": s.targets["test"], "val": s.targets["val"],
+                                                          "test": s.targets["train"]}, s.wave,
+                      {"train": s.rows["test"], "val": s.rows["val"], "test": s.rows["train"]})
+    again = dict(zip(np.concatenate([t.rows[k] for k in ("train", "val", "test")]),
+                     np.concatenate(shuffled_labels(t, 0))))
+    assert again == fake
+    real = dict(zip(np.concatenate([s.rows[k] for k in ("train", "val", "test")]),
+                    np.concatenate([s.targets[k]["log_g"] for k in ("train", "val", "test")])))
+    assert sorted(fake.values()) == sorted(real.values()) and fake != real
+    assert not np.array_equal(np.concatenate(shuffled_labels(s, 1)), np.concatenate(shuffled_labels(s, 0)))
+
+
+def test_the_nonlinear_probe_finds_a_leak_the_ridge_misses():
+    from snrmoe_lib.analyses.q2_fit import fit_targets, probe_targets
+    s = synthetic_sample(n=(600, 200, 300))
+    rng = np.random.default_rng(3)
+    # a two-feature 'representation' x with log g = 1 + 4 x² (x of random sign) and a noise feature:
+    # corr(x, log g) = 0, so invisible to a linear model, plainly visible to trees
+    F = []
+    for k in ("train", "val", "test"):
+        y = s.targets[k]["log_g"]
+        x = rng.choice([-1.0, 1.0], len(y)) * np.sqrt((y - 1.0) / 4.0)
+        F.append(np.column_stack([x, rng.standard_normal(len(y))]))
+    sc, model = fit_targets(*F, s, None, _params())
+    nl = probe_targets(*F, s, None, _params(), model)
+    assert sc["log_g"]["r2"] < 0.05
+    assert nl["log_g"]["r2"] > 0.5 and nl["log_g"]["n_iter"] > 10
+    # on pure noise features, the early-stopped probe stays near zero
+    noise = [rng.standard_normal((len(f), 2)) for f in F]
+    sc0, m0 = fit_targets(*noise, s, None, _params())
+    assert probe_targets(*noise, s, None, _params(), m0)["log_g"]["r2"] < 0.05
+
+
+def test_gate1_audits_teff_and_metallicity_and_the_probe(audit):
+    sample, a = audit
+    s = synthetic_sample(n=(200, 60, 100))
+    for k in ("train", "val", "test"):
+        # T_eff planted in the scale (hence in S4), [M/H] independent of σ
+        s.targets[k]["T_eff"] = 5000 + 500 * (np.linalg.norm(s.__dict__[k].sigma, axis=1) - 2)
+        s.targets[k]["M_H"] = np.random.default_rng(len(k)).uniform(-2, 0.5, len(s.targets[k]["log_g"]))
+    au = L.run_audit(s, _params(representations=["S2", "S4"]))
+    t = au.table.set_index("representation")
+    assert t.loc["S4", "r2_teff"] > 0.5 and t.loc["S4", "verdict_val"] == "FAIL"
+    assert abs(t.loc["S4", "r2_mh"]) < 0.1 and np.isfinite(t.loc["S4", "nl_r2_logg"])
+    vs = L.gate1_verdicts(au.table, "S4", _params())
+    assert [v["metric"] for v in vs] == ["r2_logg[S4]", "r2_logg_nonlinear[S4]", "r2_teff[S4]",
+                                         "r2_teff_nonlinear[S4]", "r2_mh[S4]", "r2_mh_nonlinear[S4]", "r2_snr[S4]"]
+    assert {v["metric"]: v["verdict"] for v in vs}["r2_teff[S4]"] == "FAIL"

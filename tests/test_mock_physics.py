@@ -96,6 +96,22 @@ def test_determinism_across_chunks_and_batches():
     assert not np.array_equal(est, other)
 
 
+def test_estimated_errors_share_the_noise_of_the_noisy_flux():
+    # σ̂ is the error of the realisation flux + z·σ with z the protocol's own draw at the same seed:
+    # where the counts fluctuated up (z > 0) the estimated variance is larger, pixel by pixel
+    from snrmoe_lib.data.noise import row_normals
+    df = stars(T_eff=np.linspace(3800, 6000, 5), log_g=np.linspace(1, 5, 5), mag=np.full(5, 20.5))
+    rows = np.arange(40, 45)
+    m = CalibratedMock(batch_size=250)
+    est = m.observe(df, rows, seed=5, error_mode="estimated").error.astype(np.float64)
+    cln = m.observe(df, rows, seed=5, error_mode="clean").error.astype(np.float64)
+    z = row_normals(rows, est.shape[1], 5).astype(np.float64)
+    rel = (est ** 2 / cln ** 2 - 1).ravel()
+    assert np.corrcoef(rel, z.ravel())[0, 1] > 0.5
+    z_other = row_normals(rows, est.shape[1], 6).astype(np.float64)
+    assert abs(np.corrcoef(rel, z_other.ravel())[0, 1]) < 0.05
+
+
 def test_determinism_across_workers(tmp_path):
     kw = dict(n=10, seed=3, model="calibrated", error_mode="estimated")
     a = simulate(MockSpec(chunk_size=10, workers=1, **kw), tmp_path / "a.h5", progress=False)[0]

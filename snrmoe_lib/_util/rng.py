@@ -54,8 +54,6 @@ STREAMS: dict[str, Stream] = _streams(
     Stream("noise.flux", ("seed", "row"), "the protocol's N(0, 1) per pixel, one stream per (seed, row)"),
     Stream("mock.stellar", ("seed", 0), "the mock's stellar labels (beta distributions)"),
     Stream("mock.conditions", ("seed", 1), "the mock's observing conditions"),
-    Stream("mock.simple.variance", ("seed", "row", 1), "simple mock: noise of the estimated variance"),
-    Stream("mock.calibrated.variance", ("seed", "row", 7), "calibrated mock: noise of the estimated variance"),
     Stream("mock.line_list", ("seed",), "the mock's weak-line forest (a fixed seed in the instrument file)"),
     Stream("mock.sky", ("seed",), "the mock's OH forest and sky bands (fixed seeds in the instrument file)"),
     # features / models
@@ -73,6 +71,7 @@ STREAMS: dict[str, Stream] = _streams(
     Stream("fisher.bin_stars", ("seed", 1), "K1: the test stars of the per-bin ceiling"),
     # evaluation / reporting
     Stream("bootstrap.stars", ("seed",), "bootstrap resamples of test stars (shared by every model of a run: paired)"),
+    Stream("bootstrap.seeds", ("seed", 9001, 9002), "two-level bootstrap: the seeds (training realisations) each draw averages"),
     Stream("plots.jitter", ("seed",), "the subsample of points a scatter plot shows"),
 )
 
@@ -89,12 +88,6 @@ KNOWN_SHARED: dict[frozenset, str] = {
         (("noise.flux", "mock.conditions"), "legacy salt (seed, 1) = noise of row 1 (different dataset seeds in practice)"),
         (("noise.flux", "fisher.bin_stars"), "legacy salt (seed, 1) = noise of row 1 (fisher.seed vs noise seeds)"),
         (("noise.flux", "audit.pixel_order"), "legacy salt (seed, 303) = noise of row 303"),
-        # three-slot layouts: salt 101/202 in the middle meets a row of 101/202 with a salt 1 or 7 at the
-        # end (the mock's variance noise uses the dataset seed, the audit the run seed)
-        (("audit.label_shuffle", "mock.simple.variance"), "legacy: (seed, 101, k=1) = variance noise of row 101"),
-        (("audit.label_shuffle", "mock.calibrated.variance"), "legacy: (seed, 101, k=7) = variance noise of row 101"),
-        (("audit.pixel_shuffle", "mock.simple.variance"), "legacy: (seed, 202, row 1) = variance noise of row 202"),
-        (("audit.pixel_shuffle", "mock.calibrated.variance"), "legacy: (seed, 202, row 7) = variance noise of row 202"),
         (("mock.conditions", "fisher.bin_stars"), "legacy salt (seed, 1) in both (a dataset seed vs fisher.seed)"),
         # one-slot layouts: a bare seed; the seeds come from different parameters (split.seed, the
         # bootstrap seed, fisher.seed, fixed seeds in the instrument file) but can be equal

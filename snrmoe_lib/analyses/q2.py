@@ -33,7 +33,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from snrmoe_lib.analyses.q2_audit import Audit, run_audit
+from snrmoe_lib.analyses.q2_audit import SHORT, Audit, conjunction, leak_limits, run_audit
+from snrmoe_lib.analyses.q2_controls import chosen_guard
+from snrmoe_lib.analyses.q2_fit import representation_features
 from snrmoe_lib.analyses.q2_diagnostics import Decomposition, decompose_errors, importance_table, nearest_feature
 from snrmoe_lib.analyses.q2_sample import AuditSample, AuditWarning, audit_sizes, load_audit_sample
 from snrmoe_lib.config import Params
@@ -52,6 +54,7 @@ __all__ = [
     "choose_representation",
     "chosen_representation",
     "gate1_verdicts",
+    "guard_chosen",
     "q2_verdicts",
     "check_invariants",
     "nearest_feature",
@@ -72,14 +75,14 @@ __all__ = [
 
 
 def choose_representation(table: pd.DataFrame, chosen: str = "auto", by: str = "interval") -> tuple[str, str]:
-    """The representation ``quality_features`` will use, and why.
+    """The representation ``quality_features`` will use, and why — read from the VALIDATION block only.
 
-    ``chosen='auto'``: among the passing rows, the best SNR R² (ties: fewer features). With
-    ``by='interval'`` a row passes only when its whole bootstrap interval does (log g upper bound
-    below the limit, SNR lower bound above the minimum), so that a borderline representation is
-    not chosen on a lucky draw; ``by='point'`` uses the point values. With no passing row, the one
-    with the lowest log g R² is named (and Gate-1 then fails with its numbers). An explicit name
-    is used as given (it must be in the table).
+    ``chosen='auto'``: among the rows that pass Gate-1 on the validation block (``verdict_val``:
+    every audited label's whole bootstrap interval below its limit, Ridge and non-linear probe, and
+    the SNR's above its minimum; ``by='point'``: ``verdict_val_point``, the point values), the best
+    validation SNR R² (ties: fewer features). With no passing row, the one with the lowest
+    validation log g R² is named (and Gate-1 then fails or stays inconclusive with its test
+    numbers). An explicit name is used as given (it must be in the table). No test score is read.
     """
     if chosen != "auto":
         if chosen not in set(table["representation"]):
@@ -88,14 +91,14 @@ def choose_representation(table: pd.DataFrame, chosen: str = "auto", by: str = "
         return chosen, "set in the parameters (quality.chosen)"
     if by not in ("interval", "point"):
         raise ValueError(f"by must be 'interval' or 'point', got {by!r}")
-    col = "verdict_interval" if by == "interval" else "verdict"
+    col = "verdict_val" if by == "interval" else "verdict_val_point"
     ok = table[table[col] == "PASS"]
     if len(ok):
-        best = ok.sort_values(["r2_snr", "n_features"], ascending=[False, True]).iloc[0]
+        best = ok.sort_values(["r2_snr_val", "n_features"], ascending=[False, True]).iloc[0]
         how = "whose whole 95 % interval passes" if by == "interval" else "passing on point values"
-        return str(best["representation"]), f"best SNR R² among the representations {how}"
-    best = table.sort_values(["r2_logg", "n_features"]).iloc[0]
-    return str(best["representation"]), "no representation passes; the one leaking least is named"
+        return str(best["representation"]), f"best validation SNR R² among the representations {how} on validation"
+    best = table.sort_values(["r2_logg_val", "n_features"]).iloc[0]
+    return str(best["representation"]), "no representation passes on validation; the one leaking least there is named"
 
 
 def chosen_representation(results_root: str | Path, config: str | None = None,
@@ -145,29 +148,49 @@ def chosen_representation(results_root: str | Path, config: str | None = None,
 
 
 def gate1_verdicts(table: pd.DataFrame, chosen: str, params: Params, label: str = "clean") -> list[dict]:
-    """The two Gate-1 verdict records (log g R² < max, SNR R² > min) for ``chosen``."""
+    """The Gate-1 verdict records for ``chosen`` on the test block: each audited label's R² below
+    its limit (Ridge, then the non-linear probe where it ran), and the SNR R² above its minimum."""
     th = params.thresholds
     r = table.set_index("representation").loc[chosen]
     suffix = "" if label == "clean" else f" ({label} errors)"
-    return [
-        verdict("Gate-1" + suffix, "Q2", f"r2_logg[{chosen}]", r["r2_logg"], "<", th.gate1_logg_r2_max,
-                (r["r2_logg_lo"], r["r2_logg_hi"])),
-        verdict("Gate-1" + suffix, "Q2", f"r2_snr[{chosen}]", r["r2_snr"], ">", th.gate1_snr_r2_min,
-                (r["r2_snr_lo"], r["r2_snr_hi"])),
-    ]
+    out = []
+    for target, limit in leak_limits(th).items():
+        for pre, probe in (("", ""), ("nl_", "_nonlinear")):
+            col = f"{pre}r2_{SHORT[target]}"
+            if col not in r.index or (pre and not np.isfinite(r[col])):
+                continue
+            out.append(verdict("Gate-1" + suffix, "Q2", f"r2_{SHORT[target]}{probe}[{chosen}]", r[col], "<", limit,
+                               (r[f"{col}_lo"], r[f"{col}_hi"])))
+    out.append(verdict("Gate-1" + suffix, "Q2", f"r2_snr[{chosen}]", r["r2_snr"], ">", th.gate1_snr_r2_min,
+                       (r["r2_snr_lo"], r["r2_snr_hi"])))
+    return out
 
 
 def guard_r2(audit: Audit) -> float:
-    """The label-shuffle guard: the largest |R²| over the shuffle seeds."""
+    """The label-shuffle guard on the raw σ: the largest |R²| over the shuffle seeds."""
     c = audit.controls
     return float(c.loc[c["control"].str.startswith("label shuffle"), "r2_logg"].abs().max())
 
 
-def q2_verdicts(audits: dict[str, Audit], chosen: str, params: Params) -> list[dict]:
-    """Every verdict of the notebook: Gate-1 per error mode, then the label-shuffle guard per mode."""
+def guard_chosen(samples: dict[str, AuditSample], chosen: str, params: Params) -> dict[str, pd.DataFrame]:
+    """The label-shuffle guard on the chosen representation, per error mode (Ridge and non-linear probe)."""
+    return {k: chosen_guard(s, params, representation_features(chosen, s, params)) for k, s in samples.items()}
+
+
+def q2_verdicts(audits: dict[str, Audit], chosen: str, params: Params,
+                guards: dict[str, pd.DataFrame] | None = None) -> list[dict]:
+    """Every verdict of the notebook: Gate-1 per error mode, then the label-shuffle guards per mode
+    (raw σ: the largest |R²|; and, with ``guards``, the chosen representation under the Ridge and the
+    non-linear probe: the largest R² over the seeds, decided on its interval)."""
+    lim = params.quality.guard_max_abs_r2
     out = [v for k, a in audits.items() for v in gate1_verdicts(a.table, chosen, params, label=k)]
-    out += [verdict("guard", "Q2", f"{k}/label_shuffle_max_abs_r2", guard_r2(a), "<",
-                    params.quality.guard_max_abs_r2) for k, a in audits.items()]
+    out += [verdict("guard", "Q2", f"{k}/label_shuffle_max_abs_r2", guard_r2(a), "<", lim) for k, a in audits.items()]
+    for k, g in (guards or {}).items():
+        for probe, rows in g.groupby("probe", sort=False):
+            # a leak shows as a positive R² on fake labels; a negative one is noise fitted and lost
+            worst = rows.loc[rows["r2_logg"].idxmax()]
+            out.append(verdict("guard", "Q2", f"{k}/label_shuffle_max_r2[{chosen}, {probe}]", worst["r2_logg"], "<",
+                               lim, (worst["r2_logg_lo"], worst["r2_logg_hi"])))
     return out
 
 
@@ -177,8 +200,13 @@ def check_invariants(audits: dict[str, Audit], chosen: str, verdicts: list[dict]
 
     The audit cannot leak by itself (label-shuffle guard below ``quality.guard_max_abs_r2``); pixel
     order is irrelevant to a linear model (the fixed permutation changes log g R² by less than
-    ``permutation_tol``); the chosen representation passes, or a Gate-1 verdict says FAIL.
+    ``permutation_tol``); no label-shuffle guard verdict fails (also on the chosen representation);
+    the chosen representation's test-interval verdict in the table agrees with its Gate-1 verdicts.
     """
+    failed = [v["metric"] for v in verdicts if v["gate"] == "guard" and v["verdict"] == "FAIL"]
+    if failed:
+        raise RuntimeError(f"label-shuffle guard(s) {failed} reach |R²| >= {params.quality.guard_max_abs_r2}: "
+                           "the audit leaks by itself")
     for k, a in audits.items():
         g = guard_r2(a)
         if not g < params.quality.guard_max_abs_r2:
@@ -189,9 +217,10 @@ def check_invariants(audits: dict[str, Audit], chosen: str, verdicts: list[dict]
         if not d < permutation_tol:
             raise RuntimeError(f"{k}: a fixed pixel permutation changed the raw-σ log g R² by {d:.3g}")
     row = audits["clean"].table.set_index("representation").loc[chosen]
-    gate1 = [v for v in verdicts if v["gate"] == "Gate-1"]
-    if not (row["verdict"] == "PASS" or any(v["verdict"] == "FAIL" for v in gate1)):
-        raise RuntimeError(f"the table says {chosen} is {row['verdict']} but no Gate-1 verdict fails")
+    gate1 = [v["verdict"] for v in verdicts if v["gate"] == "Gate-1"]
+    if row["verdict_interval"] != conjunction(gate1):
+        raise RuntimeError(f"the table says {chosen} is {row['verdict_interval']} on test but the Gate-1 "
+                           f"verdicts say {gate1}")
 
 
 # ------------------------------------------------------------------------------------------
@@ -231,21 +260,28 @@ def _iv(v: float, lo: float, hi: float) -> str:
     return f"{v:.3f} [{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) else f"{v:.3f}"
 
 
+def _cell(row: pd.Series, col: str) -> str:
+    if col not in row.index or not np.isfinite(row[col]):
+        return "—"
+    return _iv(row[col], row[f"{col}_lo"], row[f"{col}_hi"])
+
+
 def audit_table(table: pd.DataFrame) -> pd.DataFrame:
-    """The results table as shown in the report: representation, n_features, R² log g, R² SNR
-    (each with its 95 % bootstrap interval), the chosen α and the verdicts (point values, and
-    interval ends: log g upper bound and SNR lower bound)."""
-    return pd.DataFrame({
-        "representation": table["representation"],
-        "n_features": table["n_features"],
-        "R² log g [95 %]": [_iv(*r) for r in table[["r2_logg", "r2_logg_lo", "r2_logg_hi"]].to_numpy()],
-        "R² SNR [95 %]": [_iv(*r) for r in table[["r2_snr", "r2_snr_lo", "r2_snr_hi"]].to_numpy()],
-        "R² log g (OLS)": table["r2_logg_ols"].round(3),
-        "α log g": table["alpha_logg"],
-        "α SNR": table["alpha_snr"],
-        "verdict": table["verdict"],
-        "interval verdict": table["verdict_interval"],
-    })
+    """The results table as shown in the report: per representation, the test R² of log g, T_eff and
+    [M/H] from the Ridge and from the non-linear probe ("—" where it did not run), of the SNR, each
+    with its 95 % bootstrap interval; the validation verdict (what the choice reads) and the test
+    verdicts (interval, and point values)."""
+    out = {"representation": table["representation"], "n_features": table["n_features"]}
+    for target, name in (("logg", "log g"), ("teff", "T_eff"), ("mh", "[M/H]")):
+        if f"r2_{target}" in table:
+            out[f"R² {name} Ridge"] = [_cell(r, f"r2_{target}") for _, r in table.iterrows()]
+            out[f"R² {name} non-linear"] = [_cell(r, f"nl_r2_{target}") for _, r in table.iterrows()]
+    out["R² SNR [95 %]"] = [_cell(r, "r2_snr") for _, r in table.iterrows()]
+    out["α log g"] = table["alpha_logg"]
+    out["validation verdict"] = table["verdict_val"]
+    out["test verdict"] = table["verdict_interval"]
+    out["test verdict (point)"] = table["verdict"]
+    return pd.DataFrame(out)
 
 
 def decomposition_summary(decompositions: dict[str, Decomposition]) -> str:
@@ -266,10 +302,14 @@ def _mode_metrics(mode: str, a: Audit, d: Decomposition | None) -> dict:
     metrics: dict = {}
     for _, r in a.table.iterrows():
         rep = r["representation"]
-        metrics[f"{mode}/r2_logg[{rep}]"] = metric(r["r2_logg"], (r["r2_logg_lo"], r["r2_logg_hi"]),
-                                                  alpha=r["alpha_logg"], r2_ols=r["r2_logg_ols"])
-        metrics[f"{mode}/r2_snr[{rep}]"] = metric(r["r2_snr"], (r["r2_snr_lo"], r["r2_snr_hi"]),
-                                                 alpha=r["alpha_snr"])
+        for short in SHORT.values():
+            for pre, probe in (("", ""), ("nl_", "_nonlinear")):
+                col = f"{pre}r2_{short}"
+                if col in r.index and np.isfinite(r[col]):
+                    extra = {"alpha": r["alpha_logg"], "r2_ols": r["r2_logg_ols"]} if col == "r2_logg" else {}
+                    metrics[f"{mode}/r2_{short}{probe}[{rep}]"] = metric(
+                        r[col], (r[f"{col}_lo"], r[f"{col}_hi"]), validation=r[f"{col}_val"],
+                        validation_interval=[r[f"{col}_val_lo"], r[f"{col}_val_hi"]], **extra)
     for _, r in a.controls.iterrows():
         iv = (r["r2_logg_lo"], r["r2_logg_hi"]) if np.isfinite(r["r2_logg_lo"]) else None
         metrics[f"{mode}/control/{r['control']}"] = metric(r["r2_logg"], iv)
@@ -293,10 +333,12 @@ def _mode_extra(mode: str, a: Audit, d: Decomposition | None) -> dict:
 
 def results_payload(audits: dict[str, Audit], chosen: str, reason: str,
                     decompositions: dict[str, Decomposition], importance_peaks: pd.DataFrame,
-                    params: Params | None = None) -> tuple[dict, dict]:
+                    params: Params | None = None, guards: dict[str, pd.DataFrame] | None = None) -> tuple[dict, dict]:
     """``(metrics, extra)`` for :func:`snrmoe_lib.evaluation.records.write_results`.
 
-    Metric names: ``<mode>/r2_logg[<rep>]``, ``<mode>/r2_snr[<rep>]``, ``<mode>/guard_max_abs_r2``,
+    Metric names: ``<mode>/r2_<label>[<rep>]`` (label: logg, snr, teff, mh; Ridge, with the
+    validation score beside the test one), ``<mode>/r2_<label>_nonlinear[<rep>]`` (the non-linear
+    probe), ``<mode>/guard_max_abs_r2``,
     ``<mode>/control/<control>``, ``<mode>/decomposition/...``; the chosen representation, the
     tables and the importance peaks go to ``extra`` (with ``params``, also the path of the
     ``estimated``-mode mock, or ``None`` when that audit did not run).
@@ -307,6 +349,8 @@ def results_payload(audits: dict[str, Audit], chosen: str, reason: str,
         metrics.update(_mode_metrics(mode, a, decompositions.get(mode)))
         extra.update(_mode_extra(mode, a, decompositions.get(mode)))
     extra["importance_peaks"] = importance_peaks.to_dict(orient="records")
+    for mode, g in (guards or {}).items():
+        extra[f"{mode}_chosen_guard"] = g.to_dict(orient="records")
     if params is not None:
         extra["estimated_dataset"] = str(estimated_path(params)) if "estimated" in audits else None
     return metrics, extra

@@ -4,7 +4,9 @@
   order, so the leakage must survive it;
 * a per-spectrum shuffle, which destroys the alignment with spectral features;
 * the mask alone, and the aggregate statistics alone (S3b);
-* a label shuffle per seed, which must give R² ≈ 0 (a guard that the audit cannot leak by itself).
+* a label shuffle per seed, which must give R² ≈ 0 (a guard that the audit cannot leak by itself):
+  one fixed row → fake-label mapping across the blocks, on the raw σ here and on the chosen
+  representation (:func:`chosen_guard`, Ridge and the non-linear probe).
 """
 from __future__ import annotations
 
@@ -12,21 +14,39 @@ import numpy as np
 import pandas as pd
 
 from snrmoe_lib._util.rng import rng as _rng
-from snrmoe_lib.analyses.q2_fit import SPLITS, fit_targets, representation_features
+from snrmoe_lib.analyses.q2_fit import SPLITS, fit_targets, probe_targets, representation_features
 from snrmoe_lib.analyses.q2_sample import AuditSample
 from snrmoe_lib.config import Params
 from snrmoe_lib.evaluation.metrics import bootstrap_interval, r2
 
-__all__ = ["shuffled_labels", "audit_controls"]
+__all__ = ["shuffled_labels", "chosen_guard", "audit_controls"]
 
 
 def shuffled_labels(sample: AuditSample, seed: int) -> tuple:
-    """log g of the train, val and test blocks, each randomly permuted (the label-shuffle guard)."""
-    out = []
-    for k, split in enumerate(SPLITS):
-        y = sample.targets[split]["log_g"]
-        out.append(_rng("audit.label_shuffle", int(seed), k).permutation(y))
-    return tuple(out)
+    """Fake log g for the train, val and test blocks from ONE fixed row → fake-label mapping.
+
+    The audit's rows of all three blocks are pooled in row order and their labels permuted once
+    (keyed by ``seed``): every row keeps the same fake label whichever block it sits in, so the
+    guard cannot pass merely because each block was shuffled on its own.
+    """
+    rows = np.concatenate([sample.rows[s] for s in SPLITS])
+    y = np.concatenate([sample.targets[s]["log_g"] for s in SPLITS])
+    order = np.argsort(rows, kind="stable")          # the mapping depends on row numbers, not on blocks
+    fake = np.empty_like(y)
+    fake[order] = y[order][_rng("audit.label_shuffle", int(seed), 0).permutation(len(y))]
+    cuts = np.cumsum([len(sample.rows[s]) for s in SPLITS])[:-1]
+    return tuple(np.split(fake, cuts))
+
+
+def chosen_guard(sample: AuditSample, params: Params, features: list) -> pd.DataFrame:
+    """The label-shuffle guard on the chosen representation's ``features`` (train, val, test): the
+    Ridge and the non-linear probe against the fake labels of every seed; |R²| must stay ≈ 0."""
+    shuffles = {f"shuffle_{s}": shuffled_labels(sample, s) for s in params.seeds}
+    ridge, model = fit_targets(*features, sample, shuffles, params)
+    probe = probe_targets(*features, sample, shuffles, params, model)
+    return pd.DataFrame([{"probe": name, "seed": s, "r2_logg": sc[f"shuffle_{s}"]["r2"],
+                          "r2_logg_lo": sc[f"shuffle_{s}"]["lo"], "r2_logg_hi": sc[f"shuffle_{s}"]["hi"]}
+                         for name, sc in (("Ridge", ridge), ("non-linear probe", probe)) for s in params.seeds])
 
 
 def _per_spectrum_shuffle(sigma: np.ndarray, rows: np.ndarray, seed: int) -> np.ndarray:

@@ -10,11 +10,15 @@ import pandas as pd
 from snrmoe_lib._util.rng import rng as _rng
 from snrmoe_lib.config import Params
 from snrmoe_lib.data.io import PfsDataset, split_rows
+from snrmoe_lib.data.noise import VarianceModel, add_noise_estimated
 from snrmoe_lib.data.noise import snr as snr_values
 from snrmoe_lib.features.quality import QualityInput, quality_input
 from snrmoe_lib.models.ridge import MethodChangeWarning
 
-__all__ = ["AuditWarning", "AuditSample", "audit_sizes", "load_audit_sample"]
+__all__ = ["AuditWarning", "AuditSample", "LEAK_LABELS", "audit_sizes", "load_audit_sample", "estimated_sample"]
+
+#: Stellar labels audited besides log g (when the dataset's parameter table has them).
+LEAK_LABELS = ("T_eff", "M_H")
 
 #: The audit changed its method because of the data (e.g. fewer spectra than features). The same
 #: class as the α-path fitter's warning, so one filter silences both.
@@ -29,7 +33,7 @@ class AuditSample:
     train: QualityInput
     val: QualityInput
     test: QualityInput
-    targets: dict[str, dict[str, np.ndarray]]  # split → {"log_g": …, "snr": …}
+    targets: dict[str, dict[str, np.ndarray]]  # split → {"log_g": …, "snr": …, "T_eff": …, "M_H": …}
     wave: np.ndarray
     rows: dict[str, np.ndarray]
     path: str = ""
@@ -78,7 +82,8 @@ def load_audit_sample(ds: PfsDataset, params: Params, label: str = "clean",
     With ``use_configured_split`` the rows are a seeded subsample of the configured train/val/test
     split (so the audit never tests on rows other notebooks train on); otherwise (a separate
     dataset such as the ``estimated`` mock) the dataset is split afresh with the audit sizes.
-    Targets: log g and the SNR (``snr_bins.definition``) from σ = error · ``noise.noise_level``.
+    Targets: log g and the SNR (``snr_bins.definition``) from σ = error · ``noise.noise_level``, and
+    :data:`LEAK_LABELS` (T_eff, [M/H]) where the parameter table has them.
     """
     n_tr, n_va, n_te = audit_sizes(params)
     seed = params.split.seed
@@ -103,5 +108,28 @@ def load_audit_sample(ds: PfsDataset, params: Params, label: str = "clean",
         rows[k] = got
         targets[k] = {"log_g": table["log_g"].to_numpy(np.float64),
                       "snr": snr_values(flux, err, level, params.snr_bins.definition, mask)}
+        # the other labels a gate must not encode (a gate reading T_eff would be a physical router)
+        targets[k].update({c: table[c].to_numpy(np.float64) for c in LEAK_LABELS if c in table})
     return AuditSample(label, blocks["train"], blocks["val"], blocks["test"], targets, ds.wave.copy(), rows,
                        path=str(ds.path), snr_definition=params.snr_bins.definition)
+
+
+def estimated_sample(sample: AuditSample, params: Params, seed: int | None = None) -> AuditSample:
+    """The audit sample with σ replaced by σ̂, the error a pipeline would estimate from the noisy flux
+    of noise seed ``seed`` (default: the run's first), through the variance model σ² = background +
+    gain · flux (:class:`~snrmoe_lib.data.noise.VarianceModel`, fitted on the training block's clean
+    errors). Targets stay the true ones (the SNR from the clean σ). Label ``'estimated (model)'``.
+    """
+    seed = params.seeds[0] if seed is None else int(seed)
+    level = params.noise.noise_level
+    tr = sample.train
+    vm = VarianceModel().fit(tr.flux, tr.sigma / level)
+    blocks = {}
+    for k in ("train", "val", "test"):
+        q = getattr(sample, k)
+        err = (q.sigma / level).astype(np.float32)
+        _, sh = add_noise_estimated(q.flux.astype(np.float32), err, level, sample.rows[k], seed,
+                                    vm.gain(q.flux, err))
+        blocks[k] = quality_input(sh, 1.0, flux=q.flux, mask=q.mask)
+    return AuditSample("estimated (model)", blocks["train"], blocks["val"], blocks["test"], sample.targets,
+                       sample.wave, sample.rows, path=sample.path, snr_definition=sample.snr_definition)

@@ -20,6 +20,10 @@ __all__ = [
     "assign_bins",
     "bin_labels",
     "SNR_DEFINITIONS",
+    "VarianceModel",
+    "estimated_sigma",
+    "add_noise_estimated",
+    "fit_variance_model",
 ]
 
 SNR_DEFINITIONS = ("l2", "pixel")
@@ -145,3 +149,109 @@ def bin_labels(edges: Sequence[float], labels: Sequence[str] | None = None, unit
             rng = f"({edges[i - 1]:g}–{edges[i]:g}]"
         out.append(f"{lab} {rng}{unit}")
     return out
+
+
+# ------------------------------------------------------------------ estimated errors (error_mode: estimated)
+#
+# A reduction pipeline does not know the expected error: it estimates σ̂ from the counts it observed,
+# the same noisy counts that make the noisy flux. With the per-pixel variance model
+#
+#     σ² = background + gain · flux            (photon noise of the object is the gain term)
+#
+# the estimate from a noisy realisation is σ̂² = background + gain · noisy = σ² + gain · (noisy − flux),
+# i.e. σ̂² = σ² + gain · z · σ with the SAME standard normal z that made the noisy flux. The gain is
+# the one unknown: :class:`VarianceModel` fits it on the training set's clean errors (the assumption:
+# background and gain are smooth per-pixel templates times one scale per spectrum, as for sky +
+# detector noise and the object's photon noise of a spectrum observed at one exposure and airmass).
+
+
+def _two_term_scales(e2: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-row least squares of ``e2 ≈ s0·a + s1·b`` in relative units (weights 1/e2): (n, 2)."""
+    w = 1.0 / np.maximum(e2, 1e-30)
+    A = np.stack([a * w, b * w], axis=-1)            # (n, p, 2)
+    G = np.einsum("npi,npj->nij", A, A)
+    r = np.einsum("npi,np->ni", A, e2 * w)
+    return np.linalg.solve(G + 1e-12 * np.eye(2), r[..., None])[..., 0]
+
+
+class VarianceModel:
+    """σ² = background + gain · flux per pixel, as ``s_b · β_j + s_g · γ_j · flux_j`` for one spectrum.
+
+    ``β`` (background) and ``γ`` (gain) are per-pixel templates fitted on training spectra's clean
+    errors by alternating least squares; ``s_b, s_g`` are one spectrum's scales, fitted on its own
+    clean error (what the observation's exposure, sky and brightness set). :meth:`gain` gives the
+    per-pixel gain ``s_g · γ`` of each spectrum, clipped so that the photon term stays within [0, σ²].
+
+    Parameters
+    ----------
+    n_iter : int
+        Alternating least-squares rounds.
+    """
+
+    def __init__(self, n_iter: int = 8):
+        self.n_iter = n_iter
+
+    def fit(self, flux: np.ndarray, error: np.ndarray) -> "VarianceModel":
+        flux = np.asarray(flux, np.float64)
+        e2 = np.asarray(error, np.float64) ** 2
+        if flux.shape != e2.shape or flux.ndim != 2 or len(flux) < 3:
+            raise ValueError(f"need (n ≥ 3, n_pix) flux and error of one shape, got {flux.shape} and {e2.shape}")
+        f = np.clip(flux, 0.0, None)
+        beta = np.median(e2 / np.median(e2, axis=1, keepdims=True), axis=0)
+        gamma = np.ones(flux.shape[1])
+        for _ in range(self.n_iter):
+            s = np.clip(_two_term_scales(e2, np.broadcast_to(beta, e2.shape), gamma * f), 0.0, None)
+            t = _two_term_scales(e2.T, np.broadcast_to(s[:, 0], e2.T.shape), s[:, 1] * f.T)  # per pixel
+            beta, gamma = np.clip(t[:, 0], 1e-30, None), np.clip(t[:, 1], 0.0, None)
+        self.background_, self.gain_ = beta, gamma
+        resid = (np.clip(s[:, :1] * beta + s[:, 1:] * gamma * f, 1e-30, None) - e2) / e2
+        self.rel_rms_ = float(np.sqrt(np.mean(resid ** 2)))  # how well the model reproduces σ² (relative)
+        return self
+
+    def gain(self, flux: np.ndarray, error: np.ndarray) -> np.ndarray:
+        """Per-pixel gain of each spectrum (n, n_pix): its photon term is ``gain · flux`` (≤ σ²)."""
+        if not hasattr(self, "gain_"):
+            raise RuntimeError("VarianceModel is not fitted; call fit(flux, error) on training spectra first")
+        flux = np.asarray(flux, np.float64)
+        e2 = np.asarray(error, np.float64) ** 2
+        s = np.clip(_two_term_scales(e2, np.broadcast_to(self.background_, e2.shape),
+                                     self.gain_ * np.clip(flux, 0.0, None)), 0.0, None)
+        g = s[:, 1:] * self.gain_
+        # the photon term cannot exceed the whole variance
+        return np.minimum(g, np.where(flux > 0, e2 / np.maximum(flux, 1e-30), 0.0))
+
+
+def estimated_sigma(error: np.ndarray, gain: np.ndarray, z: np.ndarray, noise_level: float,
+                    floor: float = 0.05) -> np.ndarray:
+    """σ̂ = noise_level · sqrt(max(error² + gain · z · error, floor² · error²)).
+
+    ``z`` is the standard normal of the noisy flux (:func:`row_normals`), so σ̂ comes from the same
+    realisation; ``floor`` keeps σ̂ positive where a strong downward fluctuation of a photon-noise
+    dominated pixel would make the estimate negative (a pipeline clips there too).
+    """
+    e = np.asarray(error, np.float64)
+    var = e * e + gain * z * e
+    return (effective_sigma(np.sqrt(np.maximum(var, (floor * e) ** 2)), noise_level)).astype(np.float32)
+
+
+def add_noise_estimated(flux: np.ndarray, error: np.ndarray, noise_level: float, rows: np.ndarray, seed: int,
+                        gain: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(noisy, σ̂)`` from ONE draw: the noisy flux of :func:`add_noise` (identical numbers) and the
+    error a pipeline would estimate from it (:func:`estimated_sigma`)."""
+    if flux.shape != error.shape or gain.shape != flux.shape:
+        raise ValueError(f"flux {flux.shape}, error {error.shape} and gain {gain.shape} differ in shape")
+    z = row_normals(rows, flux.shape[1], seed, dtype=flux.dtype)
+    noisy = flux + z * (effective_sigma(error, noise_level) if noise_level != 1 else error)
+    # the estimate at level 1 from the same z, scaled by the level (σ = error · noise_level)
+    return noisy.astype(flux.dtype, copy=False), estimated_sigma(error, gain, z, noise_level)
+
+
+def fit_variance_model(ds, train_rows: np.ndarray, n: int = 2000, n_iter: int = 8) -> VarianceModel:
+    """A :class:`VarianceModel` fitted on the clean errors of ``n`` training rows of ``ds``, taken
+    evenly spaced through ``train_rows`` (deterministic: no random draw; never a test row)."""
+    rows = np.unique(np.asarray(train_rows, dtype=np.int64))
+    if len(rows) < 3:
+        raise ValueError(f"need at least 3 training rows to fit the variance model, got {len(rows)}")
+    pick = rows[np.unique(np.linspace(0, len(rows) - 1, min(int(n), len(rows))).astype(np.int64))]
+    ch = ds.read(pick)
+    return VarianceModel(n_iter=n_iter).fit(ch.flux, ch.error)

@@ -18,7 +18,7 @@ from typing import Callable, Iterator, Mapping
 import numpy as np
 
 from snrmoe_lib.data.io import Chunk
-from snrmoe_lib.data.noise import add_noise
+from snrmoe_lib.data.noise import VarianceModel, add_noise, add_noise_estimated
 from snrmoe_lib._util.threads import ordered_map
 
 __all__ = ["NoisyChunk", "split_pass", "target_values"]
@@ -39,13 +39,16 @@ class NoisyChunk:
         The target column (None when no target was asked for).
     info : dict of ndarray (n,)
         Per-row values from ``split_pass``'s ``annotate`` (for example routing bins).
+    sigma_hat : ndarray (n, n_pix) or None
+        In ``error_mode='estimated'``: the error estimated from the same noisy realisation
+        (:func:`~snrmoe_lib.data.noise.add_noise_estimated`); None in clean mode.
 
     The role's rows of ``chunk`` and ``noisy`` (spectra-sized) are only copied out when first used.
     """
 
     def __init__(self, chunk: Chunk, noisy: np.ndarray, X: np.ndarray, y: np.ndarray | None, info: dict,
-                 index: np.ndarray | None = None):
-        self._chunk, self._noisy, self._index = chunk, noisy, index
+                 index: np.ndarray | None = None, sigma_hat: np.ndarray | None = None):
+        self._chunk, self._noisy, self._index, self._sigma_hat = chunk, noisy, index, sigma_hat
         pick = (lambda a: a) if index is None else (lambda a: a[index])
         self.rows = pick(chunk.rows)
         self.X = pick(X)
@@ -68,6 +71,13 @@ class NoisyChunk:
     def noisy(self) -> np.ndarray:
         return self._noisy if self._index is None else self._noisy[self._index]
 
+    @cached_property
+    def sigma_hat(self) -> np.ndarray | None:
+        """The estimated error of the role's rows (``error_mode='estimated'``), else None."""
+        if self._sigma_hat is None:
+            return None
+        return self._sigma_hat if self._index is None else self._sigma_hat[self._index]
+
 
 def target_values(chunk: Chunk, target: str) -> np.ndarray:
     """The ``target`` column of a chunk's params table as float64 (a clear error when it is missing)."""
@@ -79,7 +89,8 @@ def target_values(chunk: Chunk, target: str) -> np.ndarray:
 def split_pass(ds, roles: Mapping[str, np.ndarray], *, noise_level: float, seed: int, features,
                target: str | None = "log_g", chunk_size: int = 4096, with_mask: bool = False,
                annotate: Callable | None = None, workers: int = 2,
-               progress: bool | str = False) -> Iterator[tuple[str, NoisyChunk]]:
+               progress: bool | str = False, error_mode: str = "clean",
+               variance_model: VarianceModel | None = None) -> Iterator[tuple[str, NoisyChunk]]:
     """Yield ``(role, NoisyChunk)`` for every role present in each chunk, chunks in file order.
 
     Parameters
@@ -106,7 +117,15 @@ def split_pass(ds, roles: Mapping[str, np.ndarray], *, noise_level: float, seed:
         works on this one (0: all in the caller's thread).
     progress : bool or str
         A progress bar over chunks (its label when a string).
+    error_mode : {'clean', 'estimated'}
+        'estimated': each :class:`NoisyChunk` also carries ``sigma_hat``, the error estimated from
+        the same noise draw as ``noisy`` with ``variance_model`` (fitted beforehand on training
+        rows' clean errors); features of the error must then be made from ``sigma_hat``.
     """
+    if error_mode not in ("clean", "estimated"):
+        raise ValueError(f"error_mode must be 'clean' or 'estimated', got {error_mode!r}")
+    if error_mode == "estimated" and variance_model is None:
+        raise ValueError("error_mode='estimated' needs a fitted variance_model (data.noise.VarianceModel)")
     sorted_roles = {name: np.unique(np.asarray(r, dtype=np.int64)) for name, r in roles.items() if len(r)}
     if not sorted_roles:
         raise ValueError("no rows in any role")
@@ -114,10 +133,15 @@ def split_pass(ds, roles: Mapping[str, np.ndarray], *, noise_level: float, seed:
 
     def produce(rows):
         chunk = ds.read(rows, with_mask=with_mask)
-        noisy = add_noise(chunk.flux, chunk.error, noise_level, chunk.rows, seed)
+        sigma_hat = None
+        if error_mode == "estimated":
+            gain = variance_model.gain(chunk.flux, chunk.error)
+            noisy, sigma_hat = add_noise_estimated(chunk.flux, chunk.error, noise_level, chunk.rows, seed, gain)
+        else:
+            noisy = add_noise(chunk.flux, chunk.error, noise_level, chunk.rows, seed)
         X = features.transform(noisy)
         y = None if target is None else target_values(chunk, target)
-        return chunk, noisy, X, y, ({} if annotate is None else annotate(chunk))
+        return chunk, noisy, X, y, ({} if annotate is None else annotate(chunk)), sigma_hat
 
     blocks = [union[s:s + chunk_size] for s in range(0, len(union), chunk_size)]
     if progress:
@@ -125,7 +149,7 @@ def split_pass(ds, roles: Mapping[str, np.ndarray], *, noise_level: float, seed:
 
         blocks = tqdm(blocks, desc=progress if isinstance(progress, str) else "pass", unit="chunk")
     made = ordered_map(produce, blocks, workers=workers) if workers else map(produce, blocks)
-    for chunk, noisy, X, y, info in made:
+    for chunk, noisy, X, y, info, sigma_hat in made:
         if not len(chunk):  # every row of the block dropped as bad
             continue
         for name, rows in sorted_roles.items():
@@ -133,4 +157,5 @@ def split_pass(ds, roles: Mapping[str, np.ndarray], *, noise_level: float, seed:
             inside = (pos < len(rows)) & (rows[np.minimum(pos, len(rows) - 1)] == chunk.rows)
             if not inside.any():
                 continue
-            yield name, NoisyChunk(chunk, noisy, X, y, info, None if inside.all() else np.flatnonzero(inside))
+            yield name, NoisyChunk(chunk, noisy, X, y, info, None if inside.all() else np.flatnonzero(inside),
+                                   sigma_hat)

@@ -1,4 +1,10 @@
-"""Regression metrics, per-bin tables, bootstrap intervals, ΔR² and the retention ratio ρ."""
+"""Regression metrics, per-bin tables, bootstrap intervals, ΔR² and the retention ratio ρ.
+
+Intervals behind verdicts: percentile intervals (:func:`percentile_interval`) over resampled test
+stars — ``runner.n_bootstrap`` draws, ≥ 1,000 in the default configuration — and, for scores
+averaged over the run's seeds, over resampled seeds as well (:func:`seed_resample_mean`), so that
+an interval carries the variability of training and not only of the test sample.
+"""
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -7,8 +13,10 @@ import numpy as np
 import pandas as pd
 from snrmoe_lib._util.rng import rng as _rng
 
-__all__ = ["r2", "mae", "rmse", "bootstrap_interval", "paired_bootstrap", "per_bin_table", "delta_r2", "rho",
-           "seed_summary", "bootstrap_indices", "r2_resampled", "seed_r2", "seed_delta_r2", "per_bin_seed_table"]
+__all__ = ["r2", "mae", "rmse", "percentile_interval", "bootstrap_interval", "paired_bootstrap", "per_bin_table",
+           "delta_r2", "rho", "seed_summary", "bootstrap_indices", "seed_resample_mean", "resample_counts", "r2_counts",
+           "r2_resampled", "seed_r2",
+           "seed_delta_r2", "per_bin_seed_table"]
 
 
 def _check(y_true, y_pred):
@@ -62,23 +70,18 @@ def bootstrap_interval(y_true, y_pred, stat: Callable = r2, n_boot: int = 200, l
                        seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval of ``stat(y_true, y_pred)`` over resampled test spectra."""
     y_true, y_pred = _check(y_true, y_pred)
-    rng = _rng("bootstrap.stars", seed)
-    n = len(y_true)
-    vals = np.array([stat(y_true[i], y_pred[i]) for i in (rng.integers(0, n, n) for _ in range(n_boot))])
-    return percentile_interval(vals, level)
+    idx = bootstrap_indices(len(y_true), n_boot, seed)
+    if stat is r2:  # vectorised: 1,000 draws cost one pass over (n_boot, n) arrays
+        return percentile_interval(r2_resampled(y_true, y_pred, idx), level)
+    return percentile_interval(np.array([stat(y_true[i], y_pred[i]) for i in idx]), level)
 
 
 def paired_bootstrap(y_true, pred_a, pred_b, n_boot: int = 200, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
     """Bootstrap interval of R²(a) − R²(b) with the same resampled spectra for both models."""
     y_true, pred_a = _check(y_true, pred_a)
     _, pred_b = _check(y_true, pred_b)
-    rng = _rng("bootstrap.stars", seed)
-    n = len(y_true)
-    vals = []
-    for _ in range(n_boot):
-        i = rng.integers(0, n, n)
-        vals.append(r2(y_true[i], pred_a[i]) - r2(y_true[i], pred_b[i]))
-    return percentile_interval(np.asarray(vals), level)
+    W = resample_counts(bootstrap_indices(len(y_true), n_boot, seed))
+    return percentile_interval(r2_counts(y_true, pred_a, W) - r2_counts(y_true, pred_b, W), level)
 
 
 def delta_r2(y_true, pred_model, pred_baseline) -> float:
@@ -142,14 +145,28 @@ def bootstrap_indices(n: int, n_boot: int, seed: int = 0) -> np.ndarray:
     return _rng("bootstrap.stars", seed).integers(0, n, size=(n_boot, n))
 
 
+def resample_counts(idx: np.ndarray) -> np.ndarray:
+    """How often each row appears in each resample: (n_boot, n) float64 counts from ``idx`` (n_boot, n)."""
+    n_boot, n = idx.shape
+    flat = (idx + (np.arange(n_boot) * n)[:, None]).ravel()
+    return np.bincount(flat, minlength=n_boot * n).reshape(n_boot, n).astype(np.float64)
+
+
+def r2_counts(y_true, y_pred, W: np.ndarray) -> np.ndarray:
+    """R² on each resample given by its row counts ``W`` (:func:`resample_counts`): three
+    matrix–vector products instead of gathering (n_boot, n) copies (NaN where the labels are constant)."""
+    y_true, y_pred = _check(y_true, y_pred)
+    n = W.sum(axis=1)
+    mean = W @ y_true / n
+    ss_tot = W @ (y_true * y_true) - n * mean * mean
+    ss_res = W @ ((y_true - y_pred) ** 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(ss_tot > 1e-12 * np.maximum(n * mean * mean, 1.0), 1.0 - ss_res / ss_tot, np.nan)
+
+
 def r2_resampled(y_true, y_pred, idx: np.ndarray) -> np.ndarray:
     """R² on each resample ``idx[b]`` (vectorised; NaN where the resampled labels are constant)."""
-    y_true, y_pred = _check(y_true, y_pred)
-    yt, yp = y_true[idx], y_pred[idx]
-    ss_tot = ((yt - yt.mean(axis=1, keepdims=True)) ** 2).sum(axis=1)
-    ss_res = ((yt - yp) ** 2).sum(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(ss_tot > 0, 1.0 - ss_res / ss_tot, np.nan)
+    return r2_counts(y_true, y_pred, resample_counts(np.asarray(idx)))
 
 
 def _as_seeds(preds, n: int, name: str) -> np.ndarray:
@@ -159,22 +176,43 @@ def _as_seeds(preds, n: int, name: str) -> np.ndarray:
     return P
 
 
-def seed_r2(y_true, preds, n_boot: int = 200, level: float = 0.95, seed: int = 0) -> dict:
-    """Seed-mean R² of ``preds`` (n_seeds, n) with a star-bootstrap interval and the per-seed values."""
+def seed_resample_mean(per_seed_boot: np.ndarray, seed: int = 0, resample_seeds: bool = True) -> np.ndarray:
+    """Bootstrap draws of a seed mean from ``per_seed_boot`` (n_seeds, n_boot): the statistic of each
+    seed on the same resampled stars.
+
+    With ``resample_seeds`` (the default) the seeds are resampled too, with replacement, once per
+    draw (a two-level bootstrap: stars × training realisations), so that the interval carries the
+    seed-to-seed variation of the trained models and not only the test stars'. Each seed trains on
+    its own noise realisation of the training rows (and, where an analysis varies it, its own
+    training subset); with a single seed this is the plain star bootstrap.
+    """
+    B = np.asarray(per_seed_boot, dtype=np.float64)
+    n_seeds, n_boot = B.shape
+    if not resample_seeds or n_seeds == 1:
+        return B.mean(axis=0)
+    pick = _rng("bootstrap.seeds", seed).integers(0, n_seeds, size=(n_boot, n_seeds))
+    return B[pick, np.arange(n_boot)[:, None]].mean(axis=1)
+
+
+def seed_r2(y_true, preds, n_boot: int = 200, level: float = 0.95, seed: int = 0,
+            resample_seeds: bool = True) -> dict:
+    """Seed-mean R² of ``preds`` (n_seeds, n) with a bootstrap interval (stars, and seeds: see
+    :func:`seed_resample_mean`) and the per-seed values."""
     y_true = np.asarray(y_true, dtype=np.float64)
     P = _as_seeds(preds, len(y_true), "preds")
     per_seed = np.array([r2(y_true, p) for p in P])
     out = {"value": float(np.mean(per_seed)), "per_seed": per_seed.tolist(), "interval": None}
     if n_boot:
-        idx = bootstrap_indices(len(y_true), n_boot, seed)
-        boot = np.mean([r2_resampled(y_true, p, idx) for p in P], axis=0)
+        W = resample_counts(bootstrap_indices(len(y_true), n_boot, seed))
+        boot = seed_resample_mean(np.array([r2_counts(y_true, p, W) for p in P]), seed, resample_seeds)
         out["interval"] = list(percentile_interval(boot, level))
     return out
 
 
 def seed_delta_r2(y_true, preds_model, preds_baseline, n_boot: int = 200, level: float = 0.95,
-                  seed: int = 0) -> dict:
-    """Seed-mean ΔR² = R²(model) − R²(baseline), paired star-bootstrap interval, per-seed values."""
+                  seed: int = 0, resample_seeds: bool = True) -> dict:
+    """Seed-mean ΔR² = R²(model) − R²(baseline), paired bootstrap interval (the same stars and seeds
+    for both models: see :func:`seed_resample_mean`), per-seed values."""
     y_true = np.asarray(y_true, dtype=np.float64)
     A = _as_seeds(preds_model, len(y_true), "preds_model")
     B = _as_seeds(preds_baseline, len(y_true), "preds_baseline")
@@ -183,9 +221,9 @@ def seed_delta_r2(y_true, preds_model, preds_baseline, n_boot: int = 200, level:
     per_seed = np.array([delta_r2(y_true, a, b) for a, b in zip(A, B)])
     out = {"value": float(np.mean(per_seed)), "per_seed": per_seed.tolist(), "interval": None}
     if n_boot:
-        idx = bootstrap_indices(len(y_true), n_boot, seed)
-        boot = np.mean([r2_resampled(y_true, a, idx) - r2_resampled(y_true, b, idx) for a, b in zip(A, B)], axis=0)
-        out["interval"] = list(percentile_interval(boot, level))
+        W = resample_counts(bootstrap_indices(len(y_true), n_boot, seed))
+        D = np.array([r2_counts(y_true, a, W) - r2_counts(y_true, b, W) for a, b in zip(A, B)])
+        out["interval"] = list(percentile_interval(seed_resample_mean(D, seed, resample_seeds), level))
     return out
 
 

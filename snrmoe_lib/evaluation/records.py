@@ -22,7 +22,9 @@ from snrmoe_lib.data.writers import atomic_write_text
 __all__ = [
     "SCHEMA_VERSION",
     "OPS",
+    "VERDICT_STATES",
     "decide",
+    "decision_basis",
     "verdict",
     "metric",
     "code_version",
@@ -39,6 +41,8 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
+#: The states a verdict can take (the ``verdict`` field of every record).
+VERDICT_STATES = ("PASS", "FAIL", "INCONCLUSIVE")
 OPS = {">=": np.greater_equal, ">": np.greater, "<=": np.less_equal, "<": np.less}
 REQUIRED = ("schema", "notebook", "config", "params", "seeds", "dataset", "code_version", "created",
             "metrics", "verdicts", "figures")
@@ -48,22 +52,69 @@ class ResultsError(ValueError):
     """A results file is missing, malformed or of another schema."""
 
 
-def decide(value: float | None, op: str, threshold: float) -> str:
-    """'PASS', 'FAIL', or 'UNDEFINED' (value missing or NaN) for ``value op threshold``."""
+def _finite(x: Any) -> bool:
+    try:
+        return x is not None and math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
+def _usable_interval(interval: Iterable[float] | None) -> tuple[float, float] | None:
+    """``(lo, hi)`` when ``interval`` is two finite numbers, else ``None`` (no interval to decide on)."""
+    if interval is None:
+        return None
+    iv = list(interval)
+    if len(iv) != 2 or not all(_finite(x) for x in iv):
+        return None
+    lo, hi = sorted(float(x) for x in iv)
+    return lo, hi
+
+
+def decision_basis(value: float | None, interval: Iterable[float] | None = None) -> str:
+    """What a verdict is decided on: ``'interval'``, ``'point'`` (a value but no interval) or
+    ``'none'`` (no finite value: the verdict is INCONCLUSIVE)."""
+    if not _finite(value):
+        return "none"
+    return "interval" if _usable_interval(interval) is not None else "point"
+
+
+def decide(value: float | None, op: str, threshold: float, interval: Iterable[float] | None = None) -> str:
+    """The one decision rule: ``'PASS'``, ``'FAIL'`` or ``'INCONCLUSIVE'`` for ``value op threshold``.
+
+    With an ``interval`` (two finite ends) the whole interval decides: PASS when every value in it
+    satisfies the rule (the worst end clears the threshold), FAIL when none does (the best end is
+    on the wrong side), INCONCLUSIVE when it straddles the threshold. Without an interval the point
+    value decides (:func:`decision_basis` says so, and every verdict table shows it). A missing or
+    NaN value is INCONCLUSIVE.
+    """
     if op not in OPS:
         raise ValueError(f"unknown comparison {op!r}; use one of {list(OPS)}")
-    if value is None or not math.isfinite(float(value)):
-        return "UNDEFINED"
-    return "PASS" if bool(OPS[op](float(value), float(threshold))) else "FAIL"
+    if not _finite(value):
+        return "INCONCLUSIVE"
+    iv = _usable_interval(interval)
+    rule = OPS[op]
+    if iv is None:
+        return "PASS" if bool(rule(float(value), float(threshold))) else "FAIL"
+    lo, hi = iv
+    worst, best = (lo, hi) if op in (">=", ">") else (hi, lo)
+    if bool(rule(worst, float(threshold))):
+        return "PASS"
+    if not bool(rule(best, float(threshold))):
+        return "FAIL"
+    return "INCONCLUSIVE"
 
 
 def verdict(gate: str, question: str, metric: str, value: float | None, op: str, threshold: float,
             interval: Iterable[float] | None = None, note: str = "") -> dict:
-    """A verdict record; the decision is computed here from ``value op threshold``, never typed in."""
+    """A verdict record; the decision is computed here by :func:`decide`, never typed in.
+
+    ``basis`` records what decided it (``'interval'``, ``'point'`` or ``'none'``).
+    """
+    iv = None if interval is None else [None if not _finite(x) else float(x) for x in interval]
     rec = {"gate": gate, "question": question, "metric": metric,
-           "value": None if value is None else float(value), "op": op, "threshold": float(threshold),
-           "interval": None if interval is None else [float(x) for x in interval],
-           "verdict": decide(value, op, threshold)}
+           "value": float(value) if _finite(value) else None, "op": op, "threshold": float(threshold),
+           "interval": iv, "verdict": decide(value, op, threshold, interval),
+           "basis": decision_basis(value, interval)}
     if note:
         rec["note"] = note
     return rec
@@ -98,12 +149,23 @@ def format_rule(op: Any, threshold: Any) -> str:
     return f"{op if op is not None else '?'} {format_number(threshold)}"
 
 
+#: How a verdict's basis is shown beside it.
+BASIS_TEXT = {"interval": "95 % interval", "point": "point value (no interval)", "none": "no value"}
+
+
 def verdict_frame(verdicts: Iterable[dict]) -> pd.DataFrame:
-    """Verdict records (:func:`verdict`) as one table: the only way verdicts are shown."""
-    return pd.DataFrame([{"gate": v["gate"], "metric": v["metric"], "value": format_number(v["value"]),
-                          "rule": format_rule(v["op"], v["threshold"]),
-                          "95 % interval": format_interval(v["interval"]),
-                          "verdict": v["verdict"]} for v in verdicts])
+    """Verdict records (:func:`verdict`) as one table: the only way verdicts are shown.
+
+    ``decided on`` says whether the whole interval decided, or only the point value (no interval).
+    """
+    rows = []
+    for v in verdicts:
+        basis = v.get("basis") or decision_basis(v.get("value"), v.get("interval"))
+        rows.append({"gate": v["gate"], "metric": v["metric"], "value": format_number(v["value"]),
+                     "rule": format_rule(v["op"], v["threshold"]),
+                     "95 % interval": format_interval(v["interval"]),
+                     "verdict": v["verdict"], "decided on": BASIS_TEXT.get(basis, basis)})
+    return pd.DataFrame(rows)
 
 
 def print_verdicts(verdicts: Iterable[dict]) -> None:
@@ -197,7 +259,7 @@ def write_results(output_dir: str | Path, notebook: str, params: Any, *, dataset
     if extra:
         rec["extra"] = extra
     for v in rec["verdicts"]:
-        expect = decide(v.get("value"), v["op"], v["threshold"])
+        expect = decide(v.get("value"), v["op"], v["threshold"], v.get("interval"))
         if v.get("verdict") != expect:
             raise ResultsError(f"verdict for {v.get('gate')} says {v.get('verdict')} but the numbers give {expect}")
     text = json.dumps(to_jsonable(rec), indent=2, allow_nan=False)

@@ -28,13 +28,14 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from snrmoe_lib.data.writers import atomic_write_text
+from snrmoe_lib.reporting.hub_rules import mock_labels
 from snrmoe_lib.reporting.hub_runs import HubData, Run, collect
 from snrmoe_lib.reporting.hub_tables import (GATE_HEAD, GATES, KNOWLEDGE, MODELS, QUESTION_TREE, RUN_HEAD, gap_rows,
                                              gate_rows, knowledge_rows, metric_rows, model_rows, run_rows, sweep_rows,
                                              tree_matrix, tree_text)
 
 __all__ = ["QUESTION_TREE", "GATES", "KNOWLEDGE", "MODELS", "Run", "HubData", "collect", "build_hub",
-           "render_html", "render_markdown"]
+           "render_html", "render_markdown", "mock_banner"]
 
 # ------------------------------------------------------------------------------------------------
 # Rendering
@@ -50,11 +51,24 @@ th{background:#eef3f8} tr:nth-child(even) td{background:#fafafa}
 pre{background:#f6f8fa;padding:1em;overflow-x:auto;font-size:.9em}
 .meta{color:#555;font-size:.9em} code{font-size:.95em}
 td.pass{background:#dcecf7 !important} td.fail{background:#f9e0cf !important} td.pending{color:#666}
+td.inconclusive{background:#fbf1c7 !important}
 td.warn{background:#fff3c4 !important}
+.banner{border:2px solid #d55e00;background:#fdf0e6;padding:.6em 1em;font-weight:600}
 """
 
 # Okabe–Ito blue / vermillion tints: PASS and FAIL stay distinct for colour-blind readers (and carry words)
-_CLASS = {"✅": "pass", "❌": "fail", "⏳": "pending", "⚠": "warn"}
+_CLASS = {"✅": "pass", "❌": "fail", "❔": "inconclusive", "⏳": "pending", "⚠": "warn"}
+_LEGEND = "✅ PASS · ❌ FAIL · ❔ INCONCLUSIVE (the interval straddles the threshold) · ⏳ no result yet."
+
+
+def mock_banner(data: HubData) -> str:
+    """The warning shown above everything when any run used mock data ('' when none did)."""
+    labels = mock_labels(data)
+    if not labels:
+        return ""
+    return ("MOCK DATA: configuration(s) " + ", ".join(labels) + " ran on the project's mock simulator, not on "
+            "BOSZ / PFS-simulator products. Every verdict and decision below is provisional until the same "
+            "notebooks run on real data.")
 
 
 def _cell_html(c) -> str:
@@ -140,11 +154,14 @@ def render_html(data: HubData) -> str:
     primary = data.primary()
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              "<title>snrmoe Hub — log g SNR-MoE</title>", f"<style>{_CSS}</style></head><body>",
-             "<h1>🧠 log g SNR-MoE Hub</h1>",
-             f'<p class="meta">Built {html.escape(data.created)} from {len(data.runs)} results file(s) in '
-             f"{len(data.labels())} configuration(s). Every number below is read from a results JSON "
-             "(linked), which records its configuration, seeds, dataset fingerprint and code version. "
-             "✅ PASS · ❌ FAIL · ⏳ no result yet.</p>"]
+             "<h1>🧠 log g SNR-MoE Hub</h1>"]
+    banner = mock_banner(data)
+    if banner:
+        parts.append(f'<p class="banner" id="mock-banner">⚠️ {html.escape(banner)}</p>')
+    parts += [f'<p class="meta">Built {html.escape(data.created)} from {len(data.runs)} results file(s) in '
+              f"{len(data.labels())} configuration(s). Every number below is read from a results JSON "
+              "(linked), which records its configuration, seeds, dataset fingerprint and code version. "
+              f"{html.escape(_LEGEND)}</p>"]
     for sid, title, intro, head, rows, kind in _sections(data):
         if title:
             parts.append(f'<h2 id="h-{sid}">{html.escape(title)}</h2>')
@@ -165,10 +182,11 @@ def render_html(data: HubData) -> str:
 def render_markdown(data: HubData) -> str:
     """The Hub tables in Markdown (links relative to the reports folder)."""
     primary = data.primary()
-    out = ["# 🧠 log g SNR-MoE Hub", "",
+    banner = mock_banner(data)
+    out = ["# 🧠 log g SNR-MoE Hub", ""] + ([f"> ⚠️ **{banner}**", ""] if banner else []) + [
            f"Built {data.created} from {len(data.runs)} results file(s) in {len(data.labels())} configuration(s). "
            "Every number is read from a results JSON (linked) with its configuration, seeds, dataset fingerprint "
-           "and code version. ✅ PASS · ❌ FAIL · ⏳ no result yet.", ""]
+           f"and code version. {_LEGEND}", ""]
     for sid, title, intro, head, rows, kind in _sections(data):
         if title:
             out += [f"## {title}", ""]

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import re
 
-from snrmoe_lib.evaluation.records import decide, format_interval, format_number, format_rule
+from snrmoe_lib.evaluation.records import decide, decision_basis, format_interval, format_number, format_rule
+from snrmoe_lib.reporting.hub_rules import is_mock, knowledge_check
 from snrmoe_lib.reporting.hub_runs import HubData, Run, label_key
 
-__all__ = ["QUESTION_TREE", "GATES", "KNOWLEDGE", "MODELS", "SWEEP_METRICS", "PENDING", "GATE_HEAD", "RUN_HEAD",
+__all__ = ["QUESTION_TREE", "GATES", "KNOWLEDGE", "MODELS", "SWEEP_METRICS", "PENDING", "INCONCLUSIVE", "GATE_HEAD",
+           "RUN_HEAD",
            "gate_rows", "tree_text", "tree_matrix", "knowledge_rows", "gap_rows", "model_rows", "sweep_rows",
            "run_rows", "metric_rows"]
 
@@ -92,8 +94,9 @@ MODELS: list[dict] = [
 SWEEP_METRICS = [("global R²", "q1_snr_headroom", "global_r2"), ("SNR-oracle R²", "q1_snr_headroom", "snr_oracle_r2"),
                  ("deployed R²", "q3_deployable_gate", "deployed_r2")]
 
-_SYMBOL = {"PASS": "✅", "FAIL": "❌", "UNDEFINED": "⏳", None: "⏳"}
+_SYMBOL = {"PASS": "✅", "FAIL": "❌", "INCONCLUSIVE": "❔", None: "⏳"}
 PENDING = "⏳ pending"
+INCONCLUSIVE = "❔ INCONCLUSIVE"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -113,17 +116,19 @@ def _value(rec: dict) -> str:
 
 
 def _checked(v: dict) -> tuple[str, bool]:
-    """The verdict re-decided from value, op and threshold, and whether it agrees with the stored one."""
+    """The verdict re-decided from value, op, threshold and interval, and whether it agrees with the stored one."""
     try:
-        mine = decide(v.get("value"), v["op"], v["threshold"])
-    except (KeyError, ValueError):
-        return "UNDEFINED", False
+        mine = decide(v.get("value"), v["op"], v["threshold"], v.get("interval"))
+    except (KeyError, ValueError, TypeError):
+        return "INCONCLUSIVE", False
     return mine, mine == v.get("verdict")
 
 
 def _verdict_cell(v: dict) -> str:
     mine, ok = _checked(v)
-    return f"{_SYMBOL.get(mine, '⏳')} {mine}" + ("" if ok else f" (file says {v.get('verdict')})")
+    basis = decision_basis(v.get("value"), v.get("interval"))
+    how = {"point": " (point value, no interval)", "none": " (no value)"}.get(basis, "")
+    return f"{_SYMBOL.get(mine, '⏳')} {mine}{how}" + ("" if ok else f" (file says {v.get('verdict')})")
 
 
 def _source(run: Run):
@@ -168,19 +173,22 @@ def _node_verdicts(data: HubData, label: str, node: dict) -> list[tuple[Run, dic
     return out
 
 
-def _status(found: list[tuple[Run, dict]]) -> str:
+def _status(found: list[tuple[Run | None, dict]]) -> str:
+    """A node's state from its verdicts: any FAIL fails it, all PASS pass it, anything else (an
+    interval straddling a threshold, a missing number) is INCONCLUSIVE."""
     # the word beside the symbol keeps the page readable where no emoji font is installed
     decided = [_checked(v)[0] for _, v in found]
     if not decided:
         return PENDING
-    if all(d == "UNDEFINED" for d in decided):
-        return "⏳ undefined"  # computed, but the number is missing (e.g. ρ with no oracle gap)
-    return "❌ FAIL" if "FAIL" in decided else ("✅ PASS" if all(d == "PASS" for d in decided) else PENDING)
+    return "❌ FAIL" if "FAIL" in decided else ("✅ PASS" if all(d == "PASS" for d in decided) else INCONCLUSIVE)
 
 
-def _evidence(found: list[tuple[Run, dict]]) -> str:
-    return "; ".join(f"{v.get('metric')} = {format_number(v.get('value'))} {format_rule(v.get('op'), v.get('threshold'))}"
-                     for _, v in found)
+def _evidence(found: list[tuple[Run | None, dict]]) -> str:
+    def one(v: dict) -> str:
+        iv = format_interval(v.get("interval"))
+        return (f"{v.get('metric')} = {format_number(v.get('value'))}" + (f" {iv}" if iv else "")
+                + f" {format_rule(v.get('op'), v.get('threshold'))}")
+    return "; ".join(one(v) for _, v in found)
 
 
 def tree_text(data: HubData, label: str | None) -> str:
@@ -195,7 +203,8 @@ def tree_text(data: HubData, label: str | None) -> str:
             lead = ("    " if last_q else "│   ") + ("└── " if j == len(q["children"]) - 1 else "├── ")
             lines.append(f"{lead}{c['id']}: {c['text']} → {_status(found)}" + (f"  ({ev})" if ev else ""))
     lines.append("")
-    lines.append("Legend: ✅ verified (PASS) | ❌ rejected (FAIL) | ⏳ no result yet (pending)")
+    lines.append("Legend: ✅ verified (PASS) | ❌ rejected (FAIL) | ❔ INCONCLUSIVE (an interval straddles the "
+                 "threshold) | ⏳ no result yet (pending)")
     return "\n".join(lines)
 
 
@@ -210,14 +219,22 @@ def tree_matrix(data: HubData) -> tuple[list[str], list[list]]:
 
 
 def knowledge_rows(data: HubData, label: str | None) -> list[list]:
+    """The K-table: each claim's evidence, and its state from the claim's rule
+    (:mod:`~snrmoe_lib.reporting.hub_rules`) and the notebooks' own checks of it."""
     rows = []
     for k in KNOWLEDGE:
         run = data.run(label, k["notebook"]) if label else None
         ev = _metric_list(run, k["metrics"]) if run else ""
         checks = [(r, v) for r, v in data.verdicts(label) if str(v.get("question")) == k["id"]] if label else []
-        rows.append([k["id"], k["claim"], ev or f"⏳ no {k['notebook']} result",
-                     (f"{_status(checks)}: {_evidence(checks)}" if checks else "—"), k["decision"],
-                     _source(run) if run else "—"])
+        ruled, words = knowledge_check(data, label, k["id"])
+        ruled = [(None, v) for v in ruled]
+        parts = []
+        if words:  # the claim itself, checked by its rule
+            parts.append(f"rule: {words} → " + (f"{_status(ruled)}: {_evidence(ruled)}" if ruled else "⏳ no result"))
+        if checks:  # the notebooks' own checks filed under the claim (e.g. the mock's calibration)
+            parts.append(f"checks: {_status(checks)}: {_evidence(checks)}")
+        rows.append([k["id"], k["claim"], ev or f"⏳ no {k['notebook']} result", "; ".join(parts) or "—",
+                     k["decision"], _source(run) if run else "—"])
     return rows
 
 
@@ -231,10 +248,14 @@ def gap_rows(data: HubData, label: str | None) -> list[list]:
     for g in GATES:
         found = [(r, v) for r, v in data.verdicts(label) if _matches_gate(v, g["gate"])] if label else []
         st = _status(found)
+        # a decision taken on mock data is provisional until the same notebook runs on real data
+        closed = "provisional (mock data)" if any(is_mock(r) for r, _ in found) else "closed"
         if st.startswith("✅"):
-            decision = f"closed: {g['on_pass']}"
+            decision = f"{closed}: {g['on_pass']}"
         elif st.startswith("❌"):
-            decision = f"closed: {g['on_fail']}"
+            decision = f"{closed}: {g['on_fail']}"
+        elif st == INCONCLUSIVE:
+            decision = "open: INCONCLUSIVE (an interval straddles the threshold)"
         else:
             decision = "open"
             st = "⏳"

@@ -19,7 +19,7 @@ import pandas as pd
 from snrmoe_lib.data.mock.base import PARAM_NAMES, ForwardModel, Observation
 from snrmoe_lib.data.mock.instrument import FineGrid, Instrument, load_instrument_config
 from snrmoe_lib.data.mock.stellar import StellarModel
-from snrmoe_lib._util.rng import rng as _rng
+from snrmoe_lib.data.noise import row_normals
 
 __all__ = ["CalibratedMock"]
 
@@ -117,8 +117,9 @@ class CalibratedMock(ForwardModel):
         """Observe a block of stars (see :class:`~snrmoe_lib.data.mock.base.ForwardModel`).
 
         ``error_mode='clean'``: σ from the noise-free counts (like the real products).
-        ``'estimated'``: σ from one noisy realisation of the counts, drawn with a generator keyed
-        by (seed, row), like a reduction pipeline's error.
+        ``'estimated'``: σ from one noisy realisation of the counts, like a reduction pipeline's
+        error — the realisation of the noise protocol itself (keyed by (seed, row)), so that σ̂ and
+        the noisy flux of noise seed ``seed`` come from the same draw.
         """
         if error_mode not in ("clean", "estimated"):
             raise ValueError(f"error_mode must be 'clean' or 'estimated', got {error_mode!r}")
@@ -144,7 +145,9 @@ class CalibratedMock(ForwardModel):
         obj, sky, c = k["obj"], k["sky"], k["cond"]
         var = self.instrument.variance(obj, sky, c)
         if error_mode == "estimated":
-            z = np.stack([_rng("mock.calibrated.variance", int(seed), int(r)).standard_normal(obj.shape[1]) for r in rows])
+            # the counts' noise is the protocol's own draw (data.noise.row_normals at noise seed
+            # ``seed``): σ̂ comes from the realisation that makes the noisy flux flux + z·σ of that seed
+            z = row_normals(rows, obj.shape[1], int(seed)).astype(np.float64)
             var = self.instrument.variance(obj, sky, c, poisson=obj + sky + z * np.sqrt(var))
         sigma = np.sqrt(var)
         flux = spec / np.median(spec, axis=1, keepdims=True)

@@ -1,7 +1,9 @@
 """The simulator's ``estimated`` error mode, beside a configured mock.
 
 The Q2 audit repeats itself on a small mock made with the configured settings but
-``error_mode='estimated'`` (the error recomputed from noisy counts, as a reduction pipeline would).
+``error_mode='estimated'`` (the error recomputed from noisy counts, as a reduction pipeline would;
+the counts' noise is the noise protocol's own draw at the mock's seed, so σ̂ and the noisy flux of
+that seed share one realisation — other noise seeds get σ̂ from :class:`~snrmoe_lib.data.noise.VarianceModel`).
 This module places that mock, generates it when missing or stale, and checks that the configured
 dataset was made by the configured mock (so that the clean and estimated audits compare like with like).
 """
@@ -18,13 +20,18 @@ from snrmoe_lib.data.io import PfsDataset, open_dataset
 from snrmoe_lib.data.mock.registry import get_model
 from snrmoe_lib.data.mock.generate import ensure_mock
 
-__all__ = ["estimated_path", "ensure_estimated_dataset", "mock_provenance"]
+__all__ = ["ESTIMATED_VERSION", "estimated_path", "ensure_estimated_dataset", "mock_provenance"]
+
+
+#: Version of the estimated-mode generation, part of the file name: a changed generation never reuses
+#: an older file (v2: σ̂ from the noise protocol's own draw, the realisation of the noisy flux).
+ESTIMATED_VERSION = 2
 
 
 def estimated_path(params: Params) -> Path:
-    """Where the ``estimated``-error mock lives: ``<stem>_estimated<suffix>`` beside the dataset."""
+    """Where the ``estimated``-error mock lives: ``<stem>_estimated_v<N><suffix>`` beside the dataset."""
     p = params.dataset_path
-    return p.with_name(f"{p.stem}_estimated{p.suffix or '.h5'}")
+    return p.with_name(f"{p.stem}_estimated_v{ESTIMATED_VERSION}{p.suffix or '.h5'}")
 
 
 def ensure_estimated_dataset(params: Params, n: int, progress: bool = False) -> PfsDataset | None:
