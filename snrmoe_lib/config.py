@@ -266,7 +266,7 @@ class FisherSpec(_Section):
     reference_var_logg: float = 1.6667  # Var(log g) of R²_max per magnitude: the user's grid (log g 1–5 / 0.5)
     n_bin_stars: int = 1000  # per-SNR-bin bounds: up to this many frozen-test stars per bin
     # the MAP template fit: frozen-test stars (seeded), prior, starts (best of candidates), Gauss–Newton steps
-    map_stars: int = 200
+    map_stars: int = 120
     map_prior: Literal["gaussian", "sampling"] = "gaussian"
     map_starts: int = 3
     map_candidates: int = 16

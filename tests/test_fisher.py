@@ -401,3 +401,32 @@ def test_lattice_ceiling_checks_on_few_stars():
     np.testing.assert_allclose(sc.loc[(2.0, 21.5), "sigma_3d"], 2 * sc.loc[(1.0, 21.5), "sigma_3d"], rtol=1e-9)
     conv, _ = k1_ceiling.fd_convergence(p, m, n_boot=10)
     assert set(conv["step_factor"]) == {1.0, 0.5} and (conv["median_abs_dev"] < 0.2).all()
+
+
+def test_map_fit_recovers_noise_free_labels_and_laplace_sigma():
+    import torch
+
+    from snrmoe_lib.ceiling.template_fit import LabelPrior, map_fit
+
+    m = get_model("calibrated")
+    spec = MockSpec()
+    table = grid_table(MockSpec(mode="grid", teff=[4500, 5000], log_g=[2, 3], m_h=[-1, -0.5], grid_teff_step=500,
+                                grid_log_g_step=1, grid_m_h_step=0.5), 21.5).iloc[[0, 5]].reset_index(drop=True)
+    truth = table[list(PARAM_NAMES)].to_numpy(float)
+    with torch.no_grad():
+        y = m.normalized_flux(torch.as_tensor(truth), table).numpy()
+    sigma = np.full_like(y, 0.02)
+    lo = np.array([3750, 1.0, -2.5, -0.25, -0.5]); hi = np.array([6000, 5.0, 0.75, 0.5, 0.5])
+    flat = LabelPrior("gaussian", (lo + hi) / 2, (hi - lo) * 100, lo, hi)  # a nearly flat prior
+    start = truth + np.array([150.0, 0.3, 0.2, 0.05, 0.05])
+    fit = map_fit(m, table, y, sigma, None, flat, start[None], n_iter=15)
+    np.testing.assert_allclose(fit.theta[:, 1], truth[:, 1], atol=0.01)
+    # Laplace σ of log g = the marginal CRLB of the noise-free Jacobian (the prior adds nothing)
+    J = ceiling.jacobian_autograd(m, table)
+    crlb = ceiling.marginal_crlb(ceiling.fisher_matrix(J, sigma), "log_g", NUIS_5D)
+    np.testing.assert_allclose(fit.sigma[:, 1], np.sqrt(crlb), rtol=0.05)
+    # the sampling prior keeps every label inside its range
+    beta = LabelPrior("sampling", (lo + hi) / 2, (hi - lo) / 4, lo, hi)
+    fit2 = map_fit(m, table, y + 0.3 * np.random.default_rng(0).standard_normal(y.shape), sigma * 15, None, beta,
+                   start[None], n_iter=5)
+    assert np.all(fit2.theta >= lo) and np.all(fit2.theta <= hi) and np.isfinite(fit2.sigma).all()

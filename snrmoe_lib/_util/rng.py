@@ -71,6 +71,8 @@ STREAMS: dict[str, Stream] = _streams(
     Stream("fisher.stars", ("seed",), "K1: the grid stars whose Jacobians are computed"),
     Stream("fisher.bin_stars", ("seed", 1), "K1: the test stars of the per-bin ceiling"),
     Stream("fisher.lattice_stars", ("seed", 4101, 4102), "K1: the lattice stars of R²_max per magnitude"),
+    Stream("fisher.map_stars", ("seed", 4111, 4112), "K1: the frozen-test stars the MAP template fit runs on"),
+    Stream("fisher.map_starts", ("seed", 4121, 4122), "K1: the candidate starting points of the MAP fit"),
     # evaluation / reporting
     Stream("bootstrap.stars", ("seed",), "bootstrap resamples of test stars (shared by every model of a run: paired)"),
     Stream("plots.jitter", ("seed",), "the subsample of points a scatter plot shows"),
