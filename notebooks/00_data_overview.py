@@ -92,14 +92,16 @@ if mock_model is not None:
 # %% [markdown]
 # The calibration table: per-pixel SNR of the real grid's fixed conditions, L2 and `snr`-column SNR
 # of this dataset at noise_level 1, how alike the scale-free error vectors are, and the information
-# content (σ_CRLB of log g from autograd Jacobians, marginal over T_eff and [M/H], and over all four
-# nuisances for tier 2).
+# content: R²_max per magnitude from the one computation the Fisher notebook also reports
+# (`analyses.k1_ceiling.lattice_ceiling`: `fisher.n_stars` nodes of the real grid's lattice, autograd
+# Jacobians, marginal over T_eff and [M/H], and over all four nuisances for tier 2).
 
 # %%
 calib, calib_stats = calibration.mock_calibration(p, ds, mock_model) if mock_model is not None else (None, None)
 if calib is not None:
     print(f"tier 1: {'all PASS' if calibration.tier1_passed(calib) else 'NOT all PASS'} "
-          f"({calib_stats['n_random']} random-set spectra, {calib_stats['n_grid']} grid stars)")
+          f"({calib_stats['n_random']} random-set spectra, {calib_stats['n_grid']} lattice stars, "
+          f"R²_max in {calib_stats['seconds']:.1f} s)")
     display(calib.drop(columns=["deviation", "op", "limit"]).round(3))
     run.save(plots.plot_snr_calibration(calib_stats["snr_by_mag"]), "00_mock_snr_calibration")
 

@@ -246,39 +246,45 @@ class GateSpec(_Section):
 
 @dataclass
 class FisherSpec(_Section):
+    """K1, the ceiling: one computation of R²_max, per-SNR-bin bounds, efficiency, the MAP template fit."""
     _KEY: ClassVar[str] = "fisher"
 
     mags: list[float] = field(default_factory=lambda: [18.0, 20.0, 21.5, 22.0, 22.5, 23.0])
     nuisance_3d: list[str] = field(default_factory=lambda: ["T_eff", "M_H"])
     nuisance_5d: list[str] = field(default_factory=lambda: ["T_eff", "M_H", "a_M", "C_M"])
-    n_stars: int = 200
-    edges: Literal["drop", "one_sided"] = "drop"
+    # R²_max per magnitude (data and Fisher notebooks alike): n_stars seeded nodes of this lattice (the real grid's)
+    lattice_teff: list[float] = field(default_factory=lambda: [3500.0, 7000.0])
+    lattice_teff_step: float = 250.0
+    lattice_log_g: list[float] = field(default_factory=lambda: [0.0, 5.0])
+    lattice_log_g_step: float = 0.5
+    lattice_m_h: list[float] = field(default_factory=lambda: [-2.5, 0.75])
+    lattice_m_h_step: float = 0.25
+    lattice_a_m: list[float] = field(default_factory=lambda: [0.0])  # [α/M] and [C/M] node lists
+    lattice_c_m: list[float] = field(default_factory=lambda: [0.0])
+    n_stars: int = 500
+    method: Literal["fd", "autograd"] = "autograd"  # on the mock ('fd': of the model at fd_steps); grid files: FD
+    fd_steps: list[float] = field(default_factory=lambda: [250.0, 0.5, 0.25, 0.25, 0.25])  # the grid's, per θ
+    fd_halvings: int = 3
+    fd_check_stars: int = 100  # lattice stars (a draw of this size) of the step-halving check
+    fd_check_tol: float = 0.05  # allowed median |σ_FD / σ_autograd − 1| at the grid's steps, at fd_check_mag
+    fd_check_mag: float = 22.5
+    error_scales: list[float] = field(default_factory=lambda: [0.5, 2.0])  # σ × s: the user's sensitivity check
     cond_max: float = 1e12
-    # Jacobian of the ceiling: 'fd' central differences on the grid files (the user's method, works on
-    # real pfsspec grids) or 'autograd' (exact, mock forward model only)
-    method: Literal["fd", "autograd"] = "fd"
-    seed: int = 0  # draw of the stars used per magnitude and per SNR bin
-    # grid files: '' = mock grid beside the dataset (<data dir>/mock_grid_<model>_<hash>_mag<m>.h5, generated if
-    # missing); else a path with '{mag}' (e.g. grids/grid_mag{mag:g}.h5) or a base '<stem>.h5' -> '<stem>_mag<m>.h5'
+    seed: int = 0  # draw of the lattice stars, the per-bin stars and the MAP starts
+    # real data: the grid products, a path with '{mag}' or a base '<stem>.h5' -> '<stem>_mag<m>.h5'; '' on the mock
     grid_path: str = ""
-    grid_teff: list[float] = field(default_factory=lambda: [3750.0, 6000.0])
-    grid_teff_step: float = 250.0
-    grid_log_g: list[float] = field(default_factory=lambda: [1.0, 5.0])
-    grid_log_g_step: float = 0.5
-    grid_m_h: list[float] = field(default_factory=lambda: [-2.5, 0.5])
-    grid_m_h_step: float = 0.75
-    grid_a_m: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.4])
-    grid_c_m: list[float] = field(default_factory=lambda: [-0.25, 0.0, 0.25])
-    # Var(log g) of R²_max: 'dataset' (the configured dataset's params table) or 'mock' (data.mock beta prior)
-    var_source: Literal["dataset", "mock"] = "dataset"
-    n_bin_stars: int = 200  # dataset test stars whose exact (autograd) CRLB gives the per-SNR-bin ceiling
-    fd_check_stars: int = 5  # grid stars where finite differences are checked against autograd
-    fd_check_tol: float = 0.25  # allowed median |σ_CRLB(FD) / σ_CRLB(autograd) − 1| at the grid's steps
-    # the user's real-product numbers (BRIEF §2–3): median R²_max with Var(log g) of their grid (log g 1–5 step 0.5)
+    edges: Literal["drop", "one_sided"] = "drop"  # grid files: stars at the lattice edges
+    reference_var_logg: float = 1.6667  # Var(log g) of R²_max per magnitude: the user's grid (log g 1–5 / 0.5)
+    n_bin_stars: int = 1000  # per-SNR-bin bounds: up to this many frozen-test stars per bin
+    # the MAP template fit: frozen-test stars (seeded), prior, starts (best of candidates), Gauss–Newton steps
+    map_stars: int = 120
+    map_prior: Literal["gaussian", "sampling"] = "gaussian"
+    map_starts: int = 3
+    map_candidates: int = 16
+    map_iterations: int = 12
     reference_mags: list[float] = field(default_factory=lambda: [21.5, 22.0, 22.5])
     reference_r2_3d: list[float] = field(default_factory=lambda: [0.89, 0.74, 0.37])
     reference_r2_5d: list[float] = field(default_factory=lambda: [0.87, 0.70, 0.26])
-    reference_var_logg: float = 1.6667
     calibration_tol: float = 0.1  # |mock − real| median R²_max reported as PASS/FAIL in the calibration row
 
 
@@ -511,10 +517,20 @@ def _check_fisher(obj: FisherSpec, p: str) -> None:
             raise ParameterError(f"{p}{k}: {bad} not among the nuisance parameters {nuisance}")
     if not obj.mags:
         raise ParameterError(f"{p}mags: give at least one magnitude")
-    _positive(obj, p, ("n_stars", "n_bin_stars", "fd_check_stars"))
-    _low_high(obj, p, ("grid_teff", "grid_log_g", "grid_m_h"))
-    _positive(obj, p, ("grid_teff_step", "grid_log_g_step", "grid_m_h_step", "reference_var_logg", "cond_max",
-                       "fd_check_tol", "calibration_tol"))
+    _positive(obj, p, ("n_stars", "n_bin_stars", "fd_check_stars", "map_stars", "map_starts", "map_candidates",
+                       "map_iterations"))
+    _low_high(obj, p, ("lattice_teff", "lattice_log_g", "lattice_m_h"))
+    _positive(obj, p, ("lattice_teff_step", "lattice_log_g_step", "lattice_m_h_step", "reference_var_logg",
+                       "cond_max", "fd_check_tol", "calibration_tol"))
+    _positive(obj, p, ("fd_halvings",), strict=False)
+    if len(obj.fd_steps) != 5 or any(not h > 0 for h in obj.fd_steps):
+        raise ParameterError(f"{p}fd_steps: five positive steps (T_eff, log_g, M_H, a_M, C_M), got {obj.fd_steps}")
+    if any(not s > 0 for s in obj.error_scales):
+        raise ParameterError(f"{p}error_scales: positive factors, got {obj.error_scales}")
+    if not obj.lattice_a_m or not obj.lattice_c_m:
+        raise ParameterError(f"{p}lattice_a_m and {p}lattice_c_m: give at least one value each")
+    if obj.map_candidates < obj.map_starts:
+        raise ParameterError(f"{p}map_candidates ({obj.map_candidates}) must be >= map_starts ({obj.map_starts})")
     if not (len(obj.reference_mags) == len(obj.reference_r2_3d) == len(obj.reference_r2_5d)):
         raise ParameterError(f"{p}reference_mags, reference_r2_3d and reference_r2_5d must have equal lengths")
 

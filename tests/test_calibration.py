@@ -7,8 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from snrmoe_lib.config import MockSpec
-from snrmoe_lib.analyses import calibration as C
+from snrmoe_lib.config import FisherSpec, MockSpec, Params
+from snrmoe_lib.analyses import calibration as C, k1_ceiling
+from snrmoe_lib.data.mock.base import PARAM_NAMES
 from snrmoe_lib.data.mock import get_model
 from snrmoe_lib.data.mock.generate import random_table
 
@@ -24,19 +25,30 @@ def random_sample(model):
     return model.observe(tab, np.arange(len(tab)), seed=11)
 
 
-def test_grid_sample_is_on_the_real_lattice():
-    g = C.calibration_grid(30, seed=1)
-    assert len(g) == 30 and not g.duplicated(list(C.PARAM_NAMES)).any()
-    assert set(g["log_g"]) <= set(C.REAL_GRID["log_g"]) and g["T_eff"].between(3500, 7000).all()
+@pytest.fixture(scope="module")
+def small_ceiling(model):
+    """The one R²_max computation on 16 lattice stars (the configuration's lattice, every magnitude)."""
+    p = Params(fisher=FisherSpec(n_stars=16, seed=3))
+    lc = k1_ceiling.lattice_ceiling(p, model)
+    return lc, k1_ceiling.magnitude_table(lc.frame, lc.var_logg, n_boot=20)
+
+
+def test_lattice_stars_are_on_the_real_grid():
+    p = Params(fisher=FisherSpec(n_stars=30, seed=1))
+    g = k1_ceiling.lattice_stars(p)
+    assert len(g) == 30 and not g.duplicated(list(PARAM_NAMES)).any()
+    assert set(g["log_g"]) <= set(np.arange(0, 5.01, 0.5)) and g["T_eff"].between(3500, 7000).all()
+    assert set(np.round(g["M_H"] / 0.25, 9)) <= set(np.arange(-10.0, 3.01))
     assert (g["seeing"] == 1.0).all() and (g["zenith"] == 22.5).all() and (g["field_angle"] == 0.325).all()
-    assert C.VAR_LOGG_GRID == pytest.approx(1.667, abs=1e-3)
-    pd.testing.assert_frame_equal(g, C.calibration_grid(30, seed=1))
+    assert (g["a_M"] == 0).all() and (g["C_M"] == 0).all()
+    assert p.fisher.reference_var_logg == pytest.approx(np.var(np.arange(1, 5.01, 0.5)), abs=1e-3)
+    pd.testing.assert_frame_equal(g, k1_ceiling.lattice_stars(p))
     with pytest.raises(ValueError, match="positive"):
-        C.calibration_grid(0)
+        k1_ceiling.lattice_stars(p, 0)
 
 
-def test_snr_by_magnitude_small_sample(model):
-    tab = C.snr_by_magnitude(model, C.calibration_grid(12, seed=2))
+def test_snr_by_magnitude_small_sample(small_ceiling):
+    tab = small_ceiling[1]
     real = {18.0: 87.4, 20.0: 24.0, 21.5: 7.1, 22.0: 4.6, 22.5: 3.0, 23.0: 1.9}
     for m, v in zip(tab["mag"], tab["snr_pixel"]):
         assert abs(v / real[m] - 1) < 0.35, (m, v)
@@ -72,20 +84,21 @@ def test_error_similarity_definition():
         C.error_similarity(base[None, :])
 
 
-def test_information_small_sample(model):
-    info = C.information(model, C.calibration_grid(16, seed=3), mags=(21.5, 22.5))
+def test_information_small_sample(small_ceiling):
+    info = small_ceiling[0].frame
     at = info.groupby("mag").median(numeric_only=True)
     assert 0.43 / 2 < at.loc[21.5, "sigma_3d"] < 0.43 * 2, at.loc[21.5, "sigma_3d"]
     # σ_CRLB scales as 1/SNR: the ratio between magnitudes follows the SNR ratio
     ratio = at.loc[22.5, "sigma_3d"] / at.loc[21.5, "sigma_3d"]
-    assert ratio == pytest.approx(at.loc[21.5, "snr"] / at.loc[22.5, "snr"], rel=0.15)
+    assert ratio == pytest.approx(at.loc[21.5, "snr_pixel"] / at.loc[22.5, "snr_pixel"], rel=0.15)
     assert (info["schur_5d"] <= info["schur_3d"] + 1e-9).all()   # more nuisances, less information
     assert info["schur_3d"].between(0, 1).all()
 
 
-def test_table_rows_and_verdicts(model, random_sample):
-    table, stats = C.calibration_table(model, random_sample.flux, random_sample.error, random_sample.columns["snr"],
-                                       n_grid=12, seed=4)
+def test_table_rows_and_verdicts(small_ceiling, random_sample):
+    lc, mag_table = small_ceiling
+    table, stats = C.calibration_table(lc.frame, mag_table, random_sample.flux, random_sample.error,
+                                       random_sample.columns["snr"])
     assert list(table.columns) == ["tier", "quantity", "mock", "real", "tolerance", "deviation", "op", "limit",
                                    "verdict", "source"]
     assert len(table) == len(C.REAL) and set(table["tier"]) == {1, 2}
@@ -97,6 +110,10 @@ def test_table_rows_and_verdicts(model, random_sample):
             assert row.deviation == pytest.approx(abs(row.mock / ref.real - 1))
             assert row.verdict == ("PASS" if row.deviation <= ref.tolerance else "FAIL")
     assert {"snr_by_mag", "random", "similarity", "information"} <= set(stats)
+    # one computation: the table's R²_max rows are the per-magnitude table's numbers
+    for m in (21.5, 22.0, 22.5):
+        row = table[table["quantity"] == f"median R²_max 3-D, i = {m:g}"].iloc[0]
+        assert row.mock == mag_table.set_index("mag").loc[m, "r2_3d"]
 
 
 def test_tier1_passed_logic():

@@ -300,63 +300,133 @@ def test_van_trees_under_the_sampling_prior_is_valid_and_not_vacuous():
         assert vt["bound"] > 0.2 * mmse  # loose but informative
 
 
-def test_per_bin_ceilings_and_model_efficiency(tmp_path):
+def test_model_scores_and_efficiency(tmp_path):
     from snrmoe_lib.config import params_from_dict
     from snrmoe_lib.evaluation.records import write_results
 
-    frame = pd.DataFrame({"snr_l2": [1.0, 1.5, 3.0, 5.0, 9.0], "crlb_3d": [4.0, 2.0, 0.5, 0.1, 0.01],
-                          "crlb_5d": [8.0, 4.0, 1.0, 0.2, 0.02], "bcrlb_3d": [0.9, 0.8, 0.4, 0.1, 0.01],
-                          "bcrlb_5d": [0.95, 0.9, 0.5, 0.15, 0.02]})
-    bins = k1.ceiling_per_bin(frame, "snr_l2", [2.0, 4.0, 7.0, 20.0], ["X", "L", "M", "H", "U"], 1.0)
-    assert bins["n"].tolist() == [2, 1, 1, 1, 0]
-    np.testing.assert_allclose(bins["ceiling_3d"][:4], [1 - 3.0, 0.5, 0.9, 0.99])
-    np.testing.assert_allclose(bins["bayes_5d"][:4], [1 - 0.925, 0.5, 0.85, 0.98])
-    assert np.isnan(bins["ceiling_3d"][4])
-    # a Q1 results file with a per-bin table in the shape of metrics.per_bin_table
     p = params_from_dict({"name": "unit"})
-    per_bin = [{"model": "oracle", "bin": "X (≤2)", "n": 10, "r2": 0.02}, {"model": "oracle", "bin": "L (2–4]", "n": 10, "r2": 0.3},
-               {"model": "global", "bin": "M (4–7]", "n": 10, "r2": 0.5}, {"model": "global", "bin": "H >7", "n": 3, "r2": None}]
+    per_bin = [{"model": "oracle", "bin": "X (≤2)", "n": 10, "r2": 0.2, "r2_lo": 0.1, "r2_hi": 0.3, "rmse": 0.9},
+               {"model": "oracle", "bin": "L (2–4]", "n": 10, "r2": 0.5, "r2_lo": 0.4, "r2_hi": 0.6, "rmse": 0.7},
+               {"model": "global", "bin": "L (2–4]", "n": 10, "r2": 0.4, "r2_lo": 0.3, "r2_hi": 0.5, "rmse": 0.8},
+               {"model": "global", "bin": "H >7", "n": 3, "r2": None}]
     other_noise = [dict(r, noise_level=0.5, r2=0.9) for r in per_bin]
     write_results(tmp_path, "q1_snr_headroom", p, dataset={}, metrics={},
                   extra={"per_bin": [dict(r, noise_level=1.0) for r in per_bin] + other_noise, "note": "x"})
     write_results(tmp_path, "00_data_overview", p, dataset={}, metrics={}, extra={"per_bin": per_bin})
-    # Q3 repeats Q1's oracle under another name, and adds its own model
+    # Q3 repeats Q1's oracle, and adds its own model
     write_results(tmp_path, "q3_deployable_gate", p, dataset={}, metrics={},
-                  extra={"per_bin": [dict(per_bin[0], model="oracle"), dict(per_bin[1], model="oracle"),
-                                     dict(per_bin[0], model="deployed", r2=0.05)]})
-    models = k1_efficiency.model_bin_r2(tmp_path, config="unit", noise_level=1.0)
+                  extra={"per_bin": [dict(per_bin[0]), dict(per_bin[1]), dict(per_bin[0], model="deployed", r2=0.25)]})
+    models = k1_efficiency.model_bin_scores(tmp_path, config="unit", noise_level=1.0)
     assert models["model"].tolist() == ["q1:oracle", "q1:oracle", "q1:global", "q3:deployed"]
-    assert models["bin"].tolist() == ["X", "L", "M", "X"]
-    models = models[models["notebook"] == "q1_snr_headroom"].reset_index(drop=True)
-    eff = k1_efficiency.efficiency_table(models, bins, "5d")
-    np.testing.assert_allclose(eff["efficiency"], [0.02 / 0.075, 0.3 / 0.5, 0.5 / 0.85])
-    np.testing.assert_allclose(eff["efficiency_median"][2], 0.5 / 0.8)
-    assert np.isnan(eff["efficiency_median"][0])  # median R²_max of bin X is negative
-    assert np.isnan(eff["efficiency_unbiased"][0])  # unbiased ceiling ≤ 0: efficiency undefined
-    assert k1_efficiency.model_bin_r2(tmp_path / "none").empty
+    assert models["bin"].tolist() == ["X", "L", "L", "X"]
+    bounds = pd.DataFrame({"bin": ["X", "L"], "tag": "5d", "n_test": [10, 11], "var_bin": [1.0, 2.0],
+                           **{f"{b}_mse{s}": [0.4, 0.5] for b in k1_efficiency.BOUNDS for s in ("", "_lo", "_hi")}})
+    eff = k1_efficiency.efficiency_table(models, bounds, "5d")
+    np.testing.assert_allclose(eff["model_mse"], [0.8, 1.0, 1.2, 0.75])   # (1 − R²) · Var_bin
+    np.testing.assert_allclose(eff["vantrees_eff"], [0.5, 0.5, 0.5 / 1.2, 0.4 / 0.75])
+    np.testing.assert_allclose(eff["vantrees_eff_lo"][0], 0.4 / 0.9)      # bound_lo / model_mse_hi
+    assert eff["n_matches"].tolist() == [True, False, False, True]
+    assert k1_efficiency.model_bin_scores(tmp_path / "none").empty
+    assert k1_efficiency.efficiency_table(models.iloc[:0], bounds).empty
 
 
 def test_grid_files_and_configuration_checks(tmp_path):
     from snrmoe_lib.config import ParameterError, params_from_dict
 
-    p = params_from_dict({"name": "unit", "data": {"path": str(tmp_path / "d.h5"), "mock": {"model": "simple"}},
-                          "fisher": {"mags": [21.5, 22.0]}})
-    files = k1.grid_files(p)
-    assert files[21.5].name.startswith("mock_grid_simple_") and files[21.5].name.endswith("_mag21.5.h5")
-    assert files[22.0].parent == tmp_path
-    # the name depends on the grid's settings, not on the configuration's name or noise level
-    same = params_from_dict({"name": "other", "noise": {"noise_level": 0.5},
-                             "data": {"path": str(tmp_path / "d.h5"), "mock": {"model": "simple"}}})
-    finer = params_from_dict({"name": "unit", "data": {"path": str(tmp_path / "d.h5"), "mock": {"model": "simple"}},
-                              "fisher": {"grid_teff_step": 125.0}})
-    assert k1.grid_files(same)[21.5] == files[21.5] and k1.grid_files(finer)[21.5] != files[21.5]
-    p2 = params_from_dict({"name": "unit", "fisher": {"mags": [22.0], "grid_path": str(tmp_path / "g_{mag:g}.h5")}})
-    assert k1.grid_files(p2)[22.0].name == "g_22.h5"
+    p = params_from_dict({"name": "unit", "fisher": {"mags": [22.0], "grid_path": str(tmp_path / "g_{mag:g}.h5")}})
     with pytest.raises(FileNotFoundError, match="g_22.h5"):
-        k1.ensure_grid(p2)
+        k1.grid_files(p)
+    with pytest.raises(ValueError, match="grid_path is empty"):
+        k1.grid_files(params_from_dict({"name": "unit"}))
     with pytest.raises(ParameterError, match="nuisance_5d"):
         params_from_dict({"fisher": {"nuisance_5d": ["T_eff", "logg"]}})
     with pytest.raises(ParameterError, match="reference"):
         params_from_dict({"fisher": {"reference_mags": [21.5]}})
-    spec = k1.grid_spec(p)
-    assert spec.mode == "grid" and spec.grid_a_m == [0.0, 0.2, 0.4] and spec.grid_mags == [21.5, 22.0]
+    with pytest.raises(ParameterError, match="fd_steps"):
+        params_from_dict({"fisher": {"fd_steps": [250.0, 0.5]}})
+    with pytest.raises(ParameterError, match="map_candidates"):
+        params_from_dict({"fisher": {"map_candidates": 1, "map_starts": 3}})
+
+
+def test_real_data_path_reads_grid_products(tmp_path):
+    """With fisher.grid_path (real data, no forward model) the per-magnitude table comes from grid files."""
+    from snrmoe_lib.config import params_from_dict
+    from snrmoe_lib.data.mock import simulate
+
+    spec = MockSpec(mode="grid", model="simple", teff=[4500, 5500], log_g=[2, 4], m_h=[-1, 0], grid_teff_step=500,
+                    grid_log_g_step=1.0, grid_m_h_step=0.5, grid_a_m=[-0.2, 0.0, 0.2], grid_c_m=[-0.2, 0.0, 0.2],
+                    grid_mags=[21.5, 22.5], chunk_size=300)
+    simulate(spec, tmp_path / "g.h5", progress=False)
+    p = params_from_dict({"name": "unit", "fisher": {"mags": [21.5, 22.5], "grid_path": str(tmp_path / "g.h5"),
+                                                     "n_stars": 5, "edges": "drop"}, "runner": {"n_bootstrap": 10}})
+    lc, table = k1.ceiling_by_magnitude(p, None)
+    assert table["n"].tolist() == [1, 1]  # one interior star of a 3-node lattice
+    assert table["sigma_3d"].iloc[1] > table["sigma_3d"].iloc[0] > 0
+
+
+def test_fd_converges_to_autograd_on_a_smooth_flux():
+    """Without the median normalisation the mock is smooth: central differences converge as h²."""
+    from snrmoe_lib.ceiling.stars import lattice_axes, sample_lattice
+
+    m = get_model("calibrated")
+
+    class Raw:
+        def normalized_flux(self, th, table=None):
+            return m.stellar(th)
+
+    st = sample_lattice(lattice_axes([4000, 6000], 250, [1, 5], 0.5, [-2, 0.5], 0.25, [0.0], [0.0]), 3, 5)
+    A = ceiling.jacobian_autograd(Raw(), st)
+    h = np.array([250, 0.5, 0.25, 0.25, 0.25])
+    err = [np.median(np.linalg.norm(ceiling.jacobian_fd(Raw(), st, h * s) - A, axis=1) / np.linalg.norm(A, axis=1))
+           for s in (1.0, 0.25)]
+    assert err[1] < err[0] / 8, err
+    with pytest.raises(ValueError, match="positive"):
+        ceiling.jacobian_fd(Raw(), st, [1.0, 1.0])
+
+
+def test_lattice_ceiling_checks_on_few_stars():
+    from snrmoe_lib.analyses import k1_ceiling
+    from snrmoe_lib.config import params_from_dict
+
+    p = params_from_dict({"name": "unit", "fisher": {"n_stars": 6, "fd_check_stars": 4, "fd_halvings": 1,
+                                                     "mags": [21.5, 22.5]}})
+    m = get_model("calibrated")
+    lc = k1_ceiling.lattice_ceiling(p, m)
+    tab = k1_ceiling.magnitude_table(lc.frame, lc.var_logg, n_boot=20)
+    assert (tab["r2_3d_lo"] <= tab["r2_3d"]).all() and (tab["r2_3d"] <= tab["r2_3d_hi"]).all()
+    assert (tab["r2_5d"] <= tab["r2_3d"] + 1e-12).all()
+    assert k1_ceiling.schur_vs_inverse(lc, p)["max_rel_diff"].max() < 1e-8
+    sc = k1_ceiling.error_scaling(lc, p).set_index(["error_scale", "mag"])
+    # σ × 2 doubles σ_CRLB exactly
+    np.testing.assert_allclose(sc.loc[(2.0, 21.5), "sigma_3d"], 2 * sc.loc[(1.0, 21.5), "sigma_3d"], rtol=1e-9)
+    conv, _ = k1_ceiling.fd_convergence(p, m, n_boot=10)
+    assert set(conv["step_factor"]) == {1.0, 0.5} and (conv["median_abs_dev"] < 0.2).all()
+
+
+def test_map_fit_recovers_noise_free_labels_and_laplace_sigma():
+    import torch
+
+    from snrmoe_lib.ceiling.template_fit import LabelPrior, map_fit
+
+    m = get_model("calibrated")
+    spec = MockSpec()
+    table = grid_table(MockSpec(mode="grid", teff=[4500, 5000], log_g=[2, 3], m_h=[-1, -0.5], grid_teff_step=500,
+                                grid_log_g_step=1, grid_m_h_step=0.5), 21.5).iloc[[0, 5]].reset_index(drop=True)
+    truth = table[list(PARAM_NAMES)].to_numpy(float)
+    with torch.no_grad():
+        y = m.normalized_flux(torch.as_tensor(truth), table).numpy()
+    sigma = np.full_like(y, 0.02)
+    lo = np.array([3750, 1.0, -2.5, -0.25, -0.5]); hi = np.array([6000, 5.0, 0.75, 0.5, 0.5])
+    flat = LabelPrior("gaussian", (lo + hi) / 2, (hi - lo) * 100, lo, hi)  # a nearly flat prior
+    start = truth + np.array([150.0, 0.3, 0.2, 0.05, 0.05])
+    fit = map_fit(m, table, y, sigma, None, flat, start[None], n_iter=15)
+    np.testing.assert_allclose(fit.theta[:, 1], truth[:, 1], atol=0.01)
+    # Laplace σ of log g = the marginal CRLB of the noise-free Jacobian (the prior adds nothing)
+    J = ceiling.jacobian_autograd(m, table)
+    crlb = ceiling.marginal_crlb(ceiling.fisher_matrix(J, sigma), "log_g", NUIS_5D)
+    np.testing.assert_allclose(fit.sigma[:, 1], np.sqrt(crlb), rtol=0.05)
+    # the sampling prior keeps every label inside its range
+    beta = LabelPrior("sampling", (lo + hi) / 2, (hi - lo) / 4, lo, hi)
+    fit2 = map_fit(m, table, y + 0.3 * np.random.default_rng(0).standard_normal(y.shape), sigma * 15, None, beta,
+                   start[None], n_iter=5)
+    assert np.all(fit2.theta >= lo) and np.all(fit2.theta <= hi) and np.isfinite(fit2.sigma).all()

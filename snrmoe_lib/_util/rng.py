@@ -66,9 +66,11 @@ STREAMS: dict[str, Stream] = _streams(
     Stream("audit.label_shuffle", ("seed", 101, "k"), "Q2 control: the k-th shuffle of the labels"),
     Stream("audit.pixel_shuffle", ("seed", 202, "row"), "Q2 control: pixel order of one spectrum's σ"),
     Stream("audit.pixel_order", ("seed", 303), "Q2 control: one pixel order shared by every spectrum"),
-    Stream("calibration.subsample", ("seed", 17), "mock calibration: the rows its statistics use"),
     Stream("fisher.stars", ("seed",), "K1: the grid stars whose Jacobians are computed"),
     Stream("fisher.bin_stars", ("seed", 1), "K1: the test stars of the per-bin ceiling"),
+    Stream("fisher.lattice_stars", ("seed", 4101, 4102), "K1: the lattice stars of R²_max per magnitude"),
+    Stream("fisher.map_stars", ("seed", 4111, 4112), "K1: the frozen-test stars the MAP template fit runs on"),
+    Stream("fisher.map_starts", ("seed", 4121, 4122), "K1: the candidate starting points of the MAP fit"),
     # evaluation / reporting
     Stream("bootstrap.stars", ("seed",), "bootstrap resamples of test stars (shared by every model of a run: paired)"),
     Stream("bootstrap.seeds", ("seed", 9001, 9002), "two-level bootstrap: the seeds (training realisations) each draw averages"),
@@ -81,7 +83,6 @@ KNOWN_SHARED: dict[frozenset, str] = {
         # rows with it while the noise draws normals; kept so that moving the code changed no number
         (("noise.flux", "audit.train_order"), "legacy salt (seed, 7) = noise of row 7"),
         (("noise.flux", "audit.subsample"), "legacy salt (seed, 11) = noise of row 11"),
-        (("noise.flux", "calibration.subsample"), "legacy salt (seed, 17) = noise of row 17"),
         (("noise.flux", "gate.template_subsample"), "legacy salt (seed, 31) = noise of row 31"),
         (("noise.flux", "gate.fit_subsample"), "legacy salt (seed, 37) = noise of row 37"),
         (("noise.flux", "mock.stellar"), "legacy salt (seed, 0) = noise of row 0 (different dataset seeds in practice)"),

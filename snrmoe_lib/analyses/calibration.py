@@ -12,9 +12,11 @@ Definitions (stated once, used everywhere):
 * "error vectors alike": per star, the error vector is fitted by scale × a global template
   (least squares, the template is the median of unit-norm error vectors); "alike" is the median
   over stars of the fraction of the error vector's variance that scale × template explains;
-* information: σ_CRLB(log g) from autograd Jacobians of the stored flux (float64), Fisher matrix
-  with the clean σ, marginal over (T_eff, [M/H]) (3-D) or also ([α/M], [C/M]) (5-D);
-  R²_max = 1 − CRLB / Var(log g) with Var(log g) = 1.667 of the real grid (log g 1–5, step 0.5).
+* information: the one computation of R²_max per magnitude,
+  :func:`snrmoe_lib.analyses.k1_ceiling.lattice_ceiling` (the Fisher notebook reports the same
+  numbers): ``fisher.n_stars`` nodes of the real grid's lattice, autograd Jacobians of the stored
+  flux, the clean σ at each magnitude, marginal over (T_eff, [M/H]) (3-D) or also ([α/M], [C/M])
+  (5-D); R²_max = 1 − CRLB / Var(log g) with ``fisher.reference_var_logg`` = 1.667 of the real grid.
 """
 from __future__ import annotations
 
@@ -23,19 +25,15 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from snrmoe_lib._util.rng import rng as _rng
-from snrmoe_lib.ceiling.crlb import fisher_matrix, marginal_crlb, r2_max
-from snrmoe_lib.ceiling.jacobians import jacobian_autograd
-from snrmoe_lib.data.mock.base import PARAM_NAMES
+from snrmoe_lib.analyses.k1_ceiling import lattice_ceiling, magnitude_table
 from snrmoe_lib.data.noise import snr
 from snrmoe_lib.evaluation.metrics import percentile_interval
 from snrmoe_lib.config import Params
 from snrmoe_lib.data.io import PfsDataset
 from snrmoe_lib.evaluation.records import decide, metric, verdict
 
-__all__ = ["REAL", "REAL_GRID", "calibration_grid", "snr_by_magnitude", "random_set_stats",
-           "error_similarity", "information", "calibration_table", "tier1_passed", "mock_calibration",
-           "calibration_results", "SNR_BY_MAG_REAL", "VAR_LOGG_GRID"]
+__all__ = ["REAL", "random_set_stats", "error_similarity", "calibration_table", "tier1_passed",
+           "mock_calibration", "calibration_results", "SNR_BY_MAG_REAL"]
 
 
 @dataclass(frozen=True)
@@ -70,40 +68,6 @@ REAL: list[Reference] = (
        Reference(2, "R²_max hot high-g minus cool low-g, i = 22", 0.0, 0.0, False,
                  "BRIEF §3: highest for hot high-g, lowest for cool low-g (sign only)")]
 )
-
-#: The real Fisher grid's axes and fixed conditions (BRIEF §3); Var(log g) of log g 1–5 step 0.5.
-REAL_GRID = {"T_eff": np.arange(3500.0, 7000.1, 250.0), "log_g": np.arange(1.0, 5.01, 0.5),
-             "M_H": np.arange(-2.5, 0.751, 0.25), "a_M": np.array([0.0]), "C_M": np.array([0.0]),
-             "seeing": 1.0, "zenith": 22.5, "field_angle": 0.325, "n_exp": 12, "t_exp": 900.0, "moon": 0.0}
-VAR_LOGG_GRID = float(np.var(REAL_GRID["log_g"]))
-
-
-def calibration_grid(n: int, seed: int = 0, mag: float = 21.5) -> pd.DataFrame:
-    """``n`` stars drawn (without replacement) from the real grid's lattice at its fixed conditions."""
-    axes = [REAL_GRID[k] for k in PARAM_NAMES]
-    mesh = np.meshgrid(*axes, indexing="ij")
-    full = np.column_stack([m.ravel() for m in mesh])
-    if n <= 0:
-        raise ValueError(f"n must be positive, got {n}")
-    rng = _rng("calibration.subsample", seed)
-    pick = rng.choice(len(full), size=min(n, len(full)), replace=False)
-    df = pd.DataFrame(full[np.sort(pick)], columns=list(PARAM_NAMES))
-    for k in ("seeing", "zenith", "field_angle", "t_exp", "moon"):
-        df[k] = float(REAL_GRID[k])
-    df["n_exp"] = int(REAL_GRID["n_exp"])
-    df["mag"] = float(mag)
-    df["redshift"] = 0.0
-    return df
-
-
-def snr_by_magnitude(model, table: pd.DataFrame, mags=tuple(SNR_BY_MAG_REAL)) -> pd.DataFrame:
-    """Median over stars of the per-pixel median SNR (the ``snr`` column) at each magnitude."""
-    rows = []
-    for m in mags:
-        obs = model.observe(table.assign(mag=float(m)), np.arange(len(table)), 0, "clean")
-        rows.append({"mag": float(m), "snr_pixel": float(np.median(obs.columns["snr"]))})
-    return pd.DataFrame(rows)
-
 
 def random_set_stats(flux: np.ndarray, error: np.ndarray, snr_column: np.ndarray | None = None,
                      noise_level: float = 1.0) -> dict:
@@ -148,27 +112,6 @@ def error_similarity(error: np.ndarray, n_top: int = 40) -> dict:
             "alike_per_star": alike}
 
 
-def information(model, table: pd.DataFrame, mags=(21.5, 22.0, 22.5), var_logg: float = VAR_LOGG_GRID) -> pd.DataFrame:
-    """Per-star σ_CRLB(log g), R²_max and Schur decays (3-D and 5-D) at each magnitude.
-
-    One autograd Jacobian per star (the stored flux does not depend on the conditions); σ and the
-    mask come from :meth:`observe` at each magnitude.
-    """
-    J = jacobian_autograd(model, table)
-    frames = []
-    for m in mags:
-        tb = table.assign(mag=float(m))
-        obs = model.observe(tb, np.arange(len(tb)), 0, "clean")
-        F = fisher_matrix(J, obs.error.astype(np.float64), obs.mask)
-        c3, i3 = marginal_crlb(F, "log_g", ["T_eff", "M_H"], return_info=True)
-        c5, i5 = marginal_crlb(F, "log_g", ["T_eff", "M_H", "a_M", "C_M"], return_info=True)
-        frames.append(tb[list(PARAM_NAMES) + ["mag"]].assign(
-            snr=obs.columns["snr"], sigma_3d=np.sqrt(c3), sigma_5d=np.sqrt(c5),
-            r2_3d=r2_max(c3, var_logg), r2_5d=r2_max(c5, var_logg),
-            schur_3d=i3.schur_decay, schur_5d=i5.schur_decay))
-    return pd.concat(frames, ignore_index=True)
-
-
 def _row(ref: Reference, mock: float) -> dict:
     if ref.quantity.startswith("R²_max hot"):
         dev, tol, op = -mock, 0.0, "<"   # sign check: hot high-g must exceed cool low-g
@@ -182,8 +125,8 @@ def _row(ref: Reference, mock: float) -> dict:
             "source": ref.source}
 
 
-def calibration_table(model, flux: np.ndarray, error: np.ndarray, snr_column: np.ndarray | None,
-                      n_grid: int = 60, seed: int = 0, noise_level: float = 1.0) -> tuple[pd.DataFrame, dict]:
+def calibration_table(ceiling_frame: pd.DataFrame, mag_table: pd.DataFrame, flux: np.ndarray, error: np.ndarray,
+                      snr_column: np.ndarray | None, noise_level: float = 1.0) -> tuple[pd.DataFrame, dict]:
     """The mock-vs-real table (one row per reference number) and the statistics behind it.
 
     Each row's verdict is ``decide(deviation, op, limit)``: the deviation is |mock/real − 1|
@@ -191,41 +134,40 @@ def calibration_table(model, flux: np.ndarray, error: np.ndarray, snr_column: np
 
     Parameters
     ----------
-    model
-        The forward model (``get_model('calibrated')``).
+    ceiling_frame, mag_table
+        The per-(star, magnitude) frame and the per-magnitude table of the one R²_max computation
+        (:func:`~snrmoe_lib.analyses.k1_ceiling.lattice_ceiling`, :func:`~snrmoe_lib.analyses.k1_ceiling.magnitude_table`);
+        they give the grid's per-pixel SNR and the information rows.
     flux, error, snr_column
         A sample of the random-mode dataset (stored flux, error and the ``snr`` column).
-    n_grid
-        Stars drawn from the real grid's lattice for the SNR table and the information rows.
     """
-    grid = calibration_grid(n_grid, seed)
-    snr_tab = snr_by_magnitude(model, grid)
     rnd = random_set_stats(flux, error, snr_column, noise_level)
     sim = error_similarity(error)
-    info = information(model, grid)
-    med = info.groupby("mag").median(numeric_only=True)
+    info = ceiling_frame
+    med = mag_table.set_index("mag")
+    missing = [m for m in (*SNR_BY_MAG_REAL, 21.5, 22.0, 22.5) if m not in med.index]
+    if missing:
+        raise ValueError(f"the calibration needs R²_max at magnitudes {sorted(set(missing))}: add them to fisher.mags")
+    schur = info.groupby("mag")[["schur_3d", "schur_5d"]].median()
     hot = (info["T_eff"] >= 5500) & (info["log_g"] >= 4.0)
     cool = (info["T_eff"] <= 4250) & (info["log_g"] <= 2.0)
     at22 = np.isclose(info["mag"], 22.0)
     hot_minus_cool = float(np.nanmedian(info.loc[hot & at22, "r2_3d"]) - np.nanmedian(info.loc[cool & at22, "r2_3d"]))
-    mock = {f"per-pixel median SNR, grid, i = {m:g}": v for m, v in zip(snr_tab["mag"], snr_tab["snr_pixel"])}
+    mock = {f"per-pixel median SNR, grid, i = {m:g}": med.loc[m, "snr_pixel"] for m in SNR_BY_MAG_REAL}
     mock.update({
         "L2 SNR median, random set, noise_level 1": rnd["l2_median"],
         "snr column median, random set": rnd.get("snr_col_median", np.nan),
         "scale-free error vectors alike (fraction)": sim["alike"],
         "median σ_CRLB(log g) 3-D, grid, i = 21.5 (dex)": med.loc[21.5, "sigma_3d"],
-        "median R²_max 3-D, i = 21.5": med.loc[21.5, "r2_3d"],
-        "median R²_max 3-D, i = 22": med.loc[22.0, "r2_3d"],
-        "median R²_max 3-D, i = 22.5": med.loc[22.5, "r2_3d"],
-        "Schur decay 3-D (marginal / unmarginalised)": med.loc[21.5, "schur_3d"],
-        "Schur decay 5-D": med.loc[21.5, "schur_5d"],
-        "median R²_max 5-D, i = 21.5": med.loc[21.5, "r2_5d"],
-        "median R²_max 5-D, i = 22": med.loc[22.0, "r2_5d"],
-        "median R²_max 5-D, i = 22.5": med.loc[22.5, "r2_5d"],
+        **{f"median R²_max {t}-D, i = {m:g}": med.loc[m, f"r2_{t}d"] for t in (3, 5) for m in (21.5, 22.0, 22.5)},
+        "Schur decay 3-D (marginal / unmarginalised)": schur.loc[21.5, "schur_3d"],
+        "Schur decay 5-D": schur.loc[21.5, "schur_5d"],
         "R²_max hot high-g minus cool low-g, i = 22": hot_minus_cool,
     })
     table = pd.DataFrame([_row(ref, mock[ref.quantity]) for ref in REAL])
-    stats = {"snr_by_mag": snr_tab, "random": rnd, "similarity": sim, "information": info, "grid": grid}
+    snr_by_mag = mag_table[["mag", "snr_pixel"]].reset_index(drop=True)
+    stats = {"snr_by_mag": snr_by_mag, "random": rnd, "similarity": sim, "information": info,
+             "magnitude_table": mag_table}
     return table, stats
 
 
@@ -239,15 +181,19 @@ def mock_calibration(params: Params, ds: PfsDataset, model) -> tuple[pd.DataFram
     """The calibration table of a configuration's mock dataset (:func:`calibration_table`).
 
     The random-set side uses the dataset's first ``20 · fisher.n_stars`` spectra at noise_level 1;
-    the grid side ``fisher.n_stars`` stars of the real grid's lattice, drawn with the first seed.
-    ``stats['n_random']`` and ``stats['n_grid']`` say how many.
+    the grid side is the one R²_max computation of the configuration
+    (:func:`~snrmoe_lib.analyses.k1_ceiling.lattice_ceiling`, intervals from ``runner.n_bootstrap``
+    resamples of its stars). ``stats['n_random']``, ``stats['n_grid']`` and ``stats['seconds']`` say
+    how many and how long.
     """
     sample = ds.read(np.arange(min(ds.n, 20 * params.fisher.n_stars)))
-    table, stats = calibration_table(model, sample.flux, sample.error, sample.params["snr"].to_numpy(),
-                                     n_grid=params.fisher.n_stars, seed=params.seeds[0], noise_level=1.0)
+    lc = lattice_ceiling(params, model)
+    mag_table = magnitude_table(lc.frame, lc.var_logg, params.runner.n_bootstrap, params.fisher.seed)
+    table, stats = calibration_table(lc.frame, mag_table, sample.flux, sample.error, sample.params["snr"].to_numpy(),
+                                     noise_level=1.0)
     if not (np.isfinite(table["mock"]).all() and len(table) == len(REAL)):
         raise ValueError("the calibration table lacks a mock number: a statistic could not be computed")
-    stats.update(n_random=len(sample.flux), n_grid=params.fisher.n_stars)
+    stats.update(n_random=len(sample.flux), n_grid=len(lc.fishers.stars), seconds=lc.seconds)
     return table, stats
 
 

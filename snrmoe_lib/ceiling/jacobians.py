@@ -2,6 +2,8 @@
 
 * :func:`jacobian_autograd` — exact, by automatic differentiation of a mock forward model
   (:meth:`~snrmoe_lib.data.mock.base.ForwardModel.normalized_flux`), batched;
+* :func:`jacobian_fd` — central finite differences of the same forward model at chosen steps (the
+  user's method without the grid's float32 storage; the step-halving check of the ceiling);
 * :func:`grid_jacobian` / :func:`grid_jacobian_dataset` — central finite differences along the axes
   of a regular grid (the method used on pfsspec grid products): the lattice is detected from the
   params table (:func:`detect_lattice`), edges are dropped or differenced one-sided.
@@ -22,7 +24,7 @@ from snrmoe_lib.data.io import PfsDataset
 from snrmoe_lib.data.mock.base import PARAM_NAMES, ForwardModel
 from snrmoe_lib.data.noise import effective_sigma
 
-__all__ = ["PARAM_NAMES", "parameter_matrix", "jacobian_autograd", "Lattice", "detect_lattice", "usable_rows",
+__all__ = ["PARAM_NAMES", "parameter_matrix", "jacobian_autograd", "jacobian_fd", "flux_and_jacobian", "Lattice", "detect_lattice", "usable_rows",
            "GridJacobian", "grid_jacobian", "grid_jacobian_dataset"]
 
 
@@ -100,10 +102,56 @@ def jacobian_autograd(model: ForwardModel, table: pd.DataFrame, batch_size: int 
     return out
 
 
-def _batch_jacobian(model: ForwardModel, x, table: pd.DataFrame) -> np.ndarray:
-    """(B, P, 5) Jacobian of one batch by reverse-over-reverse differentiation (see :func:`jacobian_autograd`)."""
+def jacobian_fd(model: ForwardModel, table: pd.DataFrame, steps: Sequence[float], batch_size: int = 64,
+                num_threads: int | None = 1) -> np.ndarray:
+    """Central finite differences ``(f(θ + h_k e_k) − f(θ − h_k e_k)) / 2h_k`` of the forward model, float64.
+
+    Parameters
+    ----------
+    model, table
+        As :func:`jacobian_autograd`.
+    steps
+        The five steps ``h_k`` in :data:`PARAM_NAMES` order (e.g. the grid's node spacings).
+
+    Returns
+    -------
+    ndarray (B, P, 5), float64
+    """
     import torch
 
+    h = np.asarray(steps, np.float64)
+    if h.shape != (len(PARAM_NAMES),) or not np.all(h > 0):
+        raise ValueError(f"steps must be {len(PARAM_NAMES)} positive numbers in {PARAM_NAMES} order, got {steps}")
+    theta = parameter_matrix(table)
+    table = table.reset_index(drop=True)
+    K = len(PARAM_NAMES)
+    old = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    try:
+        out = None
+        for s in range(0, len(table), batch_size):
+            t = theta[s:s + batch_size]
+            shifts = np.concatenate([t + sign * h[k] * np.eye(K)[k] for k in range(K) for sign in (1.0, -1.0)])
+            with torch.no_grad():
+                f = model.normalized_flux(torch.as_tensor(shifts), table.iloc[np.tile(np.arange(s, s + len(t)), 2 * K)])
+            f = f.numpy().reshape(K, 2, len(t), -1)
+            if out is None:
+                out = np.empty((len(table), f.shape[-1], K), np.float64)
+            out[s:s + len(t)] = np.moveaxis((f[:, 0] - f[:, 1]) / (2 * h[:, None, None]), 0, -1)
+    finally:
+        torch.set_num_threads(old)
+    return out
+
+
+def flux_and_jacobian(model: ForwardModel, theta, table: pd.DataFrame):
+    """Flux (B, P) and exact Jacobian (B, P, 5) at the torch tensor ``theta`` (one batch, float64 numpy).
+
+    The building block of Gauss–Newton fits (:mod:`snrmoe_lib.ceiling.template_fit`).
+    """
+    import torch
+
+    x = theta.detach().clone().requires_grad_(True)
     with torch.enable_grad():
         y = model.normalized_flux(x, table)
         u = torch.zeros_like(y, requires_grad=True)
@@ -114,7 +162,12 @@ def _batch_jacobian(model: ForwardModel, x, table: pd.DataFrame) -> np.ndarray:
             tangent[:, k] = 1.0
             (d,) = torch.autograd.grad(g, u, tangent, retain_graph=k < len(PARAM_NAMES) - 1)
             cols.append(d.detach().to(torch.float64).numpy())
-    return np.stack(cols, axis=-1)
+    return y.detach().to(torch.float64).numpy(), np.stack(cols, axis=-1)
+
+
+def _batch_jacobian(model: ForwardModel, x, table: pd.DataFrame) -> np.ndarray:
+    """(B, P, 5) Jacobian of one batch by reverse-over-reverse differentiation (see :func:`jacobian_autograd`)."""
+    return flux_and_jacobian(model, x, table)[1]
 
 
 # --------------------------------------------------------------------------------------------

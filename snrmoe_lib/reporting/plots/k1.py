@@ -1,5 +1,6 @@
-"""Figures of the Fisher-ceiling notebook: the SNR cliff, R²_max over (T_eff, log g), FD vs
-autograd, and model efficiency against the ceiling per SNR bin. Each returns a Figure."""
+"""Figures of the Fisher-ceiling notebook: the SNR cliff, R²_max over (T_eff, log g), the
+finite-difference step-halving check, the per-bin bounds with the models' R², and the MAP fit's
+residuals against the truth. Each returns a Figure."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -9,7 +10,7 @@ import pandas as pd
 
 from snrmoe_lib.reporting.plots.common import PALETTE
 
-__all__ = ["plot_cliff", "plot_ceiling_map", "plot_fd_vs_autograd", "plot_efficiency"]
+__all__ = ["plot_cliff", "plot_ceiling_map", "plot_fd_convergence", "plot_bin_bounds", "plot_residuals"]
 
 _TAGS = {"3d": "3-D (T_eff, [M/H] unknown)", "5d": "5-D (+ [α/M], [C/M] unknown)"}
 
@@ -28,8 +29,9 @@ def plot_cliff(frame: pd.DataFrame, table: pd.DataFrame, snr_line: float = 4.0, 
         n_low = int(np.sum(r < floor))
         ax.scatter(frame["snr_pixel"], np.clip(r, floor, None), s=7, alpha=0.25, color=color, marker=marker,
                    lw=0, label=f"stars, {_TAGS[tag]}" + (f" ({n_low} below {floor:g})" if n_low else ""))
-        ax.plot(table["snr_pixel"], table[f"median_r2_{tag}"], color=color, marker=marker, lw=2,
-                label=f"median R²_max, {tag.upper()}")
+        ax.errorbar(table["snr_pixel"], table[f"r2_{tag}"],
+                    yerr=[table[f"r2_{tag}"] - table[f"r2_{tag}_lo"], table[f"r2_{tag}_hi"] - table[f"r2_{tag}"]],
+                    color=color, marker=marker, lw=2, capsize=3, label=f"median R²_max (95 % interval), {tag.upper()}")
         if f"bayes_r2_{tag}" in table:
             ax.plot(table["snr_pixel"], table[f"bayes_r2_{tag}"], color=color, ls="--", lw=1.3,
                     label=f"Bayesian ceiling (population), {tag.upper()}")
@@ -80,68 +82,82 @@ def _edges(c: np.ndarray) -> np.ndarray:
     return np.concatenate([[c[0] - (mid[0] - c[0])], mid, [c[-1] + (c[-1] - mid[-1])]])
 
 
-def plot_fd_vs_autograd(check: pd.DataFrame):
-    """σ_CRLB of log g from grid finite differences against the exact autograd value, per star."""
+def plot_fd_convergence(conv: pd.DataFrame):
+    """Median |σ_FD/σ_autograd − 1| (with its interval) against the finite-difference step, per magnitude."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(4.6, 4.2))
-    for tag, color, marker in (("3d", PALETTE[0], "o"), ("5d", PALETTE[3], "s")):
-        ax.scatter(check[f"sigma_ad_{tag}"], check[f"sigma_fd_{tag}"], color=color, marker=marker, s=28,
-                   label=tag.upper())
-    v = check[[c for c in check if c.startswith("sigma_")]].to_numpy(float)
-    lo, hi = np.nanmin(v) * 0.8, np.nanmax(v) * 1.25
-    ax.plot([lo, hi], [lo, hi], color="0.3", lw=1, ls="--", label="1 : 1")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("σ_CRLB(log g), autograd (dex)")
-    ax.set_ylabel("σ_CRLB(log g), grid finite differences (dex)")
-    ax.set_title("Finite differences vs exact derivatives", fontsize=10)
-    ax.legend(fontsize=8)
+    tags = list(dict.fromkeys(conv["tag"]))
+    fig, axes = plt.subplots(1, len(tags), figsize=(4.3 * len(tags), 3.8), squeeze=False, sharey=True)
+    mags = sorted(conv["mag"].unique())
+    for ax, tag in zip(axes[0], tags):
+        for j, m in enumerate(mags):
+            g = conv[(conv["tag"] == tag) & (conv["mag"] == m)].sort_values("step_factor")
+            ax.errorbar(g["step_factor"], g["median_abs_dev"], yerr=[g["median_abs_dev"] - g["lo"], g["hi"] - g["median_abs_dev"]],
+                        color=PALETTE[j % len(PALETTE)], marker="o", ms=4, capsize=2, lw=1.2, label=f"i = {m:g}")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("step / grid step")
+        ax.set_title(_TAGS.get(tag, tag), fontsize=9)
+    axes[0, 0].set_ylabel("median |σ_FD / σ_autograd − 1|")
+    axes[0, -1].legend(fontsize=7)
+    fig.suptitle("Finite differences against exact derivatives, step halving", fontsize=10)
     fig.tight_layout()
     return fig
 
 
-def plot_efficiency(bins: pd.DataFrame, efficiency: pd.DataFrame, tag: str = "5d"):
-    """Per SNR bin: median R²_max and the Bayesian ceiling, and each model's R² (efficiency annotated)."""
+_BOUND_STYLE = {"vantrees": ("Van Trees, sampling prior (any estimator)", PALETTE[2]),
+                "bayes": ("Gaussian prior (linear shrinkage)", PALETTE[1]),
+                "crlb_median": ("unbiased CRLB, median star", PALETTE[5])}
+
+
+def plot_bin_bounds(bounds: pd.DataFrame, efficiency: pd.DataFrame | None, tag: str = "5d"):
+    """Per SNR bin: the R² each bound allows (bars with intervals) and each model's R² (markers)."""
     import matplotlib.pyplot as plt
 
-    labels = bins["bin"].astype(str).tolist()
-    short = [b.split()[0] for b in labels]
-    x = np.arange(len(labels))
+    b = bounds[bounds["tag"] == tag].reset_index(drop=True)
+    x = np.arange(len(b))
     fig, ax = plt.subplots(figsize=(9.0, 4.2))
-    med = bins[f"median_r2_{tag}"].to_numpy(float)
-    ax.bar(x - 0.2, np.clip(med, -1, None), width=0.38, color=PALETTE[5], alpha=0.45,
-           label=f"median per-star R²_max, unbiased ({tag.upper()})")
-    ax.bar(x + 0.2, bins[f"bayes_{tag}"], width=0.38, color=PALETTE[1], alpha=0.45,
-           label=f"Bayesian ceiling, population ({tag.upper()})")
-    for xi, c in zip(x, bins[f"ceiling_{tag}"]):
-        if np.isfinite(c):
-            ax.annotate(f"1−⟨CRLB⟩/Var\n= {c:.2g}", (xi - 0.2, -1.0), fontsize=6, ha="center",
-                        va="bottom", color="0.25")
+    w = 0.8 / len(_BOUND_STYLE)
+    for j, (name, (label, color)) in enumerate(_BOUND_STYLE.items()):
+        if f"{name}_r2" not in b:
+            continue
+        v = b[f"{name}_r2"].to_numpy(float)
+        err = np.array([v - b[f"{name}_r2_lo"], b[f"{name}_r2_hi"] - v])
+        ax.bar(x - 0.4 + w * (j + 0.5), np.clip(v, -1, None), width=w, color=color, alpha=0.5, label=label,
+               yerr=np.nan_to_num(err), capsize=2)
     if efficiency is not None and len(efficiency):
         models = list(dict.fromkeys(efficiency["model"]))
-        colors = [PALETTE[i] for i in (0, 3, 2, 4, 7)]  # not the bars' colours, nor pale yellow
-        markers = "oDv^<>ph"
-        width = 0.8 / len(models)
         for j, m in enumerate(models):
-            e = efficiency[efficiency["model"].eq(m) & efficiency["bin"].isin(short)]
-            # spread the models across each bin so that markers and labels do not overlap
-            xi = np.array([short.index(b) for b in e["bin"]]) - 0.4 + width * (j + 0.5)
-            ax.scatter(xi, e["r2"], color=colors[j % len(colors)], marker=markers[j % len(markers)],
-                       s=30, zorder=3, edgecolor="white", lw=0.5, label=f"{m} (R²)")
-            for xx, (_, row) in zip(xi, e.iterrows()):
-                if np.isfinite(row["efficiency"]):
-                    ax.annotate(f"{row['efficiency']:.2f}", (xx, row["r2"]), textcoords="offset points",
-                                xytext=(0, 5), fontsize=5.5, ha="center", rotation=90)
+            e = efficiency[efficiency["model"] == m]
+            xi = np.array([list(b["bin"]).index(v) for v in e["bin"]]) - 0.35 + 0.7 * (j + 0.5) / len(models)
+            ax.scatter(xi, e["r2"], color=PALETTE[(j + 3) % len(PALETTE)], marker="oDv^<>ph*"[j % 9], s=18,
+                       zorder=3, edgecolor="white", lw=0.4, label=f"{m} (R²)")
     else:
-        ax.text(0.02, 0.97, "no Q1/Q3 results found for this configuration: ceilings only",
+        ax.text(0.02, 0.97, "no Q1/Q3 results found for this configuration: bounds only",
                 transform=ax.transAxes, fontsize=8, va="top", color="0.3")
-    ax.set_xticks(x, [f"{lab}\n(n={n})" for lab, n in zip(labels, bins["n"])])
+    ax.set_xticks(x, [f"{lab}\n({n} of {nt} stars)" for lab, n, nt in zip(b["bin"], b["n_stars"], b["n_test"])])
     ax.axhline(0, color="0.6", lw=0.6)
     ax.set_ylim(-1.05, 1.1)
-    ax.set_xlabel("SNR bin (per-spectrum SNR, the configuration's definition)")
-    ax.set_ylabel("R² of log g")
-    ax.set_title("How close are the models to the limit? (labels: R² / Bayesian ceiling)", fontsize=10)
-    ax.legend(fontsize=6.5, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.set_xlabel("SNR bin of the frozen test (true SNR, the configuration's definition)")
+    ax.set_ylabel("R² of log g (bin variance)")
+    ax.set_title(f"Bounds per SNR bin ({tag.upper()}) and the models' R²", fontsize=10)
+    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    return fig
+
+
+def plot_residuals(stars: pd.DataFrame, labels: Sequence[str], pred: str = "logg_map", title: str = "MAP fit"):
+    """Residual (prediction − truth) of log g against the true log g, one panel per SNR bin."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(labels), figsize=(3.0 * len(labels), 3.2), sharey=True, squeeze=False)
+    for k, (ax, lab) in enumerate(zip(axes[0], labels)):
+        g = stars[stars["bin"] == k]
+        ax.scatter(g["log_g"], g[pred] - g["log_g"], s=8, alpha=0.5, color=PALETTE[0], lw=0)
+        ax.axhline(0, color="0.4", lw=0.8)
+        ax.set_title(f"{lab} (n = {len(g)})", fontsize=9)
+        ax.set_xlabel("true log g (dex)")
+    axes[0, 0].set_ylabel("predicted − true log g (dex)")
+    fig.suptitle(f"{title}: residual against truth per SNR bin (shrinkage shows as a negative slope)", fontsize=10)
     fig.tight_layout()
     return fig
