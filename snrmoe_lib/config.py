@@ -18,16 +18,20 @@ Relative paths in a YAML file are resolved against the folder of that file.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import math
 import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Optional, Union
+from typing import ClassVar, Literal, Optional
 
 import yaml
+
+from snrmoe_lib._util.typed import ParameterError
+from snrmoe_lib._util.typed import build as _build
+from snrmoe_lib._util.typed import convert as _convert
+from snrmoe_lib._util.typed import hints as _hints
+from snrmoe_lib._util.typed import low_high as _low_high
+from snrmoe_lib._util.typed import positive as _positive
+from snrmoe_lib._util.typed import registered as _registered
 
 __all__ = ["ParameterError", "MockSpec", "DataSpec", "SplitSpec", "NoiseSpec", "SNRBinSpec", "QualitySpec", "RidgeSpec",
            "ExpertSpec", "GateSpec", "FisherSpec", "Thresholds", "RunnerSpec", "Params", "load_params",
@@ -38,10 +42,6 @@ __all__ = ["ParameterError", "MockSpec", "DataSpec", "SplitSpec", "NoiseSpec", "
 REPRESENTATION_NAMES = ("S0", "S1a", "S1b", "S2", "S2b", "S3_11", "S3_21", "S3b", "S4")
 #: Names of the registered mock forward models (``data.mock.base``; a test checks they agree).
 MOCK_MODELS = ("calibrated", "simple")
-
-
-class ParameterError(ValueError):
-    """A configuration value is missing, unknown or of the wrong type."""
 
 
 class _Section:
@@ -351,83 +351,6 @@ class Params(_Section):
 _RANGE_KEYS = ("teff", "log_g", "m_h", "a_m", "c_m", "mag", "seeing", "zenith", "field_angle", "beta_shape")
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp)).replace("typing.", "")
-
-
-def _convert_scalar(value: Any, tp: Any, key: str) -> Any:
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ParameterError(f"{key}: expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ParameterError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            # YAML reads 1e5 (no dot) as a string: accept numeric strings explicitly
-            if isinstance(value, str):
-                try:
-                    value = float(value)
-                except ValueError:
-                    raise ParameterError(f"{key}: expected a number, got {value!r}") from None
-                return _convert_scalar(value, tp, key)
-            raise ParameterError(f"{key}: expected a number, got {value!r}")
-        if not math.isfinite(float(value)):
-            raise ParameterError(f"{key}: must be a finite number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ParameterError(f"{key}: expected a string, got {value!r}")
-        return value
-    raise ParameterError(f"{key}: unsupported type {_type_name(tp)}")  # pragma: no cover
-
-
-def _convert(value: Any, tp: Any, key: str) -> Any:
-    """``value`` checked against the type ``tp`` (ints and numeric strings become floats)."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _convert(value, inner[0], key)
-    if origin is Literal:
-        if value not in args:
-            raise ParameterError(f"{key}: {value!r} is not one of {list(args)}")
-        return value
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value  # already validated when it was built
-        if not isinstance(value, dict):
-            raise ParameterError(f"{key}: expected a mapping of settings, got {type(value).__name__}")
-        return _build(tp, value, key)
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise ParameterError(f"{key}: expected a list, got {value!r}")
-        return [_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
-    return _convert_scalar(value, tp, key)
-
-
-@functools.lru_cache(maxsize=None)
-def _hints(cls: type) -> dict:
-    return typing.get_type_hints(cls)
-
-
-def _build(cls: type, data: dict, prefix: str = "") -> Any:
-    """A section from a plain mapping: unknown keys are named here, the rest in ``__post_init__``."""
-    names = {f.name for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        where = f"{prefix}." if prefix else ""
-        raise ParameterError(
-            f"unknown parameter(s) {', '.join(where + u for u in unknown)}; "
-            f"allowed in {prefix or 'the top level'}: {', '.join(sorted(names))}"
-        )
-    return cls(**data)
-
-
 def _validate(obj: _Section) -> None:
     """The one check of a section: every field's type (converting plain data), then its values."""
     prefix = f"{obj._KEY}." if obj._KEY else ""
@@ -437,25 +360,6 @@ def _validate(obj: _Section) -> None:
     check = _VALUE_CHECKS.get(type(obj))
     if check is not None:
         check(obj, prefix)
-
-
-def _positive(obj: Any, p: str, names: tuple[str, ...], strict: bool = True) -> None:
-    for k in names:
-        v = getattr(obj, k)
-        if v <= 0 if strict else v < 0:
-            raise ParameterError(f"{p}{k}: must be {'positive' if strict else '>= 0'}, got {v}")
-
-
-def _low_high(obj: Any, p: str, names: tuple[str, ...]) -> None:
-    for k in names:
-        v = getattr(obj, k)
-        if len(v) != 2 or v[0] > v[1]:
-            raise ParameterError(f"{p}{k}: expected [low, high] with low <= high, got {v}")
-
-
-def _registered(key: str, value: str, allowed: tuple[str, ...], what: str) -> None:
-    if value not in allowed:
-        raise ParameterError(f"{key}: {value!r} is not a registered {what}; allowed: {', '.join(allowed)}")
 
 
 def _check_mock(obj: MockSpec, p: str) -> None:

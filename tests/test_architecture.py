@@ -17,7 +17,7 @@ from conftest import ROOT
 PACKAGE = "snrmoe_lib"
 PACKAGE_DIR = ROOT / PACKAGE
 #: The folders of the package in the order of the flow: a module imports only from its own or lower ones.
-LAYERS = ("config", "_util", "data", "features", "models", "ceiling", "evaluation", "analyses", "reporting",
+LAYERS = ("_util", "config", "data", "features", "models", "ceiling", "evaluation", "analyses", "reporting",
           "orchestration")
 MAX_MODULE_LINES = 600
 MAX_FUNCTION_LINES = 80
