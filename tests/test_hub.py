@@ -61,7 +61,7 @@ def reports(tmp_path):
                       verdict("Gate-1", "Q2", "r2_snr[S2]", 0.8, ">", 0.5)])
     _fixture_run(r, "default", "q3_deployable_gate", {"deployed_r2": metric(0.50), "rho_deployed": metric(0.81)},
                  [verdict("Gate-3", "Q3", "rho_deployed", 0.81, ">=", 0.7)])
-    _fixture_run(r, "default", "fisher_ceiling", {"median_r2_max_3d_mag21.5": metric(0.8914)},
+    _fixture_run(r, "default", "fisher_ceiling", {"r2_max_3d_mag21.5": metric(0.8914)},
                  [verdict("K1-check", "K1", "fd_vs_autograd", 0.03, "<=", 0.25)])
     (r / "mag22.5" / "run.json").write_text(json.dumps({"config": "mag22.5", "finished": "2026-01-01T00:00:00+00:00",
         "notebooks": [{"notebook": "q1_snr_headroom", "status": "ok", "seconds": 12.0},

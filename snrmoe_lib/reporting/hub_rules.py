@@ -83,7 +83,7 @@ def _k1_ceiling_falls(run: Run) -> list[dict]:
     """K1: the median R²_max (3-D marginal) falls with magnitude (less information, lower ceiling)."""
     mags = {}
     for name in run.rec.get("metrics", {}):
-        m = re.fullmatch(r"median_r2_max_3d_mag([0-9.]+)", name)
+        m = re.fullmatch(r"r2_max_3d_mag([0-9.]+)", name)
         if m:
             mags[float(m.group(1))] = _metric(run, name)
     ordered = sorted(mags)

@@ -65,7 +65,7 @@ GATES: list[dict] = [
 #: verdicts whose ``question`` is the claim's id (e.g. the Fisher notebook's "K1" checks) are its checks.
 KNOWLEDGE: list[dict] = [
     {"id": "K1", "claim": "The reachable log g precision is set, piecewise, by the information content (SNR)",
-     "notebook": "fisher_ceiling", "metrics": r"^median_r2_max_3d_", "decision": "SNR-aware strategy (MoE or conditional)"},
+     "notebook": "fisher_ceiling", "metrics": r"^r2_max_3d_", "decision": "SNR-aware strategy (MoE or conditional)"},
     {"id": "K2", "claim": "Domain-split training pays most at high noise",
      "notebook": "q1_snr_headroom", "metrics": r"^(global|snr_oracle|phys_oracle)_r2|^delta_r2_", "decision": "MoE is worth most at low SNR"},
     {"id": "K3", "claim": "The raw error vector leaks the spectrum",
@@ -87,7 +87,7 @@ MODELS: list[dict] = [
     {"model": "Single-model controls (Gate-4: whitening, conditional)", "notebook": "q3_deployable_gate",
      "metrics": r"^(whitening|conditional)_r2"},
     {"model": "Fisher / CRLB ceiling (median R²_max, 3-D and 5-D marginal)", "notebook": "fisher_ceiling",
-     "metrics": r"^median_r2_max_"},
+     "metrics": r"^r2_max_"},
 ]
 
 #: Headline numbers per configuration in the sweep table: (column, notebook, metric).
