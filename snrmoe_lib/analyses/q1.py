@@ -114,11 +114,11 @@ class Headroom:
         """The attribution waterfall (global → SNR-dependent α → fixed blend → bagging → hard oracle) and the
         routing share, at curve point ``k`` (the last: the full training set)."""
         ctrl = self.controls(k)
-        names = WATERFALL_Q1
+        names = [m for m in WATERFALL_Q1 if m in ctrl[0][0]["test"]]  # smaller sizes: no bagging control
         preds = {m: np.array([p["test"][m] for p, _ in ctrl]) for m in names}
         vals, draws = seed_draws(self.y, preds, n_boot, seed)
         y_val = self.runs[0].val_info["y"].to_numpy()
-        val_r2 = {c: float(np.mean([r2(y_val, p["val"][c]) for p, _ in ctrl])) for c in CONTROLS}
+        val_r2 = {c: float(np.mean([r2(y_val, p["val"][c]) for p, _ in ctrl])) for c in CONTROLS if c in names}
         return waterfall(vals, draws, names), routing_share(vals, draws, val_r2)
 
     def curve(self, n_boot: int = 200, seed: int = 0) -> list[dict]:
@@ -330,7 +330,7 @@ def verdicts(scores: dict, shares: dict, primary: float, seeds: Sequence[int], t
         out.append(verdict(f"Q1 physical oracle{tag}", "Q1", "delta_r2_phys", d["value"], ">=", threshold,
                            d["interval"], note="reference: 3 × 3 T_eff × [M/H] oracle experts"))
     if low_share is not None:
-        out.append(verdict("Q1.2", "Q1", "low_snr_share_of_gain", low_share["value"], ">=", 0.5, low_share["interval"],
+        out.append(verdict("Q1.2", "Q1.2", "low_snr_share_of_gain", low_share["value"], ">=", 0.5, low_share["interval"],
                            note=f"share of the oracle's ΔR² from bins {low_share['bins']} (bin fraction × within-bin "
                                 "gain over the whole-set variance)"))
     return out

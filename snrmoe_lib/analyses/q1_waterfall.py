@@ -80,7 +80,9 @@ def control_predictions(point, infos: dict, family: str = "snr") -> tuple[dict, 
     if "holdout" not in point.pred:
         raise ValueError("the fixed blends need held-out rows: fit with holdout=...")
     y_h = infos["holdout"]["y"].to_numpy()
-    blends = {"blend_fixed": fams[family].columns + [gi], "bagging_random": fams["rand"].columns + [gi]}
+    blends = {"blend_fixed": fams[family].columns + [gi]}
+    if "rand" in fams:  # the learning curve's smaller sizes skip the random partitions
+        blends["bagging_random"] = fams["rand"].columns + [gi]
     weights = {b: blend_weights(point.pred["holdout"][:, c], y_h) for b, c in blends.items()}
     out = {}
     for role in ("test", "val"):
@@ -128,6 +130,7 @@ def routing_share(vals: dict, draws: dict, val_r2: dict, oracle: str = "oracle_h
 
     ``val_r2``: name → seed-mean R² on the validation rows (never the test rows).
     """
+    controls = [c for c in controls if c in val_r2]
     best = max(controls, key=lambda c: val_r2[c])
     return {"value": vals[oracle] - vals[best], "interval": list(_iv(draws[oracle] - draws[best], level)),
             "control": best, "val_r2": {c: float(val_r2[c]) for c in controls}}

@@ -142,13 +142,19 @@ class _PassCollector:
                 st.update(z, nc.y, groups=groups)
 
     def solve_controls(self, alphas: Sequence[float], solver: str) -> list[list[StreamingRidge]]:
-        """The two controls' Ridge models at every training size (α on validation); frees the Grams."""
+        """The two controls' Ridge models at every training size (α on validation); frees the Grams.
+
+        The full training set chooses α from the whole grid; a smaller size from the full fit's α and its
+        two grid neighbours (the interacted Ridge is 2·D wide: each α of its path costs a factorisation).
+        """
+        grid = sorted(alphas)
         out = []
-        for k in range(self.n_inc):
+        for k in reversed(range(self.n_inc)):
             keep = np.where(np.arange(self.n_inc) <= k, 0, -1)
-            out.append([StreamingRidge.from_stats(s.collapse(keep, 1) if self.n_inc > 1 else s, alpha=list(alphas),
-                                                  val_stats=v, solver=solver)
-                        for s, v in zip(self.stats["train"], self.stats["val"])])
+            near = [grid[max(i - 1, 0):i + 2] for i in (grid.index(m.alpha_) for m in out[0])] if out else [grid] * 2
+            out.insert(0, [StreamingRidge.from_stats(s.collapse(keep, 1) if self.n_inc > 1 else s, alpha=list(a),
+                                                     val_stats=v, solver=solver)
+                           for s, v, a in zip(self.stats["train"], self.stats["val"], near)])
         self.stats = None
         return out
 
@@ -226,8 +232,9 @@ def run_deployable(ds, split, params, seed: int, representation: str, noise_leve
     hook.kept = None  # the controls' kept features are no longer needed
     step = None if inc is None else inc[np.searchsorted(fit.train, data["train"]["row"])]
     taus = sorted(set(c.tau_grid) | {g.tau})
+    last = len(run.curve) - 1
     points = [fit_gates(pt, data, infos, np.ones(len(data["train"]["y"]), bool) if step is None else step <= k, g,
-                        taus, ctrl[k], ("logistic", "mlp") if k == len(run.curve) - 1 else (g.kind,))
+                        taus, ctrl[k], ("logistic", "mlp") if k == last else (g.kind,), k == last)
               for k, pt in enumerate(run.curve)]
     return _assemble(run, data, points, representation, inter, router, record, p, seed)
 

@@ -92,8 +92,23 @@ def _regress(F_hold, y_hold, P_hold, g):
     return rgate.fit(F_hold[rows], y_hold[rows], expert_pred=P_hold[rows])
 
 
+def _regression_models(point, data: dict, rg_cols: list[int], g, with_gate: bool, pred: dict) -> dict:
+    """The regression oracle (true log SNR) and, with ``with_gate``, the regression gate (quality features),
+    both trained on the held-out rows; their predictions go into ``pred``; returns the gate's test weights."""
+    ho = data["holdout"]
+    P_h = point.pred["holdout"][:, rg_cols]
+    rorac = _regress(_log_snr(ho), ho["y"], P_h, g)
+    rgate = _regress(ho["q"], ho["y"], P_h, g) if with_gate else None
+    for r in pred:
+        Pr = point.pred[r][:, rg_cols]
+        pred[r]["oracle_regression"] = rorac.predict(_log_snr(data[r]), expert_pred=Pr)
+        if rgate is not None:
+            pred[r]["regression_gate"] = rgate.predict(data[r]["q"], expert_pred=Pr)
+    return {} if rgate is None else {"regression": rgate.predict_proba(data["test"]["q"])}
+
+
 def fit_gates(point, data: dict, infos: dict, train_mask: np.ndarray, g, taus: Sequence[float], controls: dict,
-              kinds: Sequence[str] = ("logistic", "mlp")) -> dict:
+              kinds: Sequence[str] = ("logistic", "mlp"), regression_gate: bool = True) -> dict:
     """Every Q3 prediction of one fit for the 'test' and 'val' rows.
 
     Parameters
@@ -112,6 +127,7 @@ def fit_gates(point, data: dict, infos: dict, train_mask: np.ndarray, g, taus: S
     controls : dict role → dict name → array
         The single-model controls' predictions (whitening, interacted) for 'test' and 'val'.
     kinds : the classification gates to fit (the deployed kind always is).
+    regression_gate : also the regression gate (the learning curve's smaller sizes need only its oracle).
 
     Returns
     -------
@@ -156,16 +172,9 @@ def fit_gates(point, data: dict, infos: dict, train_mask: np.ndarray, g, taus: S
         if r == "test":
             fell[DEPLOYED], fell["oracle_soft"] = fell[f"{g.kind}_soft_fallback"], f
     rg_cols = cols + ([gi] if g.regression_include_global else [])
-    ho = data["holdout"]
-    P_h = point.pred["holdout"][:, rg_cols]
-    rgate, rorac = _regress(ho["q"], ho["y"], P_h, g), _regress(_log_snr(ho), ho["y"], P_h, g)
-    for r in roles:
-        Pr = point.pred[r][:, rg_cols]
-        pred[r]["regression_gate"] = rgate.predict(data[r]["q"], expert_pred=Pr)
-        pred[r]["oracle_regression"] = rorac.predict(_log_snr(data[r]), expert_pred=Pr)
-    proba["regression"] = rgate.predict_proba(data["test"]["q"])
+    proba |= _regression_models(point, data, rg_cols, g, regression_gate, pred)
     val_r2 = {c: r2(data["val"]["y"], pred["val"][c]) for c in GATE4_CANDIDATES}
     return {"pred": pred, "proba": proba, "fell": fell, "tau": tau, "tau_sweep": sweeps,
             "gate4": {"control": max(GATE4_CANDIDATES, key=val_r2.get), "val_r2": val_r2},
-            "blend_weights": weights, "n_gate": int(len(rows)), "n_regression": int(min(len(ho["y"]), g.train_n)),
+            "blend_weights": weights, "n_gate": int(len(rows)), "n_regression": int(min(len(data["holdout"]["y"]), g.train_n)),
             "regression_components": [point.models.names[c] for c in rg_cols]}

@@ -127,7 +127,7 @@ def verdicts(summary: Summary, leak: dict, thresholds, runs: Sequence[DeployRun]
         verdict("Gate-4", "Q3", f"deployed_minus_{control}_r2", d4, "<=", thresholds.gate4_margin, d4_iv,
                 note=f"PASS = a single model is within the margin: the simpler route wins; control chosen on "
                      f"validation R² {({k: round(v, 4) for k, v in val.items()})}"),
-        verdict("Q3.2", "Q3", "fallback_gain_r2", fb, ">", 0.0, fb_iv,
+        verdict("Q3.2", "Q3.2", "fallback_gain_r2", fb, ">", 0.0, fb_iv,
                 note=f"deployed (τ chosen on validation: {[r.info['tau'] for r in runs]}) − the same gate without "
                      "fallback, full test set"),
         verdict("leak-free", "Q3", "gate_inputs_logg_r2", leak["r2_linear"], "<", thresholds.gate1_logg_r2_max,

@@ -160,8 +160,8 @@ class ConditionalFeatures(TransformerMixin, BaseEstimator):
 
 def log_sigma_level(sigma) -> np.ndarray:
     """``½ log mean σ²`` per spectrum: the noise level a quality summary orders spectra by (from σ only)."""
-    s = np.asarray(sigma, dtype=np.float64)
-    return 0.5 * np.log(np.mean(s * s, axis=1))
+    s = np.asarray(sigma)
+    return 0.5 * np.log(np.square(s).mean(axis=1, dtype=np.float64))  # squares in the input's precision
 
 
 class InteractedFeatures(TransformerMixin, BaseEstimator):

@@ -165,7 +165,9 @@ class OracleSettings:
         A router's name: also fit the non-routing controls on its bins (families ``rand``, random
         partitions of the same sizes, and ``<name>_alpha``, one Ridge with a per-bin α).
     sizes : sequence of int
-        Nested training sizes below the full training set (the learning curve); empty: none.
+        Nested training sizes below the full training set (the learning curve); empty: none. At these
+        sizes only the global model, the ``controls`` family and its SNR-dependent α are solved (the
+        Grams cost nothing extra; each solve does). Needs ``controls``.
     size_seed : int
         Seed of the training order the sizes take their rows from (shared by every noise seed).
     """
@@ -313,13 +315,21 @@ def _up_to(stats: GramStats | None, n_groups: int, k: int) -> GramStats | None:
     return stats.collapse(np.where(g // n_groups <= k, g % n_groups, -1), n_groups)
 
 
-def _solve(train: GramStats, rand: GramStats | None, val: GramStats, routers: dict, cfg: OracleSettings,
-           only: Sequence[str] | None = None) -> tuple[LinearModels, dict[str, ExpertFamily]]:
-    """The global model, every family's experts (each a sum of cells with its own α) and the controls.
+def _smaller(fp: _FirstPass, k: int, routers: dict, cfg: OracleSettings) -> tuple:
+    """A smaller size of the learning curve: the global model, the ``controls`` family, its SNR-dependent α
+    and the fixed blend's experts (not the other families, not the random partitions: each solve costs)."""
+    names = list(routers)
+    n_cells = fp.val.n_groups
+    own = np.unravel_index(np.arange(n_cells), [routers[n].n_bins for n in names])[names.index(cfg.controls)]
+    g = np.arange(fp.train.n_groups)
+    train = fp.train.collapse(np.where(g // n_cells <= k, own[g % n_cells], -1), routers[cfg.controls].n_bins)
+    val = fp.val.collapse(own, routers[cfg.controls].n_bins)
+    return (int(train.count_.sum()), *_solve(train, None, val, {cfg.controls: routers[cfg.controls]}, cfg))
 
-    ``only``: the families to solve (default all; the learning curve's smaller sizes need only the
-    controls' family).
-    """
+
+def _solve(train: GramStats, rand: GramStats | None, val: GramStats, routers: dict,
+           cfg: OracleSettings) -> tuple[LinearModels, dict[str, ExpertFamily]]:
+    """The global model, every family's experts (each a sum of cells with its own α) and the controls."""
     names = list(routers)
     dims = [routers[n].n_bins for n in names]
     n_cells = int(np.prod(dims))
@@ -330,8 +340,6 @@ def _solve(train: GramStats, rand: GramStats | None, val: GramStats, routers: di
     stack.add(glob_t, val.total(), "", ["global"], cfg, path=glob_path)
     families = {}
     for f, n in enumerate(names):
-        if only is not None and n not in only:
-            continue
         r = routers[n]
         counts = np.bincount(cell_idx[f], weights=train.count_, minlength=r.n_bins).astype(np.int64)
         plan = plan_bins(counts, cfg.min_count, cfg.on_small_bin, r.neighbours(), r.labels)
@@ -349,8 +357,10 @@ def _controls(stack: _ModelStack, glob_t: GramStats, path, rand: GramStats, val:
     """Random-partition experts (α on every validation row) and one Ridge with an α per bin of ``fam``."""
     plan, K = fam.plan, fam.plan.n_experts
     val_all = val.total()
-    cols = stack.add(rand.collapse(plan.expert_of, K), val_all, "rand:", plan.expert_labels, cfg, [0] * K)
-    out = {"rand": ExpertFamily("rand", None, plan, cols, bins=fam.name)}
+    out = {}
+    if rand is not None:
+        cols = stack.add(rand.collapse(plan.expert_of, K), val_all, "rand:", plan.expert_labels, cfg, [0] * K)
+        out["rand"] = ExpertFamily("rand", None, plan, cols, bins=fam.name)
     val_k = val.collapse(mapping, K)
     fallback = None
     alpha_cols = []
@@ -420,14 +430,14 @@ def fit_oracle_stream(ds, split, routers: dict, settings: OracleSettings, *, fea
     features = FluxFeatures() if features is None else features
     if holdout is not None and np.intersect1d(holdout, split.train).size:
         raise ValueError("held-out rows must not be training rows")
+    if settings.sizes and settings.controls not in routers:
+        raise ValueError(f"training sizes need settings.controls to name a router ({list(routers)}), "
+                         f"got {settings.controls!r}")
     fp = _first_pass(ds, split, routers, settings, features, holdout, on_chunk, progress)
     n_cells, k_ctrl = fp.val.n_groups, (fp.rand.n_groups // fp.n_inc if fp.rand is not None else 0)
-    solved = []
-    for k in range(fp.n_inc):
-        tr_k = _up_to(fp.train, n_cells, k)
-        only = None if k == fp.n_inc - 1 or not settings.controls else [settings.controls]
-        solved.append((int(tr_k.count_.sum()),
-                       *_solve(tr_k, _up_to(fp.rand, k_ctrl, k), fp.val, routers, settings, only)))
+    solved = [_smaller(fp, k, routers, settings) for k in range(fp.n_inc - 1)]
+    tr = _up_to(fp.train, n_cells, fp.n_inc - 1)
+    solved.append((int(tr.count_.sum()), *_solve(tr, _up_to(fp.rand, k_ctrl, fp.n_inc - 1), fp.val, routers, settings)))
     fp.train = fp.val = fp.rand = None  # the Grams are solved: free them before the predictions
     kept = _predictions(ds, split, fp, [m for _, m, _ in solved], routers, settings, features, holdout, on_chunk,
                         progress)
