@@ -34,7 +34,7 @@ from snrmoe_lib._util.typed import positive as _positive
 from snrmoe_lib._util.typed import registered as _registered
 
 __all__ = ["ParameterError", "MockSpec", "DataSpec", "SplitSpec", "NoiseSpec", "SNRBinSpec", "QualitySpec", "RidgeSpec",
-           "ExpertSpec", "GateSpec", "FisherSpec", "Thresholds", "RunnerSpec", "Params", "load_params",
+           "ExpertSpec", "GateSpec", "ControlsSpec", "FisherSpec", "Thresholds", "RunnerSpec", "Params", "load_params",
            "params_from_dict", "params_to_dict", "REPRESENTATION_NAMES", "MOCK_MODELS", "PLAIN_NAME"]
 
 #: Names of the error representations (``features.quality.REPRESENTATIONS``; the parameters sit
@@ -203,10 +203,7 @@ class RidgeSpec(_Section):
 
 @dataclass
 class ExpertSpec(_Section):
-    """Oracle experts: physical bins are T_eff × [M/H] cells (2 + 2 edges → the 3 × 3 grid).
-
-    Small bins follow ``snr_bins.min_count`` / ``snr_bins.on_small_bin`` for both families.
-    """
+    """Oracle experts: T_eff × [M/H] edges of the physical bins (3 × 3); small bins as ``snr_bins`` says."""
 
     _KEY: ClassVar[str] = "experts"
 
@@ -216,17 +213,14 @@ class ExpertSpec(_Section):
 
 @dataclass
 class GateSpec(_Section):
-    """The deployable gate (Q3): bin probabilities from the quality features, soft mixing, controls.
-
-    ``kind`` is the gate of the deployed mixture (both kinds are always reported). The gate's input
-    is the representation chosen by the Q2 notebook; ``representation`` is the fallback used (and
-    announced) when no Q2 results exist, or always when ``use_q2_choice`` is false.
-    """
+    """The deployable gate (Q3). ``kind``: the deployed mixture's gate (both kinds are reported). The input
+    is Q2's chosen representation; ``representation`` is the announced fallback without Q2 results, or
+    always when ``use_q2_choice`` is false."""
 
     _KEY: ClassVar[str] = "gate"
 
     kind: Literal["logistic", "mlp"] = "logistic"
-    tau: float = 0.4
+    tau: float = 0.4  # the planned fallback threshold; always on controls.tau_grid, which τ is chosen from
     mlp_hidden: int = 32
     mlp_epochs: int = 200
     regression_epochs: int = 300
@@ -238,10 +232,30 @@ class GateSpec(_Section):
     regression_include_global: bool = True  # the regression gate may also weight the global model
     seed: int = 0  # initial weights of the torch gates
     fit_n: int = 2000  # training spectra (a seeded subsample) that fit the compressor and the flux PCA
-    # most spectra a gate learns from: a seeded subsample of larger splits (a gate has a few hundred
-    # weights; full-batch training on a 1M-spectrum split would cost minutes and change nothing)
-    train_n: int = 100_000
+    train_n: int = 100_000  # most spectra a gate learns from (a seeded subsample; a gate has few weights)
     n_flux_components: int = 5  # leading flux components multiplied by the quality features (conditional control)
+
+
+@dataclass
+class ControlsSpec(_Section):
+    """Q1/Q3 controls: the training rows no expert sees (the blends and the regression gate learn on them),
+    the nested learning-curve sizes (the full set is always the last point), the τ grid (chosen on validation)."""
+
+    _KEY: ClassVar[str] = "controls"
+
+    holdout_fraction: float = 0.1
+    holdout_seed: int = 0
+    curve_sizes: list[int] = field(default_factory=list)
+    tau_grid: list[float] = field(default_factory=lambda: [0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        c = self.curve_sizes
+        for ok, key, what in ((0 < self.holdout_fraction < 0.5, "holdout_fraction", "a fraction in (0, 0.5)"),
+                              (all(0 < a < b for a, b in zip(c, c[1:] + [2 ** 62])), "curve_sizes", "increasing sizes"),
+                              (all(0 <= t <= 1 for t in self.tau_grid) and self.tau_grid, "tau_grid", "τ in [0, 1]")):
+            if not ok:
+                raise ParameterError(f"controls.{key}: {what}, got {getattr(self, key)}")
 
 
 @dataclass
@@ -327,6 +341,7 @@ class Params(_Section):
     ridge: RidgeSpec = field(default_factory=RidgeSpec)
     experts: ExpertSpec = field(default_factory=ExpertSpec)
     gate: GateSpec = field(default_factory=GateSpec)
+    controls: ControlsSpec = field(default_factory=ControlsSpec)
     fisher: FisherSpec = field(default_factory=FisherSpec)
     thresholds: Thresholds = field(default_factory=Thresholds)
     runner: RunnerSpec = field(default_factory=RunnerSpec)

@@ -11,7 +11,7 @@ import warnings
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from snrmoe_lib.features.whitening import ConditionalFeatures, WhitenedFlux
+from snrmoe_lib.features.whitening import ConditionalFeatures, InteractedFeatures, WhitenedFlux
 from snrmoe_lib.models.experts import BinnedExperts
 from snrmoe_lib.models.gates import LogisticGate, MLPGate, RegressionGate
 from snrmoe_lib.models.mixtures import SoftMoE
@@ -25,6 +25,7 @@ ESTIMATORS = [
     SoftMoE(min_count=1),
     WhitenedFlux(),
     ConditionalFeatures(n_components=1),
+    InteractedFeatures(),
 ]
 
 # ---------------------------------------------------------------- reasons
@@ -105,6 +106,7 @@ EXPECTED_FAILURES: dict[str, dict[str, str]] = {
     "SoftMoE": dict.fromkeys(_SOFT_MOE_FITS, PAIR),
     "WhitenedFlux": dict.fromkeys(_TRANSFORMER_FITS, PAIR),
     "ConditionalFeatures": dict.fromkeys(_TRANSFORMER_FITS, PAIR),
+    "InteractedFeatures": dict.fromkeys(_TRANSFORMER_FITS, PAIR),
 }
 
 

@@ -187,24 +187,30 @@ def test_run_deployable_streams_and_does_not_depend_on_chunking(snr_data):
     a = q3.run_deployable(ds, split, p, seed=0, representation="S2", chunk_size=64)
     b = q3.run_deployable(ds, split, p, seed=0, representation="S2", chunk_size=500)
     assert np.array_equal(a.rows, np.sort(split.test)) and np.array_equal(b.rows, a.rows)
-    for name in ("global", "oracle", "logistic_soft_fallback", "mlp_hard", "regression_gate", "whitening",
-                 "conditional", q3.DEPLOYED):
+    models = ("global", "oracle", "oracle_soft", "oracle_regression", "logistic_soft_fallback", "mlp_hard",
+              "regression_gate", "whitening", "interacted", "snr_alpha", "snr_alpha_gated", "blend_fixed",
+              q3.DEPLOYED)
+    for name in models:
         assert np.all(np.isfinite(a.pred[name])), name
+        # the bagging control's partition shuffles labels within chunks; every other model is chunk-free
         assert np.allclose(a.pred[name], b.pred[name], atol=1e-6), name
-    assert a.features["train"].shape == (300, 2) and set(a.features) == {"train", "val", "test"}
+    # 10 % of the training rows are held out (seeded, recorded): the gates learn on the rest
+    assert a.info["holdout"]["n_holdout"] == 30 and a.info["holdout"]["n_fit"] == 270
+    assert a.features["train"].shape == (270, 2) and set(a.features) == {"train", "val", "test"}
     assert np.array_equal(a.y, ds.params["log_g"].to_numpy()[split.test])
-    assert a.info["regression_gate_trained_on"] == "val"
-    assert a.info["gate_train_spectra"] == 300 and a.info["regression_gate_train_spectra"] == 80
+    assert a.info["regression_gate_trained_on"].startswith("held-out training rows (30")
+    assert a.info["gate_train_spectra"] == 270 and a.info["regression_gate_train_spectra"] == 30
+    # τ is chosen on validation from the grid (which always holds gate.tau)
+    assert a.info["tau"] in set(p.controls.tau_grid) | {p.gate.tau}
+    assert a.info["gate4"]["control"] in ("whitening", "interacted", "snr_alpha_gated")
     # a split larger than gate.train_n: the gates learn from a seeded subsample of that size
     few = q3.run_deployable(ds, split, _params(path, train_n=150), seed=0, representation="S2")
-    assert few.info["gate_train_spectra"] == 150 and few.info["regression_gate_train_spectra"] == 80
+    assert few.info["gate_train_spectra"] == 150 and few.info["regression_gate_train_spectra"] == 30
     assert np.allclose(few.pred["global"], a.pred["global"])  # the experts do not change
     assert not np.allclose(few.pred["logistic_soft"], a.pred["logistic_soft"])
-    # no validation split: α by GCV and the regression gate on a seeded training subsample, said so
-    no_val = split_rows(ds.n, 300, 0, 120, 0)
-    nv = q3.run_deployable(ds, no_val, p, seed=0, representation="S2")
-    assert nv.info["regression_gate_trained_on"].startswith("a train subsample")
-    assert nv.info["regression_gate_train_spectra"] == 200 and np.all(np.isfinite(nv.pred["regression_gate"]))
+    # no validation split: nothing to choose τ and the Gate-4 control on, said so
+    with pytest.raises(ValueError, match="validation"):
+        q3.run_deployable(ds, split_rows(ds.n, 300, 0, 120, 0), p, seed=0, representation="S2")
     c = q3.run_deployable(ds, split, p, seed=1, representation="S2")
     assert not np.allclose(a.pred["global"], c.pred["global"])  # another noise seed, other noisy spectra
     s = q3.summarize([a, c], n_boot=50)

@@ -59,6 +59,10 @@ STREAMS: dict[str, Stream] = _streams(
     # features / models
     Stream("gate.fit_subsample", ("seed", 37), "the training rows a gate learns from (at most gate.train_n)"),
     Stream("gate.template_subsample", ("seed", 31), "the training rows quality templates and flux PCA are fit on"),
+    Stream("bagging.partition", ("seed", 4101, 4102, "chunk"),
+           "Q1/Q3 bagging control: the SNR labels shuffled among one chunk's training rows"),
+    Stream("learning_curve.order", ("seed", 4201, 4202, 4203), "learning curve: the order nested training sizes take rows in"),
+    Stream("gate.holdout", ("seed", 4301, 4302, 4303), "Q3: the training rows carved out for the regression gate and blends"),
     Stream("torch.init", ("seed",), "torch weight initialisation and minibatch order", family="torch"),
     # analyses
     Stream("audit.train_order", ("seed", 7), "Q2 audit: order of the training rows it subsamples"),

@@ -14,7 +14,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from snrmoe_lib.evaluation.metrics import mae, per_bin_seed_table, rmse, seed_delta_r2, seed_r2
+from snrmoe_lib.analyses.q1_waterfall import (CONTROLS, WATERFALL_Q1, bin_contributions, carve_holdout,
+                                              control_predictions, low_bins, routing_share, seed_draws, waterfall)
+from snrmoe_lib.evaluation.metrics import mae, per_bin_seed_table, r2, rmse, seed_delta_r2, seed_r2
 from snrmoe_lib.evaluation.records import metric, verdict
 from snrmoe_lib.features.flux import FluxFeatures
 from snrmoe_lib.models.experts import OracleRun, OracleSettings, fit_oracle_stream
@@ -32,6 +34,9 @@ __all__ = [
     "alpha_summary",
     "scores_table",
     "headroom_metrics",
+    "curve_sizes",
+    "curve_points",
+    "low_bins",
     "Q1CheckError",
     "check_consistency",
     "verdicts",
@@ -66,10 +71,12 @@ class Headroom:
     noise_level: float
     runs: list[OracleRun]
     seconds: float = float("nan")
+    holdout: dict | None = None  # the held-out training rows' record (the blends learn from them)
 
     def __post_init__(self):
         if not self.runs:
             raise ValueError("no runs")
+        self._controls: dict = {}
         rows = self.runs[0].test_info["row"].to_numpy()
         for r in self.runs[1:]:
             if not np.array_equal(r.test_info["row"].to_numpy(), rows):
@@ -87,11 +94,53 @@ class Headroom:
     def seeds(self) -> list[int]:
         return [r.seed for r in self.runs]
 
+    def controls(self, k: int = -1) -> list[tuple[dict, dict]]:
+        """Per seed: the non-routing controls' predictions (test, val) and blend weights, at curve point ``k``."""
+        if k not in self._controls:
+            self._controls[k] = [control_predictions(r.curve[k], {"test": r.test_info, "val": r.val_info,
+                                                                  "holdout": r.holdout_info}) for r in self.runs]
+        return self._controls[k]
+
     def predictions(self) -> dict[str, np.ndarray]:
-        """Model name → (n_seeds, n_test) predictions."""
-        return {"global": np.array([r.global_prediction() for r in self.runs]),
-                "snr_oracle": np.array([r.oracle_prediction("snr") for r in self.runs]),
-                "phys_oracle": np.array([r.oracle_prediction("phys") for r in self.runs])}
+        """Model name → (n_seeds, n_test) predictions (the oracles, the global model, the controls)."""
+        out = {"global": np.array([r.global_prediction() for r in self.runs]),
+               "snr_oracle": np.array([r.oracle_prediction("snr") for r in self.runs]),
+               "phys_oracle": np.array([r.oracle_prediction("phys") for r in self.runs])}
+        if self.runs[0].holdout_pred is not None:
+            out |= {c: np.array([p["test"][c] for p, _ in self.controls()]) for c in CONTROLS}
+        return out
+
+    def waterfall(self, n_boot: int = 200, seed: int = 0, k: int = -1) -> tuple[pd.DataFrame, dict]:
+        """The attribution waterfall (global → SNR-dependent α → fixed blend → bagging → hard oracle) and the
+        routing share, at curve point ``k`` (the last: the full training set)."""
+        ctrl = self.controls(k)
+        names = [m for m in WATERFALL_Q1 if m in ctrl[0][0]["test"]]  # smaller sizes: no bagging control
+        preds = {m: np.array([p["test"][m] for p, _ in ctrl]) for m in names}
+        vals, draws = seed_draws(self.y, preds, n_boot, seed)
+        y_val = self.runs[0].val_info["y"].to_numpy()
+        val_r2 = {c: float(np.mean([r2(y_val, p["val"][c]) for p, _ in ctrl])) for c in CONTROLS if c in names}
+        return waterfall(vals, draws, names), routing_share(vals, draws, val_r2)
+
+    def curve(self, n_boot: int = 200, seed: int = 0) -> list[dict]:
+        """Gate-2's numbers at every nested training size (the learning curve)."""
+        out = []
+        for k, pt in enumerate(self.runs[0].curve):
+            tab, share = self.waterfall(n_boot, seed, k)
+            t = tab.set_index("model")
+            out.append({"n_train": int(pt.n_train), "global_r2": float(t.loc["global", "r2"]),
+                        "oracle_r2": float(t.loc["oracle_hard", "r2"]),
+                        "delta_r2_snr": {"value": float(t.loc["oracle_hard", "delta_vs_global"]),
+                                         "interval": [float(t.loc["oracle_hard", "delta_lo"]),
+                                                      float(t.loc["oracle_hard", "delta_hi"])]},
+                        "routing_share_delta_r2": share})
+        return out
+
+    def bin_contributions(self, low: list[str], n_boot: int = 200, seed: int = 0) -> tuple[pd.DataFrame, dict]:
+        """Each true-SNR bin's contribution to the oracle's ΔR² (Q1.2), with the low bins' share."""
+        P = self.predictions()
+        router = self.runs[0].families["snr"].router
+        return bin_contributions(self.y, P["snr_oracle"], P["global"], self.info["snr_bin"].to_numpy(), router.labels,
+                                 low, n_boot, seed)
 
     def scores(self, n_boot: int = 200, seed: int = 0) -> dict:
         """Seed-mean R², MAE, RMSE of each model and ΔR² of each oracle, with intervals."""
@@ -130,26 +179,44 @@ class Headroom:
         return {f: self.runs[0].families[f].plan.describe() for f in self.runs[0].families}
 
 
-def oracle_settings(params, noise_level: float, seed: int) -> OracleSettings:
-    """The streamed oracle fit's settings from a configuration (``ridge``, ``snr_bins``, ``data``)."""
+def oracle_settings(params, noise_level: float, seed: int, controls: bool = False,
+                    sizes: Sequence[int] = ()) -> OracleSettings:
+    """The streamed oracle fit's settings from a configuration (``ridge``, ``snr_bins``, ``data``).
+
+    ``controls``: also the waterfall's non-routing controls on the SNR bins (and the validation
+    predictions they are chosen on); ``sizes``: nested training sizes (the learning curve).
+    """
     return OracleSettings(noise_level=noise_level, seed=seed, alphas=params.ridge.alphas,
                           min_count=params.snr_bins.min_count, on_small_bin=params.snr_bins.on_small_bin,
-                          target=params.ridge.target, chunk_size=params.data.chunk_size, solver=params.ridge.solver)
+                          target=params.ridge.target, chunk_size=params.data.chunk_size, solver=params.ridge.solver,
+                          controls="snr" if controls else None, predict_val=controls, sizes=tuple(sizes),
+                          size_seed=params.split.seed)
 
 
-def run_headroom(ds, split, params, noise_level: float | None = None, seeds: Sequence[int] | None = None) -> Headroom:
+def curve_sizes(params, n_fit: int) -> list[int]:
+    """The configured learning-curve sizes that are smaller than the training rows the experts fit."""
+    return [int(n) for n in params.controls.curve_sizes if n < n_fit]
+
+
+def run_headroom(ds, split, params, noise_level: float | None = None, seeds: Sequence[int] | None = None,
+                 curve: bool = False) -> Headroom:
     """Q1 at one noise level: :func:`~snrmoe_lib.models.experts.fit_oracle_stream` for every noise seed.
 
     Uses ``params.ridge`` (α grid, pixel binning, solver, target), ``params.snr_bins`` (edges,
-    definition, small-bin policy), ``params.experts`` (physical edges) and ``params.data.chunk_size``.
+    definition, small-bin policy), ``params.experts`` (physical edges), ``params.controls`` (the
+    held-out rows of the fixed blends; with ``curve``, the learning-curve sizes) and
+    ``params.data.chunk_size``. The experts fit the training rows less the held-out ones.
     """
     nl = params.noise.noise_level if noise_level is None else float(noise_level)
     seeds = list(params.seeds) if seeds is None else list(seeds)
     features = FluxFeatures(params.ridge.bin_pixels)
+    c = params.controls
+    fit, holdout, record = carve_holdout(split, c.holdout_fraction, c.holdout_seed)
+    sizes = curve_sizes(params, len(fit.train)) if curve else []
     t0 = time.perf_counter()
-    runs = [fit_oracle_stream(ds, split, routers_from_params(params, nl), oracle_settings(params, nl, s),
-                              features=features) for s in seeds]
-    return Headroom(nl, runs, time.perf_counter() - t0)
+    runs = [fit_oracle_stream(ds, fit, routers_from_params(params, nl), oracle_settings(params, nl, s, True, sizes),
+                              features=features, holdout=holdout) for s in seeds]
+    return Headroom(nl, runs, time.perf_counter() - t0, record)
 
 
 def scores_table(scores: dict) -> pd.DataFrame:
@@ -181,6 +248,17 @@ def headroom_metrics(scores: dict, primary: float) -> dict:
             extra = {"per_seed": v["per_seed"]} if "per_seed" in v else {}
             out[k + suffix] = metric(v["value"], v["interval"], **extra)
     return out
+
+
+def curve_points(curve: list[dict]) -> pd.DataFrame:
+    """The learning curve as plot points: routing share and first-posed ΔR² per training size."""
+    rows = []
+    for c in curve:
+        for name, key in (("routing share", "routing_share_delta_r2"), ("oracle − global", "delta_r2_snr")):
+            d = c[key]
+            rows.append({"n_train": c["n_train"], "series": name, "value": d["value"], "lo": d["interval"][0],
+                         "hi": d["interval"][1]})
+    return pd.DataFrame(rows)
 
 
 def run_overview(head: dict) -> pd.DataFrame:
@@ -233,23 +311,39 @@ def check_consistency(params, head: dict, tables: dict, summary: pd.DataFrame, n
         raise Q1CheckError("a model has an undefined R², MAE or RMSE")
 
 
-def verdicts(scores: dict, primary: float, seeds: Sequence[int], threshold: float) -> list[dict]:
-    """Gate-2 (SNR oracle) and the physical-oracle reference at every noise level."""
+def verdicts(scores: dict, shares: dict, primary: float, seeds: Sequence[int], threshold: float,
+             low_share: dict | None = None) -> list[dict]:
+    """Gate-2 on the routing share at every noise level, the old oracle − global number beside it, the
+    physical-oracle reference, and Q1.2 (is the gain mainly from the low-SNR bins?)."""
     out = []
     for nl, s in scores.items():
         tag = "" if nl == primary else f" (noise_level {nl:g})"
+        sh = shares[nl]
+        out.append(verdict(f"Gate-2{tag}", "Q1", "routing_share_delta_r2", sh["value"], ">=", threshold,
+                           sh["interval"], note=f"hard oracle − best non-routing control ({sh['control']}, chosen "
+                                                f"on validation R² {sh['val_r2']})"))
         d = s["delta_r2_snr"]
-        out.append(verdict(f"Gate-2{tag}", "Q1", "delta_r2_snr", d["value"], ">=", threshold, d["interval"],
-                           note=f"mean over seeds {list(seeds)}; per seed {[round(x, 4) for x in d['per_seed']]}"))
+        out.append(verdict(f"Gate-2 as first posed{tag}", "Q1", "delta_r2_snr", d["value"], ">=", threshold,
+                           d["interval"], note=f"oracle − global (routing and blending together); per seed "
+                                               f"{[round(x, 4) for x in d['per_seed']]}"))
         d = s["delta_r2_phys"]
         out.append(verdict(f"Q1 physical oracle{tag}", "Q1", "delta_r2_phys", d["value"], ">=", threshold,
                            d["interval"], note="reference: 3 × 3 T_eff × [M/H] oracle experts"))
+    if low_share is not None:
+        out.append(verdict("Q1.2", "Q1.2", "low_snr_share_of_gain", low_share["value"], ">=", 0.5, low_share["interval"],
+                           note=f"share of the oracle's ΔR² from bins {low_share['bins']} (bin fraction × within-bin "
+                                "gain over the whole-set variance)"))
     return out
 
 
 def results(params, head: dict, scores: dict, summary: pd.DataFrame, tables: dict, alphas: pd.DataFrame,
-            n_test: int) -> dict:
+            n_test: int, falls: dict | None = None, contributions: tuple | None = None,
+            curve: list | None = None) -> dict:
     """Checked verdicts, metrics and payload of the notebook: ``run.finish(**results(...))``.
+
+    ``falls``: noise level → (waterfall table, routing share) from :meth:`Headroom.waterfall`;
+    ``contributions``: (table, low-bin share) from :meth:`Headroom.bin_contributions`; ``curve``:
+    :meth:`Headroom.curve` at the primary noise level.
 
     Raises
     ------
@@ -258,11 +352,28 @@ def results(params, head: dict, scores: dict, summary: pd.DataFrame, tables: dic
     """
     check_consistency(params, head, tables, summary, n_test)
     primary = next(iter(head))
-    return {"metrics": headroom_metrics(scores, primary),
-            "verdicts": verdicts(scores, primary, head[primary].seeds, params.thresholds.gate2_delta_r2_min),
+    falls = falls or {}
+    shares = {nl: f[1] for nl, f in falls.items()}
+    if set(shares) != set(scores):
+        raise Q1CheckError("the routing share is needed at every noise level")
+    metrics = headroom_metrics(scores, primary)
+    for nl, sh in shares.items():
+        metrics["routing_share_delta_r2" + ("" if nl == primary else f"_nl{nl:g}")] = metric(sh["value"], sh["interval"])
+    low = contributions[1] if contributions else None
+    if low is not None:
+        metrics["low_snr_share_of_gain"] = metric(low["value"], low["interval"])
+    return {"metrics": metrics,
+            "verdicts": verdicts(scores, shares, primary, head[primary].seeds, params.thresholds.gate2_delta_r2_min,
+                                 low),
             "extra": {"summary": summary.to_dict(orient="records"),
                       "per_bin": pd.concat(tables.values()).to_dict(orient="records"),
                       "alphas": alphas.to_dict(orient="records"),
                       "plans": {str(nl): h.plans() for nl, h in head.items()},
                       "seconds": {str(nl): h.seconds for nl, h in head.items()},
+                      "waterfall": {str(nl): f[0].to_dict(orient="records") for nl, f in falls.items()},
+                      "routing_share": {str(nl): sh for nl, sh in shares.items()},
+                      "blend_weights": {str(nl): [w for _, w in h.controls()] for nl, h in head.items()},
+                      "bin_contributions": contributions[0].to_dict(orient="records") if contributions else None,
+                      "learning_curve": curve or [],
+                      "holdout": head[primary].holdout,
                       "features": {"kind": "noisy flux", "bin_pixels": params.ridge.bin_pixels}}}

@@ -17,7 +17,7 @@ from snrmoe_lib.evaluation.metrics import (bootstrap_indices, per_bin_seed_table
                                            r2_resampled, rho)
 
 __all__ = ["DEPLOYED", "model_names", "DeployRun", "seed_bootstrap", "Summary", "summarize", "per_bin",
-           "confusion", "gate_accuracy", "fallback_rate", "format_table"]
+           "confusion", "gate_accuracy", "fallback_rate", "format_table", "ORACLE_OF", "oracle_rhos", "tau_table"]
 
 #: name of the deployed model in the tables (soft mixture with fallback, gate kind from the parameters)
 DEPLOYED = "deployed"
@@ -36,8 +36,14 @@ def model_names(kind: str) -> dict[str, str]:
         "mlp_soft": "MLP gate, soft, no fallback",
         "mlp_hard": "MLP gate, hard",
         "regression_gate": "regression gate (trained on log g MSE)",
+        "oracle_soft": f"soft oracle: {kind} gate on the true log SNR + fallback",
+        "oracle_regression": "regression oracle: regression gate on the true log SNR",
+        "snr_alpha": "control: one Ridge, α of the true SNR bin",
+        "blend_fixed": "control: fixed blend of SNR experts + global",
+        "bagging_random": "control: fixed blend of random-partition experts + global",
         "whitening": "control: Ridge on flux / σ",
-        "conditional": "control: Ridge on flux + q + q × flux PCs",
+        "interacted": "control: Ridge on flux, q, flux × noise level",
+        "snr_alpha_gated": "control: one Ridge, α of the gate's bin",
     }
 
 
@@ -79,6 +85,7 @@ class DeployRun:
     targets: dict
     plan: Any
     info: dict = field(default_factory=dict)
+    curve: list = field(default_factory=list)  # per training size: n_train, test pred, val R² of Gate-4 candidates
 
 
 
@@ -224,3 +231,49 @@ def format_table(summary: Summary, kind: str = "logistic", digits: int = 3) -> p
         "fallback": [f"{100 * v:.1f} %" if np.isfinite(v) else "—" for v in t["fallback_rate"]],
     }, index=t.index)
     return out
+
+
+#: The oracle of each deployed model's class (same mixing, true log SNR instead of the gate's inputs);
+#: 'oracle' is the hard oracle (the expert of the true bin).
+ORACLE_OF = {"deployed": "oracle_soft", "logistic_soft_fallback": "oracle_soft", "mlp_soft_fallback": "oracle_soft",
+             "logistic_soft": "oracle_soft", "mlp_soft": "oracle_soft", "logistic_hard": "oracle",
+             "mlp_hard": "oracle", "regression_gate": "oracle_regression"}
+
+
+def _ratio(summary: Summary, model: str, num_draws: np.ndarray, num: float, den_draws: np.ndarray,
+           den: float) -> tuple[float, tuple[float, float]]:
+    """(R²_m − R²_g) / (R²_o − R²_g) with a draw-wise interval; NaN when the gap's interval reaches zero."""
+    lo_gap = percentile_interval(den_draws, summary.level)[0]
+    if not (den > 0 and lo_gap > 0):
+        return float("nan"), (float("nan"), float("nan"))
+    return num / den, percentile_interval(num_draws / den_draws, summary.level)
+
+
+def oracle_rhos(summary: Summary, models: Sequence[str] | None = None) -> pd.DataFrame:
+    """ρ of every deployed model against the oracle of its class and against ``oracle_best`` (the best of
+    the three matched oracles, draw by draw); ``over_1`` flags ρ > 1 (the oracle is then no upper bound)."""
+    t, D = summary.table, summary.draws
+    g = t.loc["global", "r2"]
+    oracles = [o for o in ("oracle", "oracle_soft", "oracle_regression") if o in t.index]  # 'oracle': the hard one
+    best_v = max(t.loc[o, "r2"] for o in oracles)
+    best_d = np.max([D[o] for o in oracles], axis=0)
+    rows = []
+    for m in models or [m for m in ORACLE_OF if m in t.index]:
+        num, num_d = t.loc[m, "r2"] - g, D[m] - D["global"]
+        o = ORACLE_OF[m]
+        rc, rc_iv = _ratio(summary, m, num_d, num, D[o] - D["global"], t.loc[o, "r2"] - g)
+        rb, rb_iv = _ratio(summary, m, num_d, num, best_d - D["global"], best_v - g)
+        rows.append({"model": m, "class_oracle": o, "rho_class": rc, "rho_class_lo": rc_iv[0], "rho_class_hi": rc_iv[1],
+                     "rho_best": rb, "rho_best_lo": rb_iv[0], "rho_best_hi": rb_iv[1],
+                     "over_1": bool((np.isfinite(rc) and rc > 1) or (np.isfinite(rb) and rb > 1))})
+    return pd.DataFrame(rows).set_index("model")
+
+
+def tau_table(runs: Sequence[DeployRun]) -> pd.DataFrame:
+    """The τ sweep (R², coverage on validation and test) averaged over seeds, with the chosen τ per seed."""
+    frames = []
+    for r in runs:
+        for split, recs in r.info["tau_sweep"].items():
+            frames.append(pd.DataFrame(recs).assign(split=split, seed=r.seed))
+    t = pd.concat(frames).groupby(["split", "tau"], as_index=False)[["r2", "coverage"]].mean()
+    return t.pivot(index="tau", columns="split", values=["r2", "coverage"])

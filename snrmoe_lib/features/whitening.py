@@ -2,7 +2,10 @@
 
 :class:`WhitenedFlux` — the noisy flux divided by σ (whitening); :class:`ConditionalFeatures` — the
 flux plus the quality features and their products with a few leading flux components (one Ridge
-that can change its weights with the observing quality). Both are transformers of a pair (noisy
+that can change its weights with the observing quality); :class:`InteractedFeatures` — every flux
+feature also multiplied by a standardised noise level (log ‖σ‖), so one Ridge's weights vary
+linearly with the noise: a rank-one form of the full flux × quality interaction that keeps the
+Gram at 2·D + a few columns (streaming-sized). Both are transformers of a pair (noisy
 flux, σ = error · noise_level): a ``(flux, sigma)`` tuple or any object with ``flux`` and ``sigma``
 arrays (such as :class:`snrmoe_lib.models.mixtures.SpectraInput`). A Ridge on them is the control.
 """
@@ -19,7 +22,7 @@ from snrmoe_lib._util.threads import one_blas_thread
 from snrmoe_lib.features.flux import bin_pixels
 from snrmoe_lib.features.quality import QualityInput, make_compressor
 
-__all__ = ["WhitenedFlux", "ConditionalFeatures"]
+__all__ = ["WhitenedFlux", "ConditionalFeatures", "InteractedFeatures", "log_sigma_level"]
 
 
 def _flux_sigma(X) -> tuple[np.ndarray, np.ndarray]:
@@ -153,3 +156,64 @@ class ConditionalFeatures(TransformerMixin, BaseEstimator):
         z = (F - self.z_mean_) @ self.components_.T / self.z_scale_
         prods = (q[:, :, None] * z[:, None, :]).reshape(len(F), -1)
         return np.hstack([F, self.scale_ * q, self.scale_ * prods])
+
+
+def log_sigma_level(sigma) -> np.ndarray:
+    """``½ log mean σ²`` per spectrum: the noise level a quality summary orders spectra by (from σ only)."""
+    s = np.asarray(sigma)
+    return 0.5 * np.log(np.square(s).mean(axis=1, dtype=np.float64))  # squares in the input's precision
+
+
+class InteractedFeatures(TransformerMixin, BaseEstimator):
+    """Gate-4 control: flux features, quality features, and every flux feature times the noise level.
+
+    Output columns: the binned flux F (the global model's input), the standardised quality features
+    q and noise level z = standardised ``log_sigma_level(σ)``, and ``(F − F̄) · z``. A Ridge on these
+    has weights ``β + γ z``: one model whose weights change with the noise of each spectrum, using
+    the flux × quality interaction through the single quality direction that orders SNR. Extra
+    columns are brought to the flux features' typical spread (one α grid for all).
+
+    Parameters
+    ----------
+    representation : str or transformer
+        The quality compressor (sees σ only).
+    bin_pixels : int
+
+    Attributes
+    ----------
+    compressor_, q_mean_, q_scale_, z_mean_, z_scale_, f_mean_, scale_, n_quality_, n_features_out_
+    """
+
+    def __init__(self, representation: Any = "S2", bin_pixels: int = 1):
+        self.representation = representation
+        self.bin_pixels = bin_pixels
+
+    def fit(self, X, y=None) -> "InteractedFeatures":
+        flux, sigma = _flux_sigma(X)
+        comp = self.representation
+        self.compressor_ = make_compressor(comp) if isinstance(comp, str) else clone(comp)
+        q = self.compressor_.fit(QualityInput(sigma)).transform(QualityInput(sigma))
+        self.q_mean_, self.q_scale_ = q.mean(axis=0), np.where(q.std(axis=0) > 0, q.std(axis=0), 1.0)
+        z = log_sigma_level(sigma)
+        self.z_mean_, self.z_scale_ = float(z.mean()), float(z.std()) if z.std() > 0 else 1.0
+        F = _bin_pixels(flux, int(self.bin_pixels))
+        self.f_mean_ = F.mean(axis=0)
+        self.scale_ = _mean_std(F)
+        self.n_quality_ = q.shape[1]
+        self.n_features_in_ = flux.shape[1]
+        self.n_features_out_ = 2 * F.shape[1] + self.n_quality_ + 1
+        return self
+
+    def assemble(self, F: np.ndarray, q_raw: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+        """The output columns from the binned flux ``F``, the compressor's output and σ (the streamed
+        pass already holds all three)."""
+        check_is_fitted(self, "compressor_")
+        q = (np.asarray(q_raw) - self.q_mean_) / self.q_scale_
+        z = ((log_sigma_level(sigma) - self.z_mean_) / self.z_scale_)[:, None]
+        return np.hstack([F, self.scale_ * q, self.scale_ * z, (F - self.f_mean_) * z])
+
+    def transform(self, X) -> np.ndarray:
+        check_is_fitted(self, "compressor_")
+        flux, sigma = _flux_sigma(X)
+        q = self.compressor_.transform(QualityInput(sigma))
+        return self.assemble(_bin_pixels(flux, int(self.bin_pixels)), q, sigma)

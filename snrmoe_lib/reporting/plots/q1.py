@@ -9,13 +9,20 @@ import pandas as pd
 from snrmoe_lib.reporting.plots.common import PALETTE
 from snrmoe_lib._util.rng import rng as _rng
 
-__all__ = ["MODEL_STYLE", "per_bin_bars", "pred_vs_true", "delta_heatmap", "headroom_vs_noise"]
+__all__ = ["MODEL_STYLE", "per_bin_bars", "pred_vs_true", "delta_heatmap", "headroom_vs_noise", "waterfall_bars",
+           "learning_curve", "contribution_bars"]
 
 #: Display name and colour of each compared model (Okabe–Ito).
 MODEL_STYLE = {
     "global": ("global Ridge", PALETTE[7]),
     "snr_oracle": ("SNR experts (oracle)", PALETTE[0]),
     "phys_oracle": ("T_eff × [M/H] experts (oracle)", PALETTE[1]),
+    "oracle_hard": ("SNR experts, hard oracle", PALETTE[0]),
+    "oracle_soft": ("soft oracle (gate on true log SNR)", PALETTE[5]),
+    "oracle_regression": ("regression oracle (true log SNR)", PALETTE[4]),
+    "snr_alpha": ("one Ridge, α per SNR bin", PALETTE[2]),
+    "blend_fixed": ("fixed blend of SNR experts + global", PALETTE[1]),
+    "bagging_random": ("fixed blend of random-partition experts", PALETTE[6]),
 }
 
 
@@ -119,5 +126,69 @@ def headroom_vs_noise(summary: pd.DataFrame, threshold: float):
     ax.set_xlabel("noise_level (σ = error × noise_level)")
     ax.set_ylabel("ΔR² vs global Ridge (seed mean)")
     ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def waterfall_bars(table: pd.DataFrame, title: str = ""):
+    """The attribution waterfall: each step's ΔR² over the previous step (95 % paired intervals), the
+    running R² written at the end of each bar."""
+    import matplotlib.pyplot as plt
+
+    t = table.iloc[1:]
+    fig, ax = plt.subplots(figsize=(7.5, 0.55 * len(t) + 1.4))
+    y = np.arange(len(t))[::-1]
+    start = t["r2"].to_numpy(float) - t["step_delta"].to_numpy(float)
+    err = np.vstack([t["step_delta"] - t["step_lo"], t["step_hi"] - t["step_delta"]]).astype(float)
+    colors = [MODEL_STYLE.get(m, (m, PALETTE[i % len(PALETTE)]))[1] for i, m in enumerate(t["model"])]
+    ax.barh(y, t["step_delta"], left=start, color=colors, xerr=np.abs(err), capsize=3,
+            error_kw={"ecolor": "0.25"})
+    for yi, r, m in zip(y, t["r2"], t["model"]):
+        ax.text(r, yi, f"  R² {r:.3f}", va="center", fontsize=8)
+    ax.axvline(table["r2"].iloc[0], color="0.4", ls="--", lw=1, label=f"global Ridge R² {table['r2'].iloc[0]:.3f}")
+    ax.set_yticks(y, [_name(m) for m in t["model"]])
+    ax.set_xlabel("R² of log g (seed mean); bar = ΔR² over the step above")
+    ax.set_title(title)
+    ax.legend(frameon=False, fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def learning_curve(points: pd.DataFrame, threshold: float | None = None, ylabel: str = "ΔR²", title: str = ""):
+    """Numbers against the training size: ``points`` has columns n_train, series, value, lo, hi."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for i, (name, t) in enumerate(points.groupby("series", sort=False)):
+        t = t.sort_values("n_train")
+        err = np.vstack([t["value"] - t["lo"], t["hi"] - t["value"]]).astype(float)
+        ax.errorbar(t["n_train"], t["value"], yerr=np.abs(err), marker="o", capsize=3, label=name,
+                    color=PALETTE[i % len(PALETTE)])
+    if threshold is not None:
+        ax.axhline(threshold, color="0.3", ls="--", lw=1, label=f"threshold {threshold:g}")
+    ax.axhline(0, color="0.6", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("training spectra the experts fit (nested random subsets)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def contribution_bars(table: pd.DataFrame, title: str = ""):
+    """Each true-SNR bin's contribution to the whole-set ΔR² (bin fraction × within-bin gain / Var y)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    x = np.arange(len(table))
+    c = table["contribution"].to_numpy(float)
+    err = np.vstack([c - table["contribution_lo"], table["contribution_hi"] - c]).astype(float)
+    ax.bar(x, c, color=PALETTE[0], yerr=np.abs(err), capsize=3)
+    ax.set_xticks(x, [f"{b}\n{100 * f:.0f} % of stars" for b, f in zip(table["bin"], table["fraction"])])
+    ax.axhline(0, color="0.3", lw=0.8)
+    ax.set_xlabel("true SNR bin")
+    ax.set_ylabel("contribution to ΔR² (whole test set)")
+    ax.set_title(title)
     fig.tight_layout()
     return fig

@@ -12,7 +12,7 @@ import pandas as pd
 
 from snrmoe_lib.reporting.plots.common import PALETTE
 
-__all__ = ["plot_r2_table", "plot_rho", "plot_confusion", "plot_per_bin", "plot_gate_confidence"]
+__all__ = ["plot_r2_table", "plot_rho", "plot_confusion", "plot_per_bin", "plot_gate_confidence", "plot_tau_sweep"]
 
 
 def _plt():
@@ -30,7 +30,9 @@ def plot_r2_table(table: pd.DataFrame, labels: dict | None = None, title: str = 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 0.38 * len(table) + 1.2))
     yy = np.arange(len(table))[::-1]
-    kind = ["control" if m in ("whitening", "conditional") else "ref" if m in ("global", "oracle") else "moe"
+    controls = ("whitening", "conditional", "interacted", "snr_alpha", "snr_alpha_gated", "blend_fixed",
+                "bagging_random")
+    kind = ["control" if m in controls else "ref" if m in ("global", "oracle") or m.startswith("oracle_") else "moe"
             for m in table.index]
     col = {"ref": PALETTE[7], "moe": PALETTE[0], "control": PALETTE[3]}
     for y, (m, r), k in zip(yy, table.iterrows(), kind):
@@ -150,5 +152,25 @@ def plot_gate_confidence(max_proba: dict, tau: float):
     ax.set_ylabel("density of test spectra")
     ax.legend(fontsize=8)
     ax.set_title("Below τ the global model answers (fallback)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_tau_sweep(sweep: pd.DataFrame, tau_chosen: float):
+    """R² against coverage (fraction of spectra mixed rather than sent to the global model) over the τ
+    grid, validation and test; the τ chosen on validation marked."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, split in enumerate(("val", "test")):
+        ax.plot(sweep[("coverage", split)], sweep[("r2", split)], "o-", color=PALETTE[i], label=split)
+        for tau, cx, ry in zip(sweep.index, sweep[("coverage", split)], sweep[("r2", split)]):
+            if split == "test":
+                ax.annotate(f"τ={tau:g}", (cx, ry), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    sel = sweep.index[np.argmin(np.abs(sweep.index.to_numpy() - tau_chosen))]
+    ax.plot(sweep.loc[sel, ("coverage", "test")], sweep.loc[sel, ("r2", "test")], "s", ms=10, mfc="none",
+            color=PALETTE[3], label=f"τ chosen on validation ({tau_chosen:g})")
+    ax.set_xlabel("coverage: fraction of test spectra mixed (not fallen back)")
+    ax.set_ylabel("R² of log g (seed mean)")
+    ax.legend(frameon=False, fontsize=8)
     fig.tight_layout()
     return fig
