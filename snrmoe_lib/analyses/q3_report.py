@@ -147,8 +147,12 @@ def results(params, runs: Sequence[DeployRun], summary: Summary, diagnostics: di
     """
     check_consistency(runs, summary, diagnostics, test_rows, len(params.seeds))
     vs = verdicts(summary, leak, params.thresholds, runs, params.gate.kind)
-    if next(v for v in vs if v["gate"] == "leak-free")["verdict"] != "PASS":
-        raise Q3CheckError("the gate inputs leak log g")
+    leak_verdict = next(v for v in vs if v["gate"] == "leak-free")
+    if leak_verdict["verdict"] != "PASS":
+        what = ("leak log g" if leak_verdict["verdict"] == "FAIL"
+                else "cannot be shown leak-free (the interval reaches the threshold)")
+        raise Q3CheckError(f"the gate inputs {what}: R² = {leak_verdict['value']:.4f} {leak_verdict['interval']} "
+                           f"against {leak_verdict['op']} {leak_verdict['threshold']:g} ({leak_verdict['verdict']})")
     t = summary.table
     d_reg, d_reg_iv = summary.difference("regression_gate", DEPLOYED)
     rhos = oracle_rhos(summary)
