@@ -34,56 +34,44 @@ def _bad_copy(path: Path) -> None:
 
 
 def _config(tmp_path: Path) -> Path:
-    smoke_grid = _smoke_grid_base()
-    if smoke_grid is None:
-        pytest.skip("the smoke mock grid is made by the fisher notebook's smoke run (make test)")
     cfg = tmp_path / "badrows.yaml"
-    cfg.write_text(textwrap.dedent(f"""\
+    cfg.write_text(textwrap.dedent("""\
         name: badrows
-        data: {{path: bad.h5, on_bad_rows: drop}}
-        split: {{n_train: 800, n_val: 200, n_test: 250, seed: 0}}
-        noise: {{noise_level: 1.0, extra_noise_levels: [0.5]}}
+        data: {path: bad.h5, on_bad_rows: drop}
+        split: {n_train: 800, n_val: 200, n_test: 250, seed: 0}
+        noise: {noise_level: 1.0, extra_noise_levels: [0.5]}
         seeds: [0, 1, 2]
-        snr_bins: {{definition: l2, edges: [2.0, 4.0, 7.0], labels: [X, L, M, H], min_count: 20, on_small_bin: merge}}
-        quality: {{audit_n_train: 600, audit_n_val: 150, audit_n_test: 250}}
+        snr_bins: {definition: l2, edges: [2.0, 4.0, 7.0], labels: [X, L, M, H], min_count: 20, on_small_bin: merge}
+        quality: {audit_n_train: 600, audit_n_val: 150, audit_n_test: 250}
         fisher:
           n_stars: 20
-          edges: one_sided
-          grid_path: {smoke_grid}
-          grid_teff: [4500.0, 5500.0]
-          grid_teff_step: 500.0
-          grid_log_g: [1.5, 4.5]
-          grid_log_g_step: 1.5
-          grid_m_h: [-1.5, 0.0]
-          grid_m_h_step: 0.75
-          n_bin_stars: 40
-          fd_check_stars: 3
-        runner: {{n_bootstrap: 30}}
-        ridge: {{bin_pixels: 8}}
+          fd_check_stars: 4
+          fd_halvings: 1
+          n_bin_stars: 20
+          map_stars: 8
+          map_candidates: 4
+          map_starts: 2
+          map_iterations: 4
+        runner: {n_bootstrap: 30}
+        ridge: {bin_pixels: 8}
         """))
     return cfg
-
-
-def _smoke_grid_base() -> Path | None:
-    from snrmoe_lib.analyses.k1 import grid_files
-    from snrmoe_lib.config import load_params
-
-    files = grid_files(load_params(ROOT / "params" / "smoke.yaml"), mags=[18.0])
-    path = files[18.0]
-    return path.with_name(path.name.replace("_mag18", "")) if path.exists() else None
 
 
 @pytest.mark.skipif(not SMOKE.exists(), reason="the smoke dataset is made by `make test`")
 def test_every_notebook_runs_on_the_kept_rows(tmp_path):
     cfg = _config(tmp_path)
     _bad_copy(tmp_path / "bad.h5")
-    statuses = run_config(cfg, reports_dir=tmp_path / "reports", progress=False)
+    # fisher_ceiling is left out: the fixture is not a mock (its rows were edited), and on other data the
+    # ceiling needs the user's grid products (fisher.grid_path), which a test cannot ship
+    notebooks = [n for n in NOTEBOOK_ORDER if n != "fisher_ceiling"]
+    statuses = run_config(cfg, notebooks=notebooks, reports_dir=tmp_path / "reports", progress=False)
     by = {s.notebook: s for s in statuses}
-    assert list(by) == list(NOTEBOOK_ORDER)
+    assert list(by) == notebooks
     failed = {n: (s.status, (s.error or "")[:400]) for n, s in by.items() if not s.ok}
     assert not failed, failed
     out = tmp_path / "reports" / "badrows"
-    recs = {n: json.loads((out / f"{n}.json").read_text()) for n in NOTEBOOK_ORDER}
+    recs = {n: json.loads((out / f"{n}.json").read_text()) for n in notebooks}
     for n, rec in recs.items():
         ds = rec["dataset"]
         # dropped once: the same count in every notebook, however many passes it made

@@ -40,7 +40,7 @@ QUESTION_TREE: list[dict] = [
         {"id": "Q3.1", "text": "Soft routing on quality features: ρ ≥ threshold?", "gate": "Gate-3"},
         {"id": "Q3.2", "text": "Does the fallback / rejection improve the full test set?"},
     ]},
-    {"id": "G4", "text": "Control: does one model without MoE do as well (whitening, conditional)?",
+    {"id": "G4", "text": "Control: does one model without MoE do as well (whitening, interacted, α per SNR bin)?",
      "children": [{"id": "G4.1", "text": "Simpler route within the margin of the deployable MoE?",
                    "gate": "Gate-4"}]},
 ]
@@ -84,8 +84,8 @@ MODELS: list[dict] = [
     {"model": "Deployable soft MoE (gate + fallback)", "notebook": "q3_deployable_gate",
      "metrics": r"^deployed_r2|^rho_deployed|^fallback_rate|^gate_accuracy"},
     {"model": "Regression gate", "notebook": "q3_deployable_gate", "metrics": r"^regression_"},
-    {"model": "Single-model controls (Gate-4: whitening, conditional)", "notebook": "q3_deployable_gate",
-     "metrics": r"^(whitening|conditional)_r2"},
+    {"model": "Single-model controls (Gate-4: whitening, interacted, α per gated bin)", "notebook": "q3_deployable_gate",
+     "metrics": r"^(whitening|interacted|snr_alpha_gated)_r2"},
     {"model": "Fisher / CRLB ceiling (median R²_max, 3-D and 5-D marginal)", "notebook": "fisher_ceiling",
      "metrics": r"^r2_max_"},
 ]
