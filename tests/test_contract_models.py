@@ -59,7 +59,7 @@ _CLASSIFIER_GATE = {
 }
 
 # the checks that fit on a plain matrix (or without expert_pred): all of them fail for the one reason
-_REGRESSION_GATE_FITS = (
+_FITS_ON_A_MATRIX = (
     "check_complex_data", "check_dict_unchanged", "check_dont_overwrite_parameters", "check_dtype_object",
     "check_estimator_sparse_array", "check_estimator_sparse_matrix", "check_estimator_sparse_tag",
     "check_estimators_dtypes", "check_estimators_empty_data_messages", "check_estimators_fit_returns_self",
@@ -68,33 +68,17 @@ _REGRESSION_GATE_FITS = (
     "check_fit_check_is_fitted", "check_fit_idempotent", "check_fit_score_takes_y",
     "check_methods_sample_order_invariance", "check_methods_subset_invariance", "check_n_features_in",
     "check_n_features_in_after_fitting", "check_pipeline_consistency", "check_positive_only_tag_during_fit",
-    "check_readonly_memmap_input", "check_regressor_data_not_an_array", "check_regressors_int",
-    "check_regressors_no_decision_function", "check_regressors_train", "check_requires_y_none",
-    "check_supervised_y_2d",
+    "check_readonly_memmap_input",
 )
-_SOFT_MOE_FITS = (
-    "check_complex_data", "check_dict_unchanged", "check_dont_overwrite_parameters", "check_dtype_object",
-    "check_estimator_sparse_array", "check_estimator_sparse_matrix", "check_estimator_sparse_tag",
-    "check_estimators_dtypes", "check_estimators_empty_data_messages", "check_estimators_fit_returns_self",
-    "check_estimators_nan_inf", "check_estimators_overwrite_params", "check_estimators_pickle",
-    "check_f_contiguous_array_estimator", "check_fit1d", "check_fit2d_1feature", "check_fit2d_1sample",
-    "check_fit2d_predict1d", "check_fit_check_is_fitted", "check_fit_idempotent", "check_fit_score_takes_y",
-    "check_methods_sample_order_invariance", "check_methods_subset_invariance", "check_n_features_in",
-    "check_n_features_in_after_fitting", "check_pipeline_consistency", "check_positive_only_tag_during_fit",
-    "check_readonly_memmap_input", "check_regressor_data_not_an_array", "check_regressors_int",
-    "check_regressors_no_decision_function", "check_regressors_train", "check_requires_y_none",
-    "check_supervised_y_2d", "check_supervised_y_no_nan",
+_REGRESSION_GATE_FITS = _FITS_ON_A_MATRIX + (
+    "check_regressor_data_not_an_array", "check_regressors_int", "check_regressors_no_decision_function",
+    "check_regressors_train", "check_requires_y_none", "check_supervised_y_2d",
 )
-_TRANSFORMER_FITS = (
-    "check_complex_data", "check_dict_unchanged", "check_dont_overwrite_parameters", "check_dtype_object",
-    "check_estimator_sparse_array", "check_estimator_sparse_matrix", "check_estimator_sparse_tag",
-    "check_estimators_dtypes", "check_estimators_empty_data_messages", "check_estimators_fit_returns_self",
-    "check_estimators_nan_inf", "check_estimators_overwrite_params", "check_estimators_pickle",
-    "check_f_contiguous_array_estimator", "check_fit1d", "check_fit2d_1feature", "check_fit2d_1sample",
-    "check_fit2d_predict1d", "check_fit_check_is_fitted", "check_fit_idempotent", "check_fit_score_takes_y",
-    "check_methods_sample_order_invariance", "check_methods_subset_invariance", "check_n_features_in",
-    "check_n_features_in_after_fitting", "check_pipeline_consistency", "check_positive_only_tag_during_fit",
-    "check_readonly_memmap_input", "check_transformer_data_not_an_array", "check_transformer_general",
+_SOFT_MOE_FITS = _REGRESSION_GATE_FITS + (
+    "check_fit1d", "check_supervised_y_no_nan",
+)
+_TRANSFORMER_FITS = _FITS_ON_A_MATRIX + (
+    "check_fit1d", "check_transformer_data_not_an_array", "check_transformer_general",
     "check_transformer_preserve_dtypes",
 )
 
