@@ -38,6 +38,17 @@ class SmallBinError(ValueError):
 # ============================================================================ routers
 
 
+def _edges_and_labels(edges: Sequence[float], labels: Sequence[str] | None, what: str) -> tuple[list, list]:
+    """Strictly increasing bin edges and one label per bin (``bin0``, ``bin1``, … by default)."""
+    e = [float(x) for x in edges]
+    if any(b <= a for a, b in zip(e, e[1:])):
+        raise ValueError(f"{what} must be strictly increasing, got {e}")
+    lab = list(labels) if labels is not None else [f"bin{i}" for i in range(len(e) + 1)]
+    if len(lab) != len(e) + 1:
+        raise ValueError(f"{len(e)} edges make {len(e) + 1} bins, got {len(lab)} labels")
+    return e, lab
+
+
 class SNRRouter:
     """Bins of the true per-spectrum SNR (right-closed: X ≤ e0 < L ≤ e1 < …).
 
@@ -55,16 +66,11 @@ class SNRRouter:
 
     def __init__(self, edges: Sequence[float], labels: Sequence[str] | None = None, definition: str = "l2",
                  noise_level: float = 1.0):
-        self.edges = [float(e) for e in edges]
-        if any(b <= a for a, b in zip(self.edges, self.edges[1:])):
-            raise ValueError(f"SNR edges must be strictly increasing, got {self.edges}")
+        self.edges, self.labels = _edges_and_labels(edges, labels, "SNR edges")
         if definition not in _noise.SNR_DEFINITIONS:
             raise ValueError(f"unknown SNR definition {definition!r}; use one of {_noise.SNR_DEFINITIONS}")
         self.definition = definition
         self.noise_level = float(noise_level)
-        self.labels = list(labels) if labels is not None else [f"bin{i}" for i in range(len(self.edges) + 1)]
-        if len(self.labels) != len(self.edges) + 1:
-            raise ValueError(f"{len(self.edges)} edges make {len(self.edges) + 1} bins, got {len(self.labels)} labels")
 
     def __repr__(self) -> str:
         return f"SNRRouter(edges={self.edges}, definition={self.definition!r}, noise_level={self.noise_level:g})"
@@ -175,13 +181,8 @@ class ColumnRouter:
     name = "column"
 
     def __init__(self, edges: Sequence[float], column: int = -1, labels: Sequence[str] | None = None):
-        self.edges = [float(e) for e in edges]
-        if any(b <= a for a, b in zip(self.edges, self.edges[1:])):
-            raise ValueError(f"edges must be strictly increasing, got {self.edges}")
+        self.edges, self.labels = _edges_and_labels(edges, labels, "edges")
         self.column = int(column)
-        self.labels = list(labels) if labels is not None else [f"bin{i}" for i in range(len(self.edges) + 1)]
-        if len(self.labels) != len(self.edges) + 1:
-            raise ValueError(f"{len(self.edges)} edges make {len(self.edges) + 1} bins, got {len(self.labels)} labels")
 
     def __repr__(self) -> str:
         return f"ColumnRouter(edges={self.edges}, column={self.column})"
