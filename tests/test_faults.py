@@ -315,6 +315,11 @@ def test_cli_operational_errors_are_one_line(tmp_path, monkeypatch, capsys, err,
 def test_cli_unreachable_scheduler_is_one_line(tmp_path, capsys):
     import dask
 
+    # distributed must be imported before the override: dask.config.set removes on exit every key it
+    # created, so a first import inside the block would lose all of distributed's defaults for the
+    # rest of this process (later LocalClusters then fail with KeyError 'distributed').
+    pytest.importorskip("distributed")
+
     cfgs = []
     for n in ("a", "b"):
         cfgs.append(tmp_path / f"{n}.yaml")
