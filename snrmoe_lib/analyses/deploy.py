@@ -1,0 +1,237 @@
+"""Fit the deployed pipeline of a configuration, score it on the frozen test, and describe it for saving.
+
+:func:`fit_deployed` fits exactly the Q3 deployed mixture of one noise seed (the first of
+``seeds``): the same held-out carve, the same streamed Ridge experts and global model
+(:func:`~snrmoe_lib.models.experts.fit_oracle_stream`, one pass), the quality compressor on the same
+seeded training subsample, the configured gate on the same rows, τ chosen on validation from the
+same grid. Its frozen-test predictions are therefore the Q3 notebook's deployed mixture for that
+seed. Added for deployment: the interval calibration (split-conformal per observed-SNR bin on the
+validation rows), the ranges seen in training, the frozen-test metrics per SNR bin (R² and interval
+coverage) and the leak-check verdict (Q2's results when present, plus a linear probe of log g
+from the gate's own inputs).
+"""
+from __future__ import annotations
+
+import hashlib
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from snrmoe_lib.config import params_to_dict
+from snrmoe_lib.data.io import dataset_fingerprint, frozen_test_record, split_rows
+from snrmoe_lib.data.noise import effective_sigma
+from snrmoe_lib.evaluation.metrics import bootstrap_interval, r2
+from snrmoe_lib.evaluation.records import code_version, decide, find_results, to_jsonable
+from snrmoe_lib.features.flux import FluxFeatures
+from snrmoe_lib.features.quality import QualityInput, make_compressor
+from snrmoe_lib.models.deployed import DeployedMixture, SplitConformalPerBin, observed_snr
+from snrmoe_lib.models.experts import OracleSettings, fit_oracle_stream
+from snrmoe_lib.models.gates import check_labels, make_gate
+from snrmoe_lib.models.mixtures import mix
+from snrmoe_lib.models.routing import SNRRouter
+from snrmoe_lib.analyses.q1_waterfall import carve_holdout
+from snrmoe_lib.analyses.q3 import _fit_rows, resolve_representation
+from snrmoe_lib.analyses.q3_models import choose_tau, gate_hyperparameters, subsample, tau_sweep
+
+__all__ = ["DEFAULT_LEVEL", "fit_deployed", "grid_record", "leak_record", "ceiling_record"]
+
+#: Nominal coverage of the intervals when none is given.
+DEFAULT_LEVEL = 0.9
+ROLES = ("train", "val", "test")
+
+
+class _Collector:
+    """Per-chunk hook of the experts' pass: quality features and observed SNR of every row, per role."""
+
+    def __init__(self, compressor, noise_level: float, definition: str):
+        self.compressor, self.nl, self.definition = compressor, noise_level, definition
+        self.parts: dict = {r: [] for r in ROLES}
+
+    def __call__(self, role: str, nc) -> None:
+        if role not in self.parts:
+            return
+        sigma = nc.error if self.nl == 1 else effective_sigma(nc.error, self.nl)
+        q = self.compressor.transform(QualityInput(sigma))
+        self.parts[role].append((nc.rows, q, observed_snr(nc.noisy, sigma, self.definition)))
+
+    def by_role(self, role: str, info: pd.DataFrame) -> dict:
+        rows = np.concatenate([p[0] for p in self.parts[role]])
+        at = np.searchsorted(rows, info["row"].to_numpy())
+        if not np.array_equal(rows[at], info["row"].to_numpy()):
+            raise RuntimeError(f"{role}: the pass handed out different rows to the experts and the gate")
+        return {"row": rows[at], "q": np.concatenate([p[1] for p in self.parts[role]])[at],
+                "snr_obs": np.concatenate([p[2] for p in self.parts[role]])[at],
+                "bin": info["snr_bin"].to_numpy(), "snr": info["snr"].to_numpy(), "y": info["y"].to_numpy()}
+
+
+def _pass(ds, split, params, representation: str, seed: int, progress):
+    """The compressor (seeded training subsample) and the experts' streamed fit with its per-row arrays."""
+    p, nl = params, params.noise.noise_level
+    fit, holdout, record = carve_holdout(split, p.controls.holdout_fraction, p.controls.holdout_seed)
+    chunk = ds.read(_fit_rows(fit, p.gate.fit_n, p.gate.seed), with_mask=False)
+    compressor = make_compressor(representation).fit(QualityInput(effective_sigma(chunk.error, nl)))
+    sb = p.snr_bins
+    router = SNRRouter(sb.edges, sb.labels, sb.definition, nl)
+    settings = OracleSettings(noise_level=nl, seed=seed, alphas=p.ridge.alphas, min_count=sb.min_count,
+                              on_small_bin=sb.on_small_bin, target=p.ridge.target, chunk_size=p.data.chunk_size,
+                              solver=p.ridge.solver, predict_val=True, size_seed=p.split.seed)
+    hook = _Collector(compressor, nl, sb.definition)
+    run = fit_oracle_stream(ds, fit, {"snr": router}, settings, features=FluxFeatures(p.ridge.bin_pixels),
+                            on_chunk=hook, progress=progress)
+    infos = {"train": run.train_info, "val": run.val_info, "test": run.test_info}
+    return compressor, run, {r: hook.by_role(r, i) for r, i in infos.items()}, record
+
+
+def _gate_and_tau(run, data: dict, g, taus) -> tuple:
+    """The configured gate on the training rows' quality features, τ chosen on validation."""
+    fam = run.families["snr"]
+    plan, K, gi = fam.plan, fam.plan.n_experts, run.models.index("global")
+    tr = data["train"]
+    rows = subsample(len(tr["y"]), g.train_n, g.seed)
+    gate = make_gate(g.kind, n_classes=K, **gate_hyperparameters(g, g.kind))
+    gate.fit(tr["q"][rows], check_labels(plan.route(tr["bin"])[rows], K)[0])
+    pv = run.val_pred
+    tau = choose_tau(tau_sweep(gate.predict_proba(data["val"]["q"]), pv[:, fam.columns], pv[:, gi],
+                               data["val"]["y"], taus))
+    return gate, tau
+
+
+def _per_bin(y, pred, lo, hi, bins, labels, n_boot: int, seed: int) -> list[dict]:
+    out = []
+    for j, lab in enumerate(labels):
+        s = bins == j
+        n = int(s.sum())
+        row = {"bin": lab, "n": n, "coverage": float(np.mean((y[s] >= lo[s]) & (y[s] <= hi[s]))) if n else None,
+               "r2": r2(y[s], pred[s]) if n >= 2 else None, "interval": None,
+               "rmse": float(np.sqrt(np.mean((y[s] - pred[s]) ** 2))) if n else None}
+        if n >= 10:
+            row["interval"] = list(bootstrap_interval(y[s], pred[s], n_boot=n_boot, seed=seed))
+        out.append(row)
+    return out
+
+
+def _test_metrics(model: DeployedMixture, run, te: dict, labels, n_boot: int, seed: int) -> tuple[dict, dict]:
+    """Frozen-test metrics of the deployed predictions (per true SNR bin and overall) and the predictions."""
+    P = run.test_pred
+    W = model.gate.predict_proba(te["q"])
+    y_hat, fell = mix(W, P[:, model.expert_columns], P[:, model.global_column], model.tau)
+    _, s, h = model.calibration.predict(te["snr_obs"])
+    y = te["y"]
+    lo, hi = y_hat - h, y_hat + h
+    m = {"n": int(len(y)), "r2": r2(y, y_hat), "r2_interval": list(bootstrap_interval(y, y_hat, n_boot=n_boot, seed=seed)),
+         "r2_global": r2(y, P[:, model.global_column]), "rmse": float(np.sqrt(np.mean((y - y_hat) ** 2))),
+         "coverage": float(np.mean((y >= lo) & (y <= hi))), "level": float(model.calibration.level),
+         "fallback_rate": float(fell.mean()), "per_bin": _per_bin(y, y_hat, lo, hi, te["bin"], labels, n_boot, seed)}
+    return m, {"row": te["row"], "y": y, "pred": y_hat, "fell_back": fell, "sigma": s, "lo": lo, "hi": hi}
+
+
+def grid_record(wave: np.ndarray) -> dict:
+    """The wavelength grid as the record keeps it: sha256, length and ends (the grid itself is saved as arrays)."""
+    w = np.ascontiguousarray(wave, dtype=np.float64)
+    return {"sha256": hashlib.sha256(w.tobytes()).hexdigest(), "n_pix": int(len(w)),
+            "first": float(w[0]), "last": float(w[-1])}
+
+
+def leak_record(params, results_root, representation: str, data: dict, n_boot: int, seed: int) -> dict:
+    """The leak check: Q2's Gate-1 verdicts from its results (else 'not run'), and a linear probe of log g
+    from the deployed gate's own inputs (Ridge on the training rows, R² on the frozen test)."""
+    from snrmoe_lib.models.ridge import AlphaPathRidge
+
+    q2 = "not run"
+    if results_root is not None and Path(results_root).exists():
+        recs = find_results(results_root, notebook="q2_error_leakage", config=params.name)
+        if recs:
+            rec = recs[-1]
+            q2 = {"source": str(rec.get("_path", "")), "code_version": rec.get("code_version"),
+                  "verdicts": [v for v in rec.get("verdicts", []) if str(v.get("gate", "")).startswith("Gate-1")]}
+    tr, va, te = data["train"], data["val"], data["test"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        probe = AlphaPathRidge(alphas=list(params.quality.audit_alphas)).fit(tr["q"], tr["y"]).select(va["q"], va["y"])
+    pred = probe.predict(te["q"])
+    pred = pred[:, 0] if pred.ndim == 2 else pred
+    value, iv = r2(te["y"], pred), bootstrap_interval(te["y"], pred, n_boot=n_boot, seed=seed)
+    limit = params.thresholds.gate1_logg_r2_max
+    return {"q2": q2, "gate_inputs": {"representation": representation, "metric": "r2_logg_from_gate_inputs",
+                                       "value": value, "interval": list(iv), "op": "<", "threshold": limit,
+                                       "verdict": decide(value, "<", limit, iv)}}
+
+
+def ceiling_record(params, results_root) -> dict | str:
+    """The K1 notebook's ceiling numbers for this configuration (``r2_max_*`` metrics), or 'not available'."""
+    if results_root is None or not Path(results_root).exists():
+        return "not available"
+    recs = find_results(results_root, notebook="fisher_ceiling", config=params.name)
+    if not recs:
+        return "not available"
+    m = recs[-1].get("metrics", {})
+    return {"source": str(recs[-1].get("_path", "")), "metrics": {k: v for k, v in m.items() if "r2_max" in k}}
+
+
+def _ranges(data: dict, params) -> dict:
+    tr = data["train"]
+    return {"snr_obs": [float(tr["snr_obs"].min()), float(tr["snr_obs"].max())],
+            "snr_true": [float(tr["snr"].min()), float(tr["snr"].max())],
+            "label": [float(tr["y"].min()), float(tr["y"].max())], "target": params.ridge.target}
+
+
+def fit_deployed(ds, params, *, results_root=None, level: float = DEFAULT_LEVEL, seed: int | None = None,
+                 progress: bool | str = False) -> tuple[DeployedMixture, dict]:
+    """Fit the deployed mixture of a configuration on its dataset and describe it.
+
+    Parameters
+    ----------
+    ds : PfsDataset
+    params : Params
+    results_root : folder of the notebooks' results (Q2's choice of representation, its leak check and the
+        K1 ceiling are read there when present)
+    level : nominal coverage of the intervals
+    seed : noise seed (default: the first of ``params.seeds``)
+
+    Returns
+    -------
+    model : DeployedMixture
+    test : dict
+        The frozen-test rows' targets and deployed predictions (``row``, ``y``, ``pred``, ``lo``, ``hi``, …).
+    """
+    p = params
+    seed = int(p.seeds[0] if seed is None else seed)
+    split = split_rows(ds.n, p.split.n_train, p.split.n_val, p.split.n_test, p.split.seed, n_dropped=ds.n_dropped)
+    representation, why = resolve_representation(p, results_root)
+    compressor, run, data, holdout = _pass(ds, split, p, representation, seed, progress)
+    fam = run.families["snr"]
+    gate, tau = _gate_and_tau(run, data, p.gate, sorted(set(p.controls.tau_grid) | {p.gate.tau}))
+    va = data["val"]
+    cal = SplitConformalPerBin(p.snr_bins.edges, level)
+    model = DeployedMixture(compressor, gate, run.models, fam.plan.expert_labels, list(fam.columns),
+                            run.models.index("global"), float(tau), p.ridge.bin_pixels, p.noise.noise_level,
+                            p.snr_bins.definition, cal, ds.wave.copy(), {})
+    val_pred = mix(gate.predict_proba(va["q"]), run.val_pred[:, fam.columns], run.val_pred[:, model.global_column],
+                   tau)[0]
+    cal.fit(va["y"] - val_pred, va["snr_obs"])
+    n_boot = p.runner.n_bootstrap
+    metrics, test = _test_metrics(model, run, data["test"], list(p.snr_bins.labels), n_boot, seed)
+    fp = dataset_fingerprint(ds)
+    model.record = to_jsonable({
+        "name": p.name, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "code_version": code_version(), "params": params_to_dict(p),
+        "seed": seed, "representation": representation, "representation_source": why,
+        "dataset": {"path": str(ds.path), "fingerprint": fp, "n": int(ds.n), "n_pix": int(ds.n_pix),
+                    "n_dropped_rows": int(ds.n_dropped), "mock": bool(p.data.mock is not None),
+                    "split": split.to_dict(), "holdout": holdout},
+        "frozen_test": frozen_test_record(ds, split, fp), "grid": grid_record(ds.wave), "ranges": _ranges(data, p),
+        "snr_bins": {"edges": list(p.snr_bins.edges), "labels": list(p.snr_bins.labels),
+                     "definition": p.snr_bins.definition, "on": "observed SNR (noisy flux, σ) for flags and intervals; "
+                     "true SNR for the experts' training bins and the per-bin test metrics"},
+        "experts": {"labels": fam.plan.expert_labels, "alpha": dict(zip(run.models.names, run.models.alpha.tolist())),
+                    "n_train": dict(zip(run.models.names, run.models.n_train.tolist()))},
+        "gate": {"kind": p.gate.kind, "tau": tau, "n_quality_features": int(data["train"]["q"].shape[1])},
+        "calibration": {"method": "split-conformal per observed-SNR bin (validation rows)", "level": level,
+                        "half_width": cal.half_width_, "sigma": cal.sigma_, "n_val": cal.counts_, "pooled": cal.pooled_},
+        "metrics": metrics, "leak_check": leak_record(p, results_root, representation, data, n_boot, seed),
+        "ceiling": ceiling_record(p, results_root),
+    })
+    return model, test
