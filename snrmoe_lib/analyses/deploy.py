@@ -71,7 +71,7 @@ def _pass(ds, split, params, representation: str, seed: int, progress):
     """The compressor (seeded training subsample) and the experts' streamed fit with its per-row arrays."""
     p, nl = params, params.noise.noise_level
     fit, holdout, record = carve_holdout(split, p.controls.holdout_fraction, p.controls.holdout_seed)
-    chunk = ds.read(_fit_rows(fit, p.gate.fit_n, p.gate.seed), with_mask=False)
+    chunk = ds.read(_fit_rows(fit, p.gate.fit_n, p.gate.seed), with_mask=True)
     compressor = make_compressor(representation).fit(QualityInput(effective_sigma(chunk.error, nl)))
     sb = p.snr_bins
     router = SNRRouter(sb.edges, sb.labels, sb.definition, nl)
@@ -82,6 +82,8 @@ def _pass(ds, split, params, representation: str, seed: int, progress):
     run = fit_oracle_stream(ds, fit, {"snr": router}, settings, features=FluxFeatures(p.ridge.bin_pixels),
                             on_chunk=hook, progress=progress)
     infos = {"train": run.train_info, "val": run.val_info, "test": run.test_info}
+    bad = ~np.isfinite(chunk.flux) | ~np.isfinite(chunk.error) | (chunk.mask != 0 if chunk.mask is not None else False)
+    record["bad_pixel_fraction"] = [float(np.median(bad.mean(axis=1))), float(bad.mean(axis=1).max())]
     return compressor, run, {r: hook.by_role(r, i) for r, i in infos.items()}, record
 
 
@@ -171,9 +173,9 @@ def ceiling_record(params, results_root) -> dict | str:
     return {"source": str(recs[-1].get("_path", "")), "metrics": {k: v for k, v in m.items() if "r2_max" in k}}
 
 
-def _ranges(data: dict, params) -> dict:
+def _ranges(data: dict, params, bad_fraction: list) -> dict:
     tr = data["train"]
-    return {"snr_obs": [float(tr["snr_obs"].min()), float(tr["snr_obs"].max())],
+    return {"bad_pixel_fraction": bad_fraction, "snr_obs": [float(tr["snr_obs"].min()), float(tr["snr_obs"].max())],
             "snr_true": [float(tr["snr"].min()), float(tr["snr"].max())],
             "label": [float(tr["y"].min()), float(tr["y"].max())], "target": params.ridge.target}
 
@@ -222,7 +224,7 @@ def fit_deployed(ds, params, *, results_root=None, level: float = DEFAULT_LEVEL,
         "dataset": {"path": str(ds.path), "fingerprint": fp, "n": int(ds.n), "n_pix": int(ds.n_pix),
                     "n_dropped_rows": int(ds.n_dropped), "mock": bool(p.data.mock is not None),
                     "split": split.to_dict(), "holdout": holdout},
-        "frozen_test": frozen_test_record(ds, split, fp), "grid": grid_record(ds.wave), "ranges": _ranges(data, p),
+        "frozen_test": frozen_test_record(ds, split, fp), "grid": grid_record(ds.wave), "ranges": _ranges(data, p, holdout.pop("bad_pixel_fraction")),
         "snr_bins": {"edges": list(p.snr_bins.edges), "labels": list(p.snr_bins.labels),
                      "definition": p.snr_bins.definition, "on": "observed SNR (noisy flux, σ) for flags and intervals; "
                      "true SNR for the experts' training bins and the per-bin test metrics"},

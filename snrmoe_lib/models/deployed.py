@@ -180,7 +180,7 @@ class DeployedMixture:
                 "snr_obs": observed_snr(noisy, sigma, self.snr_definition)}
 
     def predict(self, flux, error, *, noisy: bool = True, rows=None, seed: int = 0, mask=None,
-                max_bad_fraction: float = 0.1) -> pd.DataFrame:
+                max_bad_fraction: float | None = None) -> pd.DataFrame:
         """The catalogue's model columns for a block of spectra.
 
         Parameters
@@ -194,8 +194,9 @@ class DeployedMixture:
             Row numbers (the catalogue's ``row`` and the noise keys); default ``0 … n−1``.
         mask : array (n, n_pix), optional
             Non-zero = masked pixel; counted with non-finite pixels in ``n_bad_pixels``.
-        max_bad_fraction : float
-            Above this fraction of masked pixels a star is flagged (``flag_bad_pixels``).
+        max_bad_fraction : float, optional
+            Above this fraction of masked or non-finite pixels a star is flagged (``flag_bad_pixels``);
+            default :meth:`bad_pixel_limit` (the training spectra's largest fraction + 0.05).
         """
         flux, error = np.asarray(flux, dtype=np.float32), np.asarray(error, dtype=np.float32)
         if flux.ndim != 2 or flux.shape != error.shape:
@@ -212,7 +213,14 @@ class DeployedMixture:
         bad_pix = ~(np.isfinite(flux) & np.isfinite(error))
         if mask is not None:
             bad_pix |= np.asarray(mask) != 0
-        return self._frame(self.details(y_in, sigma), rows, bad_pix.sum(axis=1), max_bad_fraction)
+        limit = self.bad_pixel_limit() if max_bad_fraction is None else float(max_bad_fraction)
+        return self._frame(self.details(y_in, sigma), rows, bad_pix.sum(axis=1), limit)
+
+    def bad_pixel_limit(self) -> float:
+        """The default limit on a star's masked or non-finite pixel fraction: the largest fraction seen in
+        the training spectra (the instrument's own sky and telluric masks) + 0.05."""
+        seen = self.record.get("ranges", {}).get("bad_pixel_fraction")
+        return float(seen[1]) + 0.05 if seen else 0.1
 
     def _frame(self, d: dict, rows: np.ndarray, n_bad: np.ndarray, max_bad_fraction: float) -> pd.DataFrame:
         b, s, h = self.calibration.predict(d["snr_obs"])

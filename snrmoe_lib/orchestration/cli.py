@@ -1,10 +1,11 @@
-"""Command line: ``snrmoe simulate | run | hub``."""
+"""Command line: ``snrmoe simulate | run | hub | fit | predict``."""
 from __future__ import annotations
 
 import argparse
 import errno
 import os
 import sys
+import time
 from pathlib import Path
 
 from snrmoe_lib.config import load_params
@@ -64,6 +65,50 @@ def _sweep(args) -> int:
     return 0
 
 
+def _fit(args) -> int:
+    """Fit the deployed mixture of a configuration and save it (model folder with its card)."""
+    from snrmoe_lib.analyses.deploy import fit_deployed
+    from snrmoe_lib.config import PLAIN_NAME
+    from snrmoe_lib.data.mock import ensure_dataset
+    from snrmoe_lib.reporting.model_card import render_card
+
+    if not PLAIN_NAME.fullmatch(args.model):
+        raise ValueError(f"model name {args.model!r}: use letters, digits, '_', '.', '-' (it names a folder)")
+    out = Path(args.out) if args.out else Path("models") / args.model
+    if out.exists() and not args.force:
+        raise FileExistsError(f"{out} exists; refusing to overwrite a saved model (pass --force)")
+    params = load_params(args.params)
+    reports = Path(args.reports) if args.reports else project_root() / "reports"
+    t0 = time.perf_counter()
+    with ensure_dataset(params, progress=True) as ds:
+        model, _ = fit_deployed(ds, params, results_root=reports, level=args.level, progress="fit")
+    dt = time.perf_counter() - t0
+    model.record["name"] = args.model
+    model.record["fit_seconds"] = dt
+    model.save(out, overwrite=args.force, extra_files={"card.html": render_card(model.record, args.model)})
+    m, sp = model.record["metrics"], model.record["dataset"]["split"]
+    n = sp["n_train"] + sp["n_val"] + sp["n_test"]
+    print(f"wrote {out} (frozen test: R² = {m['r2']:.3f} [{m['r2_interval'][0]:.3f}, {m['r2_interval'][1]:.3f}], "
+          f"coverage {m['coverage']:.3f} of the {m['level']:g} intervals; fit {dt:.1f} s, {n / dt:.0f} spectra/s)")
+    print(f"model card: {out / 'card.html'}")
+    return 0
+
+
+def _predict(args) -> int:
+    """Apply a saved model to a pfsspec dataset, writing a catalogue."""
+    from snrmoe_lib.orchestration.predict import predict_catalogue
+
+    if Path(args.out).exists() and not args.force:
+        raise FileExistsError(f"{args.out} exists; refusing to overwrite the catalogue (pass --force)")
+    s = predict_catalogue(args.model, args.data, args.out, noisy=args.noisy, resample=args.resample,
+                          on_bad_rows=args.on_bad_rows, seed=args.seed, chunk_size=args.chunk_size,
+                          max_bad_fraction=args.max_bad_fraction, overwrite=args.force, progress="predict")
+    flags = ", ".join(f"{k} {v}" for k, v in s["flags"].items())
+    print(f"wrote {s['path']}: {s['n_rows']} stars ({s['n_predicted']} predicted; flagged: {flags}); "
+          f"{s['seconds']:.1f} s, {s['spectra_per_s']:.0f} spectra/s")
+    return 0
+
+
 def _build_hub(reports) -> None:
     for p in build_hub(reports or project_root() / "reports"):
         print(f"wrote {p}")
@@ -99,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reports", default=str(Path("reports")), help="reports folder")
     p.set_defaults(func=_hub)
 
+    _fit_predict_parsers(sub)
     args = parser.parse_args(argv)
     install_termination_handler()  # SIGTERM/SIGHUP unwind like Ctrl-C: temporary files removed, run.json marked
     try:
@@ -113,6 +159,38 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"snrmoe {args.command}: {_one_line(exc)}", file=sys.stderr)
         return 2
+
+
+def _fit_predict_parsers(sub) -> None:
+    p = sub.add_parser("fit", help="fit a configuration's deployed mixture and save it as a model folder")
+    p.add_argument("--params", required=True, help="params/*.yaml (its dataset is generated if it is a missing mock)")
+    p.add_argument("--model", required=True, help="the model's name (a plain name)")
+    p.add_argument("--out", default=None, help="the model folder (default: models/NAME)")
+    p.add_argument("--force", action="store_true", help="replace an existing model folder")
+    p.add_argument("--level", type=float, default=0.9, help="nominal coverage of the intervals (default 0.9)")
+    p.add_argument("--reports", default=None,
+                   help="where the notebooks' results are (Q2's choice, its leak check, the K1 ceiling; "
+                        "default: <project>/reports)")
+    p.set_defaults(func=_fit)
+
+    p = sub.add_parser("predict", help="predict log g for every spectrum of a pfsspec dataset into a catalogue")
+    p.add_argument("--model", required=True, help="a model folder written by snrmoe fit")
+    p.add_argument("--data", required=True, help="a pfsspec HDF5 file or a sharded folder (shard_index.txt)")
+    p.add_argument("--out", required=True, help="the catalogue: .fits, .parquet or .h5")
+    p.add_argument("--noisy", action="store_true",
+                   help="the flux already carries noise and the error is its σ estimate (observed spectra); "
+                        "default: noise-free products, noise drawn by the protocol with --seed")
+    p.add_argument("--seed", type=int, default=0, help="noise seed for noise-free products (default 0)")
+    p.add_argument("--resample", action="store_true",
+                   help="interpolate spectra on another wavelength grid onto the model's (refused otherwise)")
+    p.add_argument("--on-bad-rows", choices=("flag", "refuse"), default="flag",
+                   help="rows with NaN/inf or error <= 0: keep them flagged without a prediction, or stop")
+    p.add_argument("--max-bad-fraction", type=float, default=None,
+                   help="flag stars with more masked or non-finite pixels than this fraction "
+                        "(default: the training spectra's largest + 0.05)")
+    p.add_argument("--chunk-size", type=int, default=4096, help="spectra read at once")
+    p.add_argument("--force", action="store_true", help="replace an existing catalogue")
+    p.set_defaults(func=_predict)
 
 
 def _one_line(exc: BaseException) -> str:
