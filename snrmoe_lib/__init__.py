@@ -10,4 +10,13 @@ from snrmoe_lib.evaluation.records import find_results, metric, print_verdicts, 
 __version__ = "0.1.0"
 
 __all__ = ["ParameterError", "Params", "load_params", "open_dataset", "split_rows", "ensure_dataset",
-           "find_results", "metric", "print_verdicts", "verdict", "write_results", "__version__"]
+           "find_results", "metric", "print_verdicts", "verdict", "write_results", "load_model", "__version__"]
+
+
+def __getattr__(name: str):
+    """``load_model`` is imported on first use (it needs scikit-learn; ``import snrmoe_lib`` stays light)."""
+    if name == "load_model":
+        from snrmoe_lib.models.deployed import load_model
+
+        return load_model
+    raise AttributeError(f"module 'snrmoe_lib' has no attribute {name!r}")

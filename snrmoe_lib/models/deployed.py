@@ -245,14 +245,18 @@ class DeployedMixture:
                 "linear": ("linear_models", self.linear), "calibration": ("estimator", self.calibration),
                 "grid": ("arrays", {"wave": np.asarray(self.wave, dtype=np.float64)})}
 
-    def save(self, path: str | Path, overwrite: bool = False, extra_files: dict | None = None) -> Path:
-        from snrmoe_lib.models.persistence import save_folder
-
-        rec = dict(self.record) | {"mixture": {
+    def full_record(self) -> dict:
+        """The record with the mixture's own settings (what ``model.json`` holds, less the component list)."""
+        return dict(self.record) | {"mixture": {
             "expert_labels": list(self.expert_labels), "expert_columns": [int(c) for c in self.expert_columns],
             "global_column": int(self.global_column), "tau": float(self.tau), "bin_pixels": int(self.bin_pixels),
             "noise_level": float(self.noise_level), "snr_definition": self.snr_definition}}
-        return save_folder(path, self.components(), rec, overwrite=overwrite, extra_files=extra_files)
+
+    def save(self, path: str | Path, overwrite: bool = False, extra_files: dict | None = None) -> Path:
+        """Save as a model folder (:func:`~snrmoe_lib.models.persistence.save_folder`), atomically."""
+        from snrmoe_lib.models.persistence import save_folder
+
+        return save_folder(path, self.components(), self.full_record(), overwrite=overwrite, extra_files=extra_files)
 
 
 def flag_word(df: pd.DataFrame) -> np.ndarray:

@@ -75,9 +75,13 @@ class ModelFormatError(ValueError):
 
 
 def _package_version() -> str:
-    from snrmoe_lib import __version__
+    """The installed package's version (the code version a model folder must match)."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    return __version__
+    try:
+        return version("snrmoe_lib")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _class(name: str) -> type:

@@ -85,7 +85,7 @@ def _fit(args) -> int:
     dt = time.perf_counter() - t0
     model.record["name"] = args.model
     model.record["fit_seconds"] = dt
-    model.save(out, overwrite=args.force, extra_files={"card.html": render_card(model.record, args.model)})
+    model.save(out, overwrite=args.force, extra_files={"card.html": render_card(model.full_record(), args.model)})
     m, sp = model.record["metrics"], model.record["dataset"]["split"]
     n = sp["n_train"] + sp["n_val"] + sp["n_test"]
     print(f"wrote {out} (frozen test: R² = {m['r2']:.3f} [{m['r2_interval'][0]:.3f}, {m['r2_interval'][1]:.3f}], "

@@ -149,8 +149,8 @@ def _unreadable_rows(data: HubData) -> list[list]:
             + ["—"] * (len(RUN_HEAD) - 3) for p, why in data.unreadable]
 
 
-def render_html(data: HubData) -> str:
-    """The Hub page as one self-contained HTML document."""
+def render_html(data: HubData, models: Sequence[tuple[str, str]] = ()) -> str:
+    """The Hub page as one self-contained HTML document (``models``: (name, link) of saved models' cards)."""
     primary = data.primary()
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              "<title>snrmoe Hub — log g SNR-MoE</title>", f"<style>{_CSS}</style></head><body>",
@@ -171,6 +171,10 @@ def render_html(data: HubData) -> str:
             parts.append(f'<pre id="{sid}">{html.escape(tree_text(data, primary))}</pre>')
         else:
             parts.append(_table_html(sid, head, rows))
+    if models:
+        parts.append('<h2 id="h-models">Deployed models</h2><ul id="models">')
+        parts += [f'<li><a href="{html.escape(href, quote=True)}">{html.escape(n)}</a> (model card)</li>' for n, href in models]
+        parts.append("</ul>")
     if data.unreadable:
         parts.append('<h2 id="h-unreadable">Files that are not results</h2><ul id="unreadable">')
         parts += [f"<li><code>{html.escape(p)}</code>: {html.escape(why)}</li>" for p, why in data.unreadable]
@@ -198,6 +202,13 @@ def render_markdown(data: HubData) -> str:
     return "\n".join(out)
 
 
+def model_cards(reports_dir: Path) -> list[tuple[str, str]]:
+    """(name, link relative to the reports folder) of every saved model's card in ``<project>/models/``."""
+    models = Path(reports_dir).parent / "models"
+    cards = sorted(models.glob("*/card.html")) if models.is_dir() else []
+    return [(c.parent.name, f"../models/{c.parent.name}/card.html") for c in cards]
+
+
 def build_hub(reports_dir: str | Path = "reports") -> list[Path]:
     """Write ``<reports_dir>/index.html`` and ``<reports_dir>/hub.md`` from every results file under it.
 
@@ -218,5 +229,5 @@ def build_hub(reports_dir: str | Path = "reports") -> list[Path]:
     """
     data = collect(reports_dir)
     root = Path(reports_dir)
-    return [atomic_write_text(root / "index.html", render_html(data)),
+    return [atomic_write_text(root / "index.html", render_html(data, model_cards(root))),
             atomic_write_text(root / "hub.md", render_markdown(data))]
