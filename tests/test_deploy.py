@@ -1,0 +1,194 @@
+"""The deployed model: fit on the smoke configuration, safe save / load, clear errors, interval calibration."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from snrmoe_lib.config import load_params
+from snrmoe_lib.data.io import open_dataset, split_rows
+from snrmoe_lib.features.quality import QualityInput, make_compressor
+from snrmoe_lib.models import persistence
+from snrmoe_lib.models.deployed import PREDICTION_COLUMNS, SplitConformalPerBin, load_model
+from snrmoe_lib.models.gates import LogisticGate, MLPGate
+from snrmoe_lib.models.persistence import ModelFormatError, dump_estimator, load_estimator
+
+ROOT = Path(__file__).resolve().parent.parent
+SMOKE = ROOT / "data" / "mock_smoke.h5"
+needs_smoke = pytest.mark.skipif(not SMOKE.exists(), reason="the smoke dataset is made by `make test` "
+                                 "(snrmoe simulate --params params/smoke.yaml)")
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    """(params, dataset, model, frozen-test predictions) of the smoke configuration's deployed mixture."""
+    if not SMOKE.exists():
+        pytest.skip("no smoke dataset")
+    from snrmoe_lib.analyses.deploy import fit_deployed
+
+    params = load_params(ROOT / "params" / "smoke.yaml")
+    ds = open_dataset(SMOKE)
+    model, test = fit_deployed(ds, params)
+    yield params, ds, model, test
+    ds.close()
+
+
+@pytest.fixture(scope="module")
+def saved(fitted, tmp_path_factory):
+    path = tmp_path_factory.mktemp("models") / "smoke"
+    fitted[2].save(path)
+    return path
+
+
+@needs_smoke
+def test_round_trip_predictions_equal(fitted, saved):
+    _, ds, model, test = fitted
+    loaded = load_model(saved)
+    chunk = ds.read(test["row"][:150])
+    for noisy in (False, True):
+        a = model.predict(chunk.flux, chunk.error, noisy=noisy, rows=chunk.rows, seed=0)
+        b = loaded.predict(chunk.flux, chunk.error, noisy=noisy, rows=chunk.rows, seed=0)
+        assert list(a.columns) == list(b.columns)
+        for c in a.columns:
+            if a[c].dtype.kind == "f":
+                np.testing.assert_allclose(b[c].to_numpy(), a[c].to_numpy(), rtol=0, atol=1e-12, err_msg=c)
+            else:
+                assert (a[c].to_numpy() == b[c].to_numpy()).all(), c
+    assert set(PREDICTION_COLUMNS) <= set(a.columns)
+    assert [c for c in a.columns if c.startswith("p_")] == [f"p_{e}" for e in model.expert_labels]
+
+
+@needs_smoke
+def test_predict_reproduces_the_fit_and_q3(fitted):
+    """The deployed predictions of the frozen test rows (noise drawn by the protocol with the fit's seed)
+    are the fit's own, and those are the Q3 notebook's deployed mixture for that seed."""
+    from snrmoe_lib.analyses.q3 import DEPLOYED, run_deployable
+
+    params, ds, model, test = fitted
+    chunk = ds.read(test["row"])
+    df = model.predict(chunk.flux, chunk.error, noisy=False, rows=chunk.rows, seed=model.record["seed"])
+    np.testing.assert_array_equal(df["log_g_pred"].to_numpy(), test["pred"])
+    split = split_rows(ds.n, params.split.n_train, params.split.n_val, params.split.n_test, params.split.seed)
+    run = run_deployable(ds, split, params, model.record["seed"], model.record["representation"])
+    np.testing.assert_array_equal(run.rows, test["row"])
+    np.testing.assert_allclose(run.pred[DEPLOYED], test["pred"], rtol=0, atol=1e-12)
+    assert run.info["tau"] == model.tau
+
+
+@needs_smoke
+def test_record_holds_what_deployment_needs(fitted, saved):
+    rec = json.loads((saved / "model.json").read_text())
+    for key in ("params", "dataset", "grid", "ranges", "code_version", "metrics", "leak_check", "calibration",
+                "frozen_test", "format_version", "package_version", "mixture", "components"):
+        assert key in rec, key
+    assert rec["grid"]["n_pix"] == fitted[1].n_pix and len(rec["dataset"]["fingerprint"]) == 64
+    assert rec["leak_check"]["q2"] == "not run"  # no results folder given
+    assert rec["leak_check"]["gate_inputs"]["verdict"] in ("PASS", "FAIL", "INCONCLUSIVE")
+    m = rec["metrics"]
+    assert len(m["per_bin"]) == len(rec["snr_bins"]["labels"])
+    assert abs(m["coverage"] - rec["calibration"]["level"]) < 0.1  # split-conformal: near nominal on the test
+    lo, hi = rec["ranges"]["label"]
+    assert 0.5 < lo < hi < 5.5
+
+
+@needs_smoke
+def test_no_pickle_in_the_folder(saved):
+    for f in saved.glob("*.npz"):
+        with np.load(f, allow_pickle=False) as z:
+            for k in z.files:
+                assert z[k].dtype != object
+
+
+def _copy(saved: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "m"
+    shutil.copytree(saved, dst)
+    return dst
+
+
+@needs_smoke
+@pytest.mark.parametrize("missing", ["gate.npz", "linear.json", "model.json"])
+def test_incomplete_folder_is_a_clear_error(saved, tmp_path, missing):
+    m = _copy(saved, tmp_path)
+    (m / missing).unlink()
+    with pytest.raises(ModelFormatError, match=f"incomplete model folder: {missing} is missing"):
+        load_model(m)
+
+
+@needs_smoke
+@pytest.mark.parametrize("key,value,match", [("format_version", 99, "model format 99"),
+                                             ("package_version", "0.0.1", "saved by snrmoe_lib '0.0.1'")])
+def test_other_version_is_a_clear_error(saved, tmp_path, key, value, match):
+    m = _copy(saved, tmp_path)
+    rec = json.loads((m / "model.json").read_text())
+    rec[key] = value
+    (m / "model.json").write_text(json.dumps(rec))
+    with pytest.raises(ModelFormatError, match=match):
+        load_model(m)
+
+
+@needs_smoke
+def test_changed_file_is_refused(saved, tmp_path):
+    m = _copy(saved, tmp_path)
+    meta = json.loads((m / "gate.json").read_text())
+    meta["meta"]["params"]["C"] = 123.0
+    (m / "gate.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelFormatError, match="gate.json does not match the hash"):
+        load_model(m)
+
+
+@needs_smoke
+def test_save_refuses_to_overwrite(fitted, saved):
+    before = (saved / "model.json").read_text()
+    with pytest.raises(FileExistsError, match="refusing to overwrite"):
+        fitted[2].save(saved)
+    assert (saved / "model.json").read_text() == before
+    fitted[2].save(saved, overwrite=True)
+    assert load_model(saved).tau == fitted[2].tau
+    assert not [p for p in saved.parent.iterdir() if ".tmp-" in p.name]  # the temporary folder is gone
+
+
+def test_a_class_outside_the_table_is_refused():
+    meta, arrays = dump_estimator(make_compressor("S4").fit(QualityInput(np.ones((5, 8)))))
+    meta["class"] = "os.system"
+    with pytest.raises(ModelFormatError, match="not one this version can load"):
+        load_estimator(meta, arrays)
+    with pytest.raises(ModelFormatError, match="unknown component kind"):
+        persistence.load_component({"kind": "pickle", "meta": {}}, {})
+
+
+@pytest.mark.parametrize("rep", ["S0", "S2", "S2b", "S3_11", "S3b", "S4"])
+def test_every_gate_compressor_round_trips(rep):
+    rng = np.random.default_rng(3)
+    sigma = (0.1 + rng.random((40, 32))).astype(np.float32)
+    comp = make_compressor(rep).fit(QualityInput(sigma))
+    back = load_estimator(*dump_estimator(comp))
+    np.testing.assert_array_equal(back.transform(QualityInput(sigma)), comp.transform(QualityInput(sigma)))
+
+
+@pytest.mark.parametrize("gate", [LogisticGate(C=0.5), MLPGate(hidden=4, epochs=5)])
+def test_gates_round_trip(gate):
+    rng = np.random.default_rng(4)
+    X, y = rng.standard_normal((60, 3)), np.repeat([0, 1, 2], 20)
+    gate.fit(X, y)
+    meta, arrays = dump_estimator(gate)
+    json.dumps(meta)  # plain JSON
+    back = load_estimator(json.loads(json.dumps(meta)), arrays)
+    np.testing.assert_array_equal(back.predict_proba(X), gate.predict_proba(X))
+
+
+def test_conformal_covers_near_the_level_per_bin():
+    rng = np.random.default_rng(5)
+    snr = rng.uniform(0.5, 10, 4000)
+    scale = np.where(snr < 4, 1.0, 0.3)  # residuals twice as wide at low SNR
+    r = rng.standard_normal(4000) * scale
+    cal = SplitConformalPerBin([2.0, 4.0, 7.0], level=0.8).fit(r[:2000], snr[:2000])
+    b, s, h = cal.predict(snr[2000:])
+    inside = np.abs(r[2000:]) <= h
+    for j in range(4):
+        assert abs(inside[b == j].mean() - 0.8) < 0.06
+    assert h[b == 0].mean() > 2 * h[b == 3].mean() and s[b == 0].mean() > 2 * s[b == 3].mean()
+    small = SplitConformalPerBin([2.0], level=0.9).fit(r[:40], np.r_[np.full(35, 1.0), np.full(5, 3.0)])
+    assert small.pooled_.tolist() == [False, True]  # 5 residuals cannot give a 90 % quantile: all are used
