@@ -192,3 +192,20 @@ def test_conformal_covers_near_the_level_per_bin():
     assert h[b == 0].mean() > 2 * h[b == 3].mean() and s[b == 0].mean() > 2 * s[b == 3].mean()
     small = SplitConformalPerBin([2.0], level=0.9).fit(r[:40], np.r_[np.full(35, 1.0), np.full(5, 3.0)])
     assert small.pooled_.tolist() == [False, True]  # 5 residuals cannot give a 90 % quantile: all are used
+
+
+@needs_smoke
+def test_card_and_hub_link(fitted, tmp_path):
+    from snrmoe_lib.reporting.hub import build_hub
+    from snrmoe_lib.reporting.model_card import MOCK_CAVEAT, render_card
+
+    rec = fitted[2].full_record()
+    card = render_card(rec, "smoke")
+    assert "provisional" in MOCK_CAVEAT and "mock-banner" in card
+    assert 'id="per-bin"' in card and all(f"<td>{b}</td>" in card for b in rec["snr_bins"]["labels"])
+    assert "Not available: no K1" in card  # no ceiling results at fit time
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "models" / "smoke").mkdir(parents=True)
+    (tmp_path / "models" / "smoke" / "card.html").write_text(card)
+    build_hub(tmp_path / "reports")
+    assert 'href="../models/smoke/card.html"' in (tmp_path / "reports" / "index.html").read_text()

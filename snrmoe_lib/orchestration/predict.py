@@ -18,6 +18,7 @@ one atomic step at the end: an error, Ctrl-C or SIGTERM part-way leaves no catal
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -77,7 +78,8 @@ def _bad_rows_block(ds, template: pd.DataFrame) -> pd.DataFrame:
     """Catalogue rows for the rows screened out as bad: passthrough columns, no prediction, flagged."""
     rows = np.asarray(ds.dropped_rows, dtype=np.int64)
     stored = pd.concat([f.params for f in ds.files], ignore_index=True).iloc[rows]
-    params = _passthrough(stored, template.columns)
+    own = [c for c in template.columns if c not in stored.columns and not c.startswith("param_")]
+    params = _passthrough(stored, own)
     empty = {"f": np.nan, "b": False, "i": 0, "u": 0}
     cols = {}
     for c in template.columns:
@@ -113,7 +115,9 @@ def predict_catalogue(model: DeployedMixture | str | Path, data: str | Path, out
     if not isinstance(model, DeployedMixture):
         model = load_model(model)
     t0 = time.perf_counter()
-    ds = open_dataset(data, on_bad_rows="raise" if on_bad_rows == "refuse" else "drop")
+    with warnings.catch_warnings():  # the dropped rows are flagged in the catalogue and counted in the summary
+        warnings.simplefilter("ignore", UserWarning)
+        ds = open_dataset(data, on_bad_rows="raise" if on_bad_rows == "refuse" else "drop")
     try:
         gmap = grid_map(ds.wave, model.wave, resample, str(data))
         writer = CatalogueWriter(out, _meta(model, model_path, data, noisy, seed, gmap is not None, on_bad_rows),
