@@ -123,7 +123,8 @@ def _test_metrics(model: DeployedMixture, run, te: dict, labels, n_boot: int, se
     _, s, h = model.calibration.predict(te["snr_obs"])
     y = te["y"]
     lo, hi = y_hat - h, y_hat + h
-    m = {"n": int(len(y)), "r2": r2(y, y_hat), "r2_interval": list(bootstrap_interval(y, y_hat, n_boot=n_boot, seed=seed)),
+    m = {"n": int(len(y)), "r2": r2(y, y_hat),
+         "r2_interval": list(bootstrap_interval(y, y_hat, n_boot=n_boot, seed=seed)),
          "r2_global": r2(y, P[:, model.global_column]), "rmse": float(np.sqrt(np.mean((y - y_hat) ** 2))),
          "coverage": float(np.mean((y >= lo) & (y <= hi))), "level": float(model.calibration.level),
          "fallback_rate": float(fell.mean()), "per_bin": _per_bin(y, y_hat, lo, hi, te["bin"], labels, n_boot, seed)}
@@ -175,9 +176,37 @@ def ceiling_record(params, results_root) -> dict | str:
 
 def _ranges(data: dict, params, bad_fraction: list) -> dict:
     tr = data["train"]
-    return {"bad_pixel_fraction": bad_fraction, "snr_obs": [float(tr["snr_obs"].min()), float(tr["snr_obs"].max())],
+    return {"bad_pixel_fraction": bad_fraction,
+            "snr_obs": [float(tr["snr_obs"].min()), float(tr["snr_obs"].max())],
             "snr_true": [float(tr["snr"].min()), float(tr["snr"].max())],
             "label": [float(tr["y"].min()), float(tr["y"].max())], "target": params.ridge.target}
+
+
+def _record(ds, p, split, run, data: dict, holdout: dict, model: DeployedMixture, metrics: dict, leak: dict,
+            seed: int, rep: tuple[str, str]) -> dict:
+    """What ``model.json`` records about the fit (plain JSON)."""
+    fp, fam, cal = dataset_fingerprint(ds), run.families["snr"], model.calibration
+    bad_fraction = holdout.pop("bad_pixel_fraction")
+    on = ("observed SNR (noisy flux, σ) for flags and intervals; true SNR for the experts' training bins and the "
+          "per-bin test metrics")
+    return to_jsonable({
+        "name": p.name, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "code_version": code_version(), "params": params_to_dict(p), "seed": seed,
+        "representation": rep[0], "representation_source": rep[1],
+        "dataset": {"path": str(ds.path), "fingerprint": fp, "n": int(ds.n), "n_pix": int(ds.n_pix),
+                    "n_dropped_rows": int(ds.n_dropped), "mock": bool(p.data.mock is not None),
+                    "split": split.to_dict(), "holdout": holdout},
+        "frozen_test": frozen_test_record(ds, split, fp), "grid": grid_record(ds.wave),
+        "ranges": _ranges(data, p, bad_fraction),
+        "snr_bins": {"edges": list(p.snr_bins.edges), "labels": list(p.snr_bins.labels),
+                     "definition": p.snr_bins.definition, "on": on},
+        "experts": {"labels": fam.plan.expert_labels, "alpha": dict(zip(run.models.names, run.models.alpha.tolist())),
+                    "n_train": dict(zip(run.models.names, run.models.n_train.tolist()))},
+        "gate": {"kind": p.gate.kind, "tau": model.tau, "n_quality_features": int(data["train"]["q"].shape[1])},
+        "calibration": {"method": "split-conformal per observed-SNR bin (validation rows)", "level": cal.level,
+                        "half_width": cal.half_width_, "sigma": cal.sigma_, "n_val": cal.counts_,
+                        "pooled": cal.pooled_},
+        "metrics": metrics, "leak_check": leak})
 
 
 def fit_deployed(ds, params, *, results_root=None, level: float = DEFAULT_LEVEL, seed: int | None = None,
@@ -216,24 +245,7 @@ def fit_deployed(ds, params, *, results_root=None, level: float = DEFAULT_LEVEL,
     cal.fit(va["y"] - val_pred, va["snr_obs"])
     n_boot = p.runner.n_bootstrap
     metrics, test = _test_metrics(model, run, data["test"], list(p.snr_bins.labels), n_boot, seed)
-    fp = dataset_fingerprint(ds)
-    model.record = to_jsonable({
-        "name": p.name, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "code_version": code_version(), "params": params_to_dict(p),
-        "seed": seed, "representation": representation, "representation_source": why,
-        "dataset": {"path": str(ds.path), "fingerprint": fp, "n": int(ds.n), "n_pix": int(ds.n_pix),
-                    "n_dropped_rows": int(ds.n_dropped), "mock": bool(p.data.mock is not None),
-                    "split": split.to_dict(), "holdout": holdout},
-        "frozen_test": frozen_test_record(ds, split, fp), "grid": grid_record(ds.wave), "ranges": _ranges(data, p, holdout.pop("bad_pixel_fraction")),
-        "snr_bins": {"edges": list(p.snr_bins.edges), "labels": list(p.snr_bins.labels),
-                     "definition": p.snr_bins.definition, "on": "observed SNR (noisy flux, σ) for flags and intervals; "
-                     "true SNR for the experts' training bins and the per-bin test metrics"},
-        "experts": {"labels": fam.plan.expert_labels, "alpha": dict(zip(run.models.names, run.models.alpha.tolist())),
-                    "n_train": dict(zip(run.models.names, run.models.n_train.tolist()))},
-        "gate": {"kind": p.gate.kind, "tau": tau, "n_quality_features": int(data["train"]["q"].shape[1])},
-        "calibration": {"method": "split-conformal per observed-SNR bin (validation rows)", "level": level,
-                        "half_width": cal.half_width_, "sigma": cal.sigma_, "n_val": cal.counts_, "pooled": cal.pooled_},
-        "metrics": metrics, "leak_check": leak_record(p, results_root, representation, data, n_boot, seed),
-        "ceiling": ceiling_record(p, results_root),
-    })
+    leak = leak_record(p, results_root, representation, data, n_boot, seed)
+    model.record = _record(ds, p, split, run, data, holdout, model, metrics, leak, seed, (representation, why))
+    model.record["ceiling"] = to_jsonable(ceiling_record(p, results_root))
     return model, test

@@ -114,7 +114,8 @@ class SplitConformalPerBin:
 
 
 def dump_linear_models(m: LinearModels) -> tuple[dict, dict]:
-    meta = {"names": list(m.names), "alpha_source": list(m.alpha_source), "alpha_at_edge": [bool(x) for x in m.alpha_at_edge]}
+    meta = {"names": list(m.names), "alpha_source": list(m.alpha_source),
+            "alpha_at_edge": [bool(x) for x in m.alpha_at_edge]}
     return meta, {"coef": m.coef, "intercept": m.intercept, "alpha": m.alpha, "n_train": m.n_train}
 
 
@@ -225,7 +226,8 @@ class DeployedMixture:
     def _frame(self, d: dict, rows: np.ndarray, n_bad: np.ndarray, max_bad_fraction: float) -> pd.DataFrame:
         b, s, h = self.calibration.predict(d["snr_obs"])
         lo, hi = self.record["ranges"]["snr_obs"]
-        used = np.where(d["fell_back"], "global", np.asarray(self.expert_labels, dtype=object)[np.argmax(d["proba"], 1)])
+        top = np.asarray(self.expert_labels, dtype=object)[np.argmax(d["proba"], axis=1)]
+        used = np.where(d["fell_back"], "global", top)
         out = {"row": rows, "log_g_pred": d["y"], "log_g_sigma": s, "log_g_lo": d["y"] - h, "log_g_hi": d["y"] + h,
                "expert": used.astype(str), "fallback": d["fell_back"], "snr_obs": d["snr_obs"],
                "snr_bin_obs": np.asarray(self.record["snr_bins"]["labels"], dtype=object)[b].astype(str),

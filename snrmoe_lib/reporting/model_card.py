@@ -59,9 +59,10 @@ def _efficiency(rec: dict) -> str:
 def _leak(rec: dict) -> str:
     lk = rec.get("leak_check", {})
     g = lk.get("gate_inputs", {})
-    parts = [f"<p>Linear probe of log g from the gate's inputs ({html.escape(str(g.get('representation')))}), "
-             f"frozen test: R² = {_val(g.get('value'))} {format_interval(g.get('interval'))}, rule "
-             f"{html.escape(str(g.get('op')))} {_val(g.get('threshold'))}: <b>{html.escape(str(g.get('verdict')))}</b>.</p>"]
+    esc = (lambda k: html.escape(str(g.get(k))))
+    parts = [f"<p>Linear probe of log g from the gate's inputs ({esc('representation')}), frozen test: R² = "
+             f"{_val(g.get('value'))} {format_interval(g.get('interval'))}, rule {esc('op')} "
+             f"{_val(g.get('threshold'))}: <b>{esc('verdict')}</b>.</p>"]
     q2 = lk.get("q2", "not run")
     if isinstance(q2, dict):
         rows = [[v.get("gate"), v.get("metric"), _val(v.get("value")), format_interval(v.get("interval")),
@@ -80,7 +81,8 @@ def _data(rec: dict) -> str:
             ["mock", "yes" if d.get("mock") else "no"],
             ["spectra (train / val / test)", f"{sp.get('n_train')} / {sp.get('n_val')} / {sp.get('n_test')} "
              f"(held out from the experts: {d.get('holdout', {}).get('n_holdout')})"],
-            ["wavelength grid", f"{g.get('n_pix')} pixels, {g.get('first')}–{g.get('last')} Å (sha256 {g.get('sha256', '')[:16]}…)"],
+            ["wavelength grid", f"{g.get('n_pix')} pixels, {g.get('first')}–{g.get('last')} Å "
+                                f"(sha256 {g.get('sha256', '')[:16]}…)"],
             ["observed SNR range (training)", r.get("snr_obs")], ["log g range (training)", r.get("label")],
             ["noise seed", rec.get("seed")], ["code version", rec.get("code_version")], ["created", rec.get("created")]]
     return _table_html("data", ["what", "value"], rows)
@@ -91,7 +93,8 @@ def _model(rec: dict) -> str:
     rows = [["experts (per SNR bin, Ridge)", ", ".join(mx.get("expert_labels", []))],
             ["gate", f"{gate.get('kind')} on {rec.get('representation')} quality features "
                      f"({rec.get('representation_source')})"],
-            ["fallback", f"global Ridge where the gate's largest probability < τ = {mx.get('tau')} (chosen on validation)"],
+            ["fallback", f"global Ridge where the gate's largest probability < τ = {mx.get('tau')} "
+                         "(chosen on validation)"],
             ["intervals", f"{cal.get('method')}, level {cal.get('level')}"]]
     return _table_html("model", ["part", "what"], rows)
 
