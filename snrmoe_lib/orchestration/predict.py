@@ -13,12 +13,13 @@ one atomic step at the end: an error, Ctrl-C or SIGTERM part-way leaves no catal
   interpolation of flux, error and mask onto the model's grid, which the data must cover).
 * Bad rows (NaN/inf flux or error, error ≤ 0 on an unmasked pixel): ``on_bad_rows='refuse'`` stops
   with an error and writes nothing; ``'flag'`` keeps them in the catalogue without a prediction and
-  with ``flag_bad_row`` set (they are found in one screening pass when the dataset is opened).
+  with ``flag_bad_row`` set (a chunk that holds one is read again in halves until the bad rows are
+  alone: no screening pass over the whole file).
+* ``row`` is the stored row number (file order over the shards); it also keys the noise draw.
 """
 from __future__ import annotations
 
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ import pandas as pd
 
 from snrmoe_lib._util.threads import ordered_map
 from snrmoe_lib.data.catalogue import CatalogueWriter, catalogue_format
-from snrmoe_lib.data.io import BadRowsError, DatasetError, open_dataset
+from snrmoe_lib.data.io import BadRowsError, Chunk, DatasetError, open_dataset
 from snrmoe_lib.models.deployed import FLAG_BITS, DeployedMixture, load_model
 
 __all__ = ["GridMismatchError", "grid_map", "predict_catalogue"]
@@ -74,10 +75,9 @@ def _passthrough(params: pd.DataFrame, model_cols) -> pd.DataFrame:
     return params.rename(columns={c: f"param_{c}" for c in clash}).reset_index(drop=True)
 
 
-def _bad_rows_block(ds, template: pd.DataFrame) -> pd.DataFrame:
-    """Catalogue rows for the rows screened out as bad: passthrough columns, no prediction, flagged."""
-    rows = np.asarray(ds.dropped_rows, dtype=np.int64)
-    stored = pd.concat([f.params for f in ds.files], ignore_index=True).iloc[rows]
+def _bad_rows_block(ds, rows: np.ndarray, template: pd.DataFrame) -> pd.DataFrame:
+    """Catalogue rows for bad rows: passthrough columns, no prediction, flagged."""
+    stored = ds.params.iloc[rows]
     own = [c for c in template.columns if c not in stored.columns and not c.startswith("param_")]
     params = _passthrough(stored, own)
     empty = {"f": np.nan, "b": False, "i": 0, "u": 0}
@@ -90,6 +90,27 @@ def _bad_rows_block(ds, template: pd.DataFrame) -> pd.DataFrame:
     block = pd.DataFrame(cols)
     block["row"], block["flag_bad_row"], block["flag"] = rows, True, FLAG_BITS["bad_row"]
     return block.astype(template.dtypes.to_dict())
+
+
+def _read_good(ds, rows: np.ndarray) -> tuple[list, list]:
+    """(chunks of the good rows, arrays of the bad rows) of ``rows``: a block that holds a bad row is
+    halved until the bad rows are alone (a few reads per bad row; no screening pass over the file)."""
+    try:
+        return [ds.read(rows, with_mask=ds.has_mask)], []
+    except BadRowsError:
+        if len(rows) == 1:
+            return [], [rows]
+    mid = len(rows) // 2
+    (g1, b1), (g2, b2) = _read_good(ds, rows[:mid]), _read_good(ds, rows[mid:])
+    return g1 + g2, b1 + b2
+
+
+def _concat(chunks: list) -> Chunk:
+    if len(chunks) == 1:
+        return chunks[0]
+    cat = (lambda k: None if getattr(chunks[0], k) is None else np.concatenate([getattr(c, k) for c in chunks]))
+    return Chunk(cat("rows"), cat("flux"), cat("error"), cat("mask"),
+                 pd.concat([c.params for c in chunks], ignore_index=True))
 
 
 def _meta(model: DeployedMixture, model_path, data, noisy: bool, seed: int, resampled: bool, on_bad_rows: str) -> dict:
@@ -115,27 +136,26 @@ def predict_catalogue(model: DeployedMixture | str | Path, data: str | Path, out
     if not isinstance(model, DeployedMixture):
         model = load_model(model)
     t0 = time.perf_counter()
-    with warnings.catch_warnings():  # the dropped rows are flagged in the catalogue and counted in the summary
-        warnings.simplefilter("ignore", UserWarning)
-        ds = open_dataset(data, on_bad_rows="raise" if on_bad_rows == "refuse" else "drop")
+    ds = open_dataset(data, on_bad_rows="raise")
     try:
         gmap = grid_map(ds.wave, model.wave, resample, str(data))
         writer = CatalogueWriter(out, _meta(model, model_path, data, noisy, seed, gmap is not None, on_bad_rows),
                                  overwrite=overwrite, sort_by="row")
         with writer:
-            _stream(ds, model, writer, gmap, noisy, seed, chunk_size, max_bad_fraction, progress)
-            if ds.n_dropped:
-                writer.append(_bad_rows_block(ds, writer.blocks[0]))
+            bad = _stream(ds, model, writer, gmap, noisy, seed, chunk_size, max_bad_fraction, on_bad_rows, progress)
+            if len(bad):
+                writer.append(_bad_rows_block(ds, bad, writer.blocks[0]))
             n = writer.n_rows
             flags = {k: int(sum(int(b[f"flag_{k}"].sum()) for b in writer.blocks)) for k in FLAG_BITS}
     finally:
         ds.close()
     dt = time.perf_counter() - t0
-    return {"path": str(Path(out)), "n_rows": int(n), "n_predicted": int(n - ds.n_dropped), "flags": flags,
-            "seconds": dt, "spectra_per_s": (n - ds.n_dropped) / dt if dt > 0 else float("nan")}
+    return {"path": str(Path(out)), "n_rows": int(n), "n_predicted": int(n - len(bad)), "flags": flags,
+            "seconds": dt, "spectra_per_s": (n - len(bad)) / dt if dt > 0 else float("nan")}
 
 
-def _stream(ds, model, writer, gmap, noisy, seed, chunk_size, max_bad_fraction, progress) -> None:
+def _stream(ds, model, writer, gmap, noisy, seed, chunk_size, max_bad_fraction, on_bad_rows, progress) -> np.ndarray:
+    """Predict every good row into ``writer``; returns the bad rows (``on_bad_rows='flag'``)."""
     if chunk_size <= 0:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     if ds.n == 0:
@@ -145,21 +165,31 @@ def _stream(ds, model, writer, gmap, noisy, seed, chunk_size, max_bad_fraction, 
     def read(s):
         rows = np.arange(s, min(s + chunk_size, ds.n))
         try:
-            chunk = ds.read(rows, with_mask=ds.has_mask)
+            if on_bad_rows == "refuse":
+                good, bad = [ds.read(rows, with_mask=ds.has_mask)], []
+            else:
+                good, bad = _read_good(ds, rows)
         except BadRowsError as exc:
             raise BadRowsError(f"{exc} With snrmoe predict: --on-bad-rows flag keeps them, flagged.") from None
         except OSError as exc:  # h5py: a truncated or damaged file fails at the read, not at the open
             raise DatasetError(f"{ds.path}: cannot read rows {rows[0]}–{rows[-1]} ({exc}); the file is "
                                "truncated or damaged") from None
-        return chunk, *_resample(chunk, gmap)
+        chunk = _concat(good) if good else None
+        return chunk, bad, *(_resample(chunk, gmap) if good else (None,) * 3)
 
     if progress:
         from tqdm.auto import tqdm
 
         starts = tqdm(starts, desc=progress if isinstance(progress, str) else "predict", unit="chunk")
-    for chunk, flux, error, mask in ordered_map(read, starts, workers=1):
-        stored = ds.stored_rows(chunk.rows)
-        df = model.predict(flux, error, noisy=noisy, rows=stored, seed=seed, mask=mask,
+    bad_rows = []
+    for chunk, bad, flux, error, mask in ordered_map(read, starts, workers=1):
+        bad_rows += bad
+        if chunk is None:
+            continue
+        df = model.predict(flux, error, noisy=noisy, rows=chunk.rows, seed=seed, mask=mask,
                            max_bad_fraction=max_bad_fraction)
         params = _passthrough(chunk.params, df.columns)
         writer.append(pd.concat([df[["row"]], params, df.drop(columns="row")], axis=1))
+    if not writer.blocks:
+        raise BadRowsError(f"{ds.path}: every row is bad (NaN/inf or error <= 0): nothing to predict")
+    return np.concatenate(bad_rows) if bad_rows else np.empty(0, np.int64)
