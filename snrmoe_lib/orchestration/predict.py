@@ -28,6 +28,7 @@ import pandas as pd
 from snrmoe_lib._util.threads import ordered_map
 from snrmoe_lib.data.catalogue import CatalogueWriter, catalogue_format
 from snrmoe_lib.data.io import BadRowsError, Chunk, DatasetError, open_dataset
+from snrmoe_lib.data.noise import add_noise, effective_sigma
 from snrmoe_lib.models.deployed import FLAG_BITS, DeployedMixture, load_model
 
 __all__ = ["GridMismatchError", "grid_map", "predict_catalogue"]
@@ -174,8 +175,14 @@ def _stream(ds, model, writer, gmap, noisy, seed, chunk_size, max_bad_fraction, 
         except OSError as exc:  # h5py: a truncated or damaged file fails at the read, not at the open
             raise DatasetError(f"{ds.path}: cannot read rows {rows[0]}–{rows[-1]} ({exc}); the file is "
                                "truncated or damaged") from None
-        chunk = _concat(good) if good else None
-        return chunk, bad, *(_resample(chunk, gmap) if good else (None,) * 3)
+        if not good:
+            return None, bad, None, None, None
+        chunk = _concat(good)
+        flux, error, mask = _resample(chunk, gmap)
+        if not noisy:  # the protocol's noise, drawn here on the reader thread (the same draw predict makes)
+            flux = add_noise(flux, error, model.noise_level, chunk.rows, seed)
+            error = effective_sigma(error, model.noise_level)
+        return chunk, bad, flux, error, mask
 
     if progress:
         from tqdm.auto import tqdm
@@ -186,7 +193,7 @@ def _stream(ds, model, writer, gmap, noisy, seed, chunk_size, max_bad_fraction, 
         bad_rows += bad
         if chunk is None:
             continue
-        df = model.predict(flux, error, noisy=noisy, rows=chunk.rows, seed=seed, mask=mask,
+        df = model.predict(flux, error, noisy=True, rows=chunk.rows, mask=mask,
                            max_bad_fraction=max_bad_fraction)
         params = _passthrough(chunk.params, df.columns)
         writer.append(pd.concat([df[["row"]], params, df.drop(columns="row")], axis=1))
