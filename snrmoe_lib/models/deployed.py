@@ -49,12 +49,17 @@ def observed_snr(noisy: np.ndarray, sigma: np.ndarray, definition: str = "l2") -
     'l2': ``sqrt(max(‖y‖²/‖σ‖² − 1, 0))`` (the noise's own power removed, so it estimates the
     noise-free ‖flux‖/‖σ‖); 'pixel': ``median(y/σ)``.
     """
-    y, s = np.asarray(noisy, dtype=np.float64), np.asarray(sigma, dtype=np.float64)
-    if definition == "l2":
-        return np.sqrt(np.maximum(np.einsum("ij,ij->i", y, y) / np.einsum("ij,ij->i", s, s) - 1.0, 0.0))
-    if definition == "pixel":
-        return np.median(y / s, axis=1)
-    raise ValueError(f"unknown SNR definition {definition!r}; use 'l2' or 'pixel'")
+    if definition not in ("l2", "pixel"):
+        raise ValueError(f"unknown SNR definition {definition!r}; use 'l2' or 'pixel'")
+    out = np.empty(len(noisy))
+    for i in range(0, len(noisy), 256):  # float64 a block of rows at a time: no chunk-sized float64 copies
+        y = np.asarray(noisy[i:i + 256], dtype=np.float64)
+        s = np.asarray(sigma[i:i + 256], dtype=np.float64)
+        if definition == "l2":
+            out[i:i + 256] = np.sqrt(np.maximum(np.einsum("ij,ij->i", y, y) / np.einsum("ij,ij->i", s, s) - 1.0, 0.0))
+        else:
+            out[i:i + 256] = np.median(y / s, axis=1)
+    return out
 
 
 class SplitConformalPerBin:
