@@ -170,3 +170,13 @@ def test_unknown_extension_and_bad_model_are_one_line_errors(model_dir, small, t
     assert main(["predict", "--model", str(tmp_path), "--data", str(small), "--out", str(tmp_path / "c.h5")]) == 2
     err = capsys.readouterr().err
     assert "model.json is missing" in err and len(err.strip().splitlines()) == 1
+
+
+def test_snr_outside_the_training_range_is_flagged(model_dir, rows):
+    model = load_model(model_dir)
+    flux, error, *_ = rows
+    hi = model.record["ranges"]["snr_obs"][1]
+    df = model.predict(flux * 50, error, noisy=True)  # 50 × the signal: far above any training SNR
+    assert (df["snr_obs"] > hi).all() and df["flag_snr_out_of_range"].all() and (df["flag"] & 1).all()
+    ok = model.predict(flux, error, noisy=False)
+    assert not ok["flag_snr_out_of_range"].any() and (ok["flag"] == 0).all()

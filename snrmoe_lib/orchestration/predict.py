@@ -117,7 +117,7 @@ def _concat(chunks: list) -> Chunk:
 def _meta(model: DeployedMixture, model_path, data, noisy: bool, seed: int, resampled: bool, on_bad_rows: str) -> dict:
     rec = model.record
     return {"model": rec.get("name", ""), "modelfp": rec.get("dataset", {}).get("fingerprint", "")[:16],
-            "codever": rec.get("code_version", ""), "modelpath": str(model_path), "data": str(data),
+            "codever": rec.get("code_version", ""), "modeldir": str(model_path), "data": str(data),
             "noisy": bool(noisy), "seed": int(seed), "resample": bool(resampled), "badrows": on_bad_rows,
             "level": float(model.calibration.level), "tau": float(model.tau)}
 
