@@ -204,6 +204,11 @@ def test_card_and_hub_link(fitted, tmp_path):
     assert "provisional" in MOCK_CAVEAT and "mock-banner" in card
     assert 'id="per-bin"' in card and all(f"<td>{b}</td>" in card for b in rec["snr_bins"]["labels"])
     assert "Not available: no K1" in card  # no ceiling results at fit time
+    r2_x = rec["metrics"]["per_bin"][0]["r2"]
+    rec["ceiling"] = {"source": "k1.json", "frozen_test": rec["frozen_test"],
+                      "metrics": {f"van_trees_r2_bin{rec['snr_bins']['labels'][0]}": {"value": 0.5}}}
+    with_bound = render_card(rec, "smoke")
+    assert "the same frozen test stars" in with_bound and f"<td>{r2_x / 0.5:.4g}</td>" in with_bound
     (tmp_path / "reports").mkdir()
     (tmp_path / "models" / "smoke").mkdir(parents=True)
     (tmp_path / "models" / "smoke" / "card.html").write_text(card)

@@ -164,14 +164,16 @@ def leak_record(params, results_root, representation: str, data: dict, n_boot: i
 
 
 def ceiling_record(params, results_root) -> dict | str:
-    """The K1 notebook's ceiling numbers for this configuration (``r2_max_*`` metrics), or 'not available'."""
+    """The K1 notebook's ceiling numbers for this configuration (R²_max per magnitude, the per-SNR-bin
+    bounds ``van_trees_r2_bin<b>``, ``bayes_r2_bin<b>``, ``crlb_r2_bin<b>``), or 'not available'."""
     if results_root is None or not Path(results_root).exists():
         return "not available"
     recs = find_results(results_root, notebook="fisher_ceiling", config=params.name)
     if not recs:
         return "not available"
     m = recs[-1].get("metrics", {})
-    return {"source": str(recs[-1].get("_path", "")), "metrics": {k: v for k, v in m.items() if "r2_max" in k}}
+    keep = {k: v for k, v in m.items() if k.startswith("r2_max_") or "_r2_bin" in k or "_r2_3d_bin" in k}
+    return {"source": str(recs[-1].get("_path", "")), "frozen_test": recs[-1].get("frozen_test"), "metrics": keep}
 
 
 def _ranges(data: dict, params, bad_fraction: list) -> dict:

@@ -45,15 +45,24 @@ def _efficiency(rec: dict) -> str:
     ceil = rec.get("ceiling")
     if not isinstance(ceil, dict) or not ceil.get("metrics"):
         return "<p>Not available: no K1 (fisher_ceiling) results for this configuration were found at fit time.</p>"
-    r2 = rec.get("metrics", {}).get("r2")
+    cm = ceil["metrics"]
+    value = (lambda k: (cm[k].get("value") if isinstance(cm[k], dict) else cm[k]) if k in cm else None)
     rows = []
-    for k, v in sorted(ceil["metrics"].items()):
-        cv = v.get("value") if isinstance(v, dict) else v
-        eff = (r2 / cv) if (r2 is not None and cv) else None
-        rows.append([k, _val(cv), _val(eff)])
-    return ("<p>R² of the deployed model (all test stars) over each R²_max of the K1 results "
-            f"(<code>{html.escape(str(ceil.get('source', '')))}</code>).</p>"
-            + _table_html("efficiency", ["ceiling metric", "R²_max", "R² / R²_max"], rows))
+    for b in rec.get("metrics", {}).get("per_bin", []):
+        for key in (f"van_trees_r2_bin{b['bin']}", f"bayes_r2_bin{b['bin']}", f"crlb_r2_bin{b['bin']}"):
+            bound = value(key)
+            if bound is not None:
+                eff = b["r2"] / bound if b["r2"] is not None and bound else None
+                rows.append([b["bin"], _val(b["r2"]), key, _val(bound), _val(eff)])
+                break
+    same = ceil.get("frozen_test") == rec.get("frozen_test")
+    intro = (f"<p>Per SNR bin: the deployed model's R² on the frozen test over the K1 bound of that bin "
+             f"(<code>{html.escape(str(ceil.get('source', '')))}</code>; "
+             f"{'the same' if same else 'NOT the same'} frozen test stars).</p>")
+    if not rows:
+        rows = [["all", _val(rec.get("metrics", {}).get("r2")), k, _val(value(k)), "—"] for k in sorted(cm)]
+        intro = "<p>No per-bin bounds in the K1 results; its R²_max figures for reference.</p>"
+    return intro + _table_html("efficiency", ["SNR bin", "R² (model)", "bound", "bound R²", "R² / bound"], rows)
 
 
 def _leak(rec: dict) -> str:
