@@ -188,7 +188,7 @@ def _fit_predict_parsers(sub) -> None:
     p.add_argument("--max-bad-fraction", type=float, default=None,
                    help="flag stars with more masked or non-finite pixels than this fraction "
                         "(default: the training spectra's largest + 0.05)")
-    p.add_argument("--chunk-size", type=int, default=4096, help="spectra read at once")
+    p.add_argument("--chunk-size", type=int, default=1024, help="spectra read at once (memory: a few chunks)")
     p.add_argument("--force", action="store_true", help="replace an existing catalogue")
     p.set_defaults(func=_predict)
 

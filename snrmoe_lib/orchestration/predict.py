@@ -123,7 +123,7 @@ def _meta(model: DeployedMixture, model_path, data, noisy: bool, seed: int, resa
 
 
 def predict_catalogue(model: DeployedMixture | str | Path, data: str | Path, out: str | Path, *, noisy: bool = False,
-                      resample: bool = False, on_bad_rows: str = "flag", seed: int = 0, chunk_size: int = 4096,
+                      resample: bool = False, on_bad_rows: str = "flag", seed: int = 0, chunk_size: int = 1024,
                       max_bad_fraction: float | None = None, overwrite: bool = False,
                       progress: bool | str = True) -> dict:
     """Predict every spectrum of a dataset into the catalogue ``out`` (format by extension).
@@ -176,26 +176,27 @@ def _stream(ds, model, writer, gmap, noisy, seed, chunk_size, max_bad_fraction, 
             raise DatasetError(f"{ds.path}: cannot read rows {rows[0]}–{rows[-1]} ({exc}); the file is "
                                "truncated or damaged") from None
         if not good:
-            return None, bad, None, None, None
+            return None, None, bad, None, None, None
         chunk = _concat(good)
         flux, error, mask = _resample(chunk, gmap)
         if not noisy:  # the protocol's noise, drawn here on the reader thread (the same draw predict makes)
             flux = add_noise(flux, error, model.noise_level, chunk.rows, seed)
             error = effective_sigma(error, model.noise_level)
-        return chunk, bad, flux, error, mask
+        return chunk.rows, chunk.params, bad, flux, error, mask  # not the chunk: its raw arrays are freed
 
     if progress:
         from tqdm.auto import tqdm
 
         starts = tqdm(starts, desc=progress if isinstance(progress, str) else "predict", unit="chunk")
     bad_rows = []
-    for chunk, bad, flux, error, mask in ordered_map(read, starts, workers=1):
+    # one chunk prepared ahead on the reader thread: at most two chunks of spectra in memory
+    for rows, table, bad, flux, error, mask in ordered_map(read, starts, workers=1, ahead=0):
         bad_rows += bad
-        if chunk is None:
+        if rows is None:
             continue
-        df = model.predict(flux, error, noisy=True, rows=chunk.rows, mask=mask,
-                           max_bad_fraction=max_bad_fraction)
-        params = _passthrough(chunk.params, df.columns)
+        df = model.predict(flux, error, noisy=True, rows=rows, mask=mask, max_bad_fraction=max_bad_fraction)
+        del flux, error, mask
+        params = _passthrough(table, df.columns)
         writer.append(pd.concat([df[["row"]], params, df.drop(columns="row")], axis=1))
     if not writer.blocks:
         raise BadRowsError(f"{ds.path}: every row is bad (NaN/inf or error <= 0): nothing to predict")
