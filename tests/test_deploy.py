@@ -214,3 +214,22 @@ def test_card_and_hub_link(fitted, tmp_path):
     (tmp_path / "models" / "smoke" / "card.html").write_text(card)
     build_hub(tmp_path / "reports")
     assert 'href="../models/smoke/card.html"' in (tmp_path / "reports" / "index.html").read_text()
+
+
+def test_leak_record_reads_q2_when_present(tmp_path):
+    from snrmoe_lib.analyses.deploy import leak_record
+    from snrmoe_lib.evaluation.records import verdict, write_results
+
+    params = load_params(ROOT / "params" / "smoke.yaml")
+    rng = np.random.default_rng(6)
+    data = {r: {"q": rng.standard_normal((n, 2)), "y": rng.uniform(1, 5, n)}
+            for r, n in (("train", 300), ("val", 100), ("test", 200))}
+    before = leak_record(params, tmp_path, "S2", data, n_boot=50, seed=0)
+    assert before["q2"] == "not run"
+    g = before["gate_inputs"]
+    assert g["value"] < params.thresholds.gate1_logg_r2_max and g["verdict"] in ("PASS", "INCONCLUSIVE")
+    v = verdict("Gate-1", "Q2", "r2_logg[S2]", 0.01, "<", 0.05, [0.0, 0.02])
+    write_results(tmp_path / "smoke", "q2_error_leakage", params, dataset={"path": "x"}, metrics={},
+                  verdicts=[v, verdict("Gate-2", "Q1", "x", 0.1, ">=", 0.02)])
+    after = leak_record(params, tmp_path, "S2", data, n_boot=50, seed=0)
+    assert [x["gate"] for x in after["q2"]["verdicts"]] == ["Gate-1"] and after["q2"]["verdicts"][0]["verdict"] == "PASS"
