@@ -180,3 +180,12 @@ def test_snr_outside_the_training_range_is_flagged(model_dir, rows):
     assert (df["snr_obs"] > hi).all() and df["flag_snr_out_of_range"].all() and (df["flag"] & 1).all()
     ok = model.predict(flux, error, noisy=False)
     assert not ok["flag_snr_out_of_range"].any() and (ok["flag"] == 0).all()
+
+
+def test_cli_fit_refuses_an_existing_model_without_force(model_dir, capsys):
+    before = (model_dir / "model.json").read_text()
+    code = main(["fit", "--params", str(ROOT / "params" / "smoke.yaml"), "--model", "smoke", "--out", str(model_dir)])
+    assert code == 2 and "refusing to overwrite a saved model (pass --force)" in capsys.readouterr().err
+    assert (model_dir / "model.json").read_text() == before
+    assert main(["fit", "--params", str(ROOT / "params" / "smoke.yaml"), "--model", "../x"]) == 2
+    assert "model name '../x'" in capsys.readouterr().err
