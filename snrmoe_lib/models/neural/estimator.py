@@ -108,7 +108,7 @@ class NeuralExperts(RegressorMixin, BaseEstimator):
     """
 
     def __init__(self, variant: str = "global", n_bins: int = 4, arch: str = "cnn", width: int = 64,
-                 channels=(8, 16, 32), kernel: int = 5, stem_stride: int = 4, pool: int = 2, vit_patch: int = 16,
+                 channels=(16, 32), kernel: int = 5, stem_stride: int = 8, pool: int = 4, vit_patch: int = 16,
                  vit_depth: int = 2, vit_heads: int = 4, n_quality: int = 0, aux_weight: float = 0.1,
                  beta: float = 0.5, var_floor: float = 1e-3, lr: float = 2e-3, weight_decay: float = 1e-4,
                  batch_size: int = 256, max_epochs: int = 20, patience: int = 3, shuffle_block: int = 8192,

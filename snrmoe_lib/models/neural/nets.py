@@ -59,7 +59,7 @@ class CNNTrunk(nn.Module):
         Quality features for FiLM (0: no conditioning).
     """
 
-    def __init__(self, n_in: int, channels=(8, 16, 32), kernel: int = 5, stem_stride: int = 4, pool: int = 2,
+    def __init__(self, n_in: int, channels=(16, 32), kernel: int = 5, stem_stride: int = 8, pool: int = 4,
                  width: int = 64, n_cond: int = 0):
         super().__init__()
         chans = [int(c) for c in channels]
