@@ -16,7 +16,7 @@ from conftest import ROOT
 from snrmoe_lib.data.io import open_dataset
 from snrmoe_lib.data.passes import split_pass
 from snrmoe_lib.features.flux import FluxFeatures
-from snrmoe_lib.features.quality import make_compressor
+from snrmoe_lib.features.quality import QualityInput, make_compressor
 from snrmoe_lib.models.neural import (CheckpointError, NeuralExperts, SnrBins, SpectrumInputs, StreamSource,
                                       TrainingDivergedError, resolve_device)
 from snrmoe_lib.models.neural.stream import epoch_noise_seed
@@ -247,10 +247,10 @@ def ds():
         yield d
 
 
-def _source(ds, chunk_size: int, workers: int = 2, **kw) -> StreamSource:
+def _source(ds, chunk_size: int, workers: int = 2, inputs=None, **kw) -> StreamSource:
     rows = np.arange(ds.n)
     return StreamSource(ds, rows[:160], rows[160:224], noise_level=1.0, seed=3,
-                        inputs=SpectrumInputs(bin_pixels=128), chunk_size=chunk_size, workers=workers, **kw)
+                        inputs=inputs or SpectrumInputs(bin_pixels=128), chunk_size=chunk_size, workers=workers, **kw)
 
 
 def test_stream_noise_is_fresh_per_epoch_and_keyed_by_row(ds):
@@ -282,6 +282,20 @@ def test_stream_inputs_refuse_the_raw_error_and_whiten_by_sigma_hat(ds):
     white = SpectrumInputs(bin_pixels=1, whiten=True)(chunk, 1.0)
     np.testing.assert_allclose(white, chunk.noisy / chunk.error, rtol=1e-5)
     assert src.inputs.n_quality == 0
+
+
+def test_streamed_film_on_whitened_flux_and_quality_features(ds):
+    comp = make_compressor("S2").fit(QualityInput(ds.read(np.arange(40)).error))
+    inputs = SpectrumInputs(bin_pixels=128, whiten=True, quality=comp)
+    src = _source(ds, 64, inputs=inputs)
+    test = src.arrays(np.arange(224, 260))
+    assert inputs.n_quality >= 1
+    assert test["X"].shape == (36, 32 + inputs.n_quality) and test["aux"].shape == (36, 2)
+    m = NeuralExperts(**{**TINY, "variant": "film", "n_quality": inputs.n_quality, "max_epochs": 2,
+                         "progress": True}).fit_stream(src)
+    mu, sd = m.predict(test["X"], return_std=True)
+    assert mu.shape == sd.shape == (36,) and np.all(sd > 0) and m.n_aux_ == 2
+    assert m.predict_aux(test["X"]).shape == (36, 2)
 
 
 def test_reblock_is_independent_of_chunking():

@@ -91,8 +91,11 @@ class NeuralExperts(RegressorMixin, BaseEstimator):
         CPU threads of torch during fit and predict (None: torch's setting). Determinism holds for a
         fixed thread count.
     checkpoint_dir : str or Path, optional
-        A checkpoint per epoch (``<stage>.pt``); with ``resume`` a fit continues from it.
+        A checkpoint per epoch (``<stage>.pt``: ``trunk``, and ``correctors`` for 'residual').
     resume : bool
+        Continue from the checkpoints in ``checkpoint_dir`` (written by a fit with the same
+        hyper-parameters and data, else :class:`~snrmoe_lib.models.neural.training.CheckpointError`);
+        the result equals that of an uninterrupted fit.
     progress : bool
         A tqdm bar per stage with the losses.
 
@@ -402,7 +405,7 @@ class NeuralExperts(RegressorMixin, BaseEstimator):
         cols = lay["bins"] if self._binned else [lay["global"]]
         return mu[:, cols], var[:, cols]
 
-    def predict_all(self, X, return_std: bool = False):
+    def predict_all(self, X, return_std: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Every expert's prediction: (n, n_experts) — the K bin heads, or the one head of 'global'/'film'.
 
         With ``return_std`` also each head's σ (same shape).
@@ -410,19 +413,19 @@ class NeuralExperts(RegressorMixin, BaseEstimator):
         mu, var = self._experts(X)
         return (mu, np.sqrt(var)) if return_std else mu
 
-    def predict_global(self, X, return_std: bool = False):
+    def predict_global(self, X, return_std: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """The global head (the residual variant's frozen global model)."""
         mu, var = self._forward(X)
         g = self._layout(self.n_aux_)["global"]
         return (mu[:, g], np.sqrt(var[:, g])) if return_std else mu[:, g]
 
-    def predict_aux(self, X, return_std: bool = False):
+    def predict_aux(self, X, return_std: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """The auxiliary heads' predictions (n, n_aux) in the targets' units."""
         mu, var = self._forward(X)
         cols = self._layout(self.n_aux_)["aux"]
         return (mu[:, cols], np.sqrt(var[:, cols])) if return_std else mu[:, cols]
 
-    def predict(self, X, bins=None, return_std: bool = False):
+    def predict(self, X, bins=None, return_std: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Oracle routing: each row by the head of its bin ('heads', 'residual'); the one head otherwise."""
         check_is_fitted(self, "module_")
         if not self._binned:
@@ -437,7 +440,8 @@ class NeuralExperts(RegressorMixin, BaseEstimator):
         rows = np.arange(len(mu))
         return (mu[rows, b], np.sqrt(var[rows, b])) if return_std else mu[rows, b]
 
-    def predict_mixture(self, X, proba, return_std: bool = False):
+    def predict_mixture(self, X, proba,
+                        return_std: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Σ_k p_k μ_k with ``proba`` (n, n_experts); σ² of the Gaussian mixture, Σ p_k (σ²_k + μ²_k) − μ²."""
         mu, var = self._experts(X)
         p = np.asarray(proba, dtype=np.float64)

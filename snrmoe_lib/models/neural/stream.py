@@ -157,6 +157,14 @@ class StreamSource:
                 out["route"] = np.asarray(self.route(nc))
             yield out
 
+    def arrays(self, rows: np.ndarray) -> dict:
+        """Any rows (for example the test rows) with the run's own noise, as in-memory arrays: ``X``,
+        ``y`` and, as configured, ``aux`` and ``route`` (for :meth:`NeuralExperts.fit` and predictions)."""
+        parts = list(self._pass(np.asarray(rows), int(self.seed), "rows"))
+        if not parts:
+            raise ValueError("no rows to read")
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
     def training(self, epoch: int) -> Iterator[dict]:
         """Epoch ``epoch``'s training rows: dicts with ``X``, ``y`` and, as configured, ``aux`` and ``route``."""
         return self._pass(np.asarray(self.train_rows), epoch_noise_seed(self.seed, epoch), "train")

@@ -212,7 +212,7 @@ def train_network(net, params: list, train_chunks: Callable[[int], Iterable[Rows
     import torch
     from tqdm.auto import tqdm
 
-    opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+    opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay, foreach=True)
     state = {"epoch": -1, "best_loss": math.inf, "best_state": None, "bad": 0, "history": []}
     if s.resume and s.checkpoint is not None and Path(s.checkpoint).exists():
         state = load_checkpoint(Path(s.checkpoint), s.fingerprint)
