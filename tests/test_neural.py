@@ -14,6 +14,7 @@ from sklearn.exceptions import NotFittedError
 
 from conftest import ROOT
 from snrmoe_lib.data.io import open_dataset
+from snrmoe_lib.data.noise import fit_variance_model
 from snrmoe_lib.data.passes import split_pass
 from snrmoe_lib.features.flux import FluxFeatures
 from snrmoe_lib.features.quality import QualityInput, make_compressor
@@ -282,6 +283,12 @@ def test_stream_inputs_refuse_the_raw_error_and_whiten_by_sigma_hat(ds):
     white = SpectrumInputs(bin_pixels=1, whiten=True)(chunk, 1.0)
     np.testing.assert_allclose(white, chunk.noisy / chunk.error, rtol=1e-5)
     assert src.inputs.n_quality == 0
+    vm = fit_variance_model(ds, np.arange(100), n=50)
+    est = next(split_pass(ds, {"t": np.arange(8)}, noise_level=1.0, seed=0, features=FluxFeatures(1),
+                          error_mode="estimated", variance_model=vm))[1]
+    np.testing.assert_allclose(SpectrumInputs(bin_pixels=1, whiten=True)(est, 1.0), est.noisy / est.sigma_hat,
+                               rtol=1e-5)  # estimated mode: whitened by σ̂, the only σ a pipeline has
+    assert not np.allclose(est.sigma_hat, est.error)
 
 
 def test_streamed_film_on_whitened_flux_and_quality_features(ds):

@@ -327,6 +327,8 @@ class NeuralExperts(RegressorMixin, BaseEstimator):
         return hashlib.sha1(text.encode()).hexdigest()
 
     def _settings(self, stage: str, digest: str, epochs: int) -> TrainSettings:
+        # ``_on_epoch_end(epoch, record)``, when an instance sets it, runs after each epoch's checkpoint
+        # (the tests interrupt a fit there, as a crash or Ctrl-C would)
         ckpt = None if self.checkpoint_dir is None else Path(self.checkpoint_dir) / f"{stage}.pt"
         return TrainSettings(max_epochs=epochs, batch_size=int(self.batch_size), shuffle_block=int(self.shuffle_block),
                              lr=float(self.lr), weight_decay=float(self.weight_decay), beta=float(self.beta),
