@@ -64,6 +64,13 @@ STREAMS: dict[str, Stream] = _streams(
     Stream("learning_curve.order", ("seed", 4201, 4202, 4203), "learning curve: the order nested training sizes take rows in"),
     Stream("gate.holdout", ("seed", 4301, 4302, 4303), "Q3: the training rows carved out for the regression gate and blends"),
     Stream("torch.init", ("seed",), "torch weight initialisation and minibatch order", family="torch"),
+    # models.neural
+    Stream("neural.init", ("seed", 5201), "neural experts: initial weights of trunk and heads", family="torch"),
+    Stream("neural.batch_order", ("seed", 5202, "epoch", "block"),
+           "neural experts: the order of one shuffle block's training rows in one epoch"),
+    Stream("neural.epoch_noise", ("seed", 5203, "epoch"),
+           "neural experts: the noise seed of one epoch's training rows (the draws are noise.flux at that "
+           "seed, keyed by row, so (seed, epoch, row) fixes a spectrum's noise whatever the chunking)"),
     # analyses
     Stream("audit.train_order", ("seed", 7), "Q2 audit: order of the training rows it subsamples"),
     Stream("audit.subsample", ("seed", 11), "Q2 audit: validation and test rows it subsamples"),
@@ -125,14 +132,21 @@ def rng(name: str, seed: int, *keys: int) -> np.random.Generator:
     return np.random.default_rng(entropy(name, seed, *keys))
 
 
-def torch_generator(name: str, seed: int):
-    """A CPU ``torch.Generator`` seeded for the named stream (bare-seed layouts only)."""
+def torch_generator(name: str, seed: int, *keys: int, device: str = "cpu"):
+    """A ``torch.Generator`` (on ``device``) seeded for the named stream.
+
+    A bare-seed layout seeds torch with the seed itself (as before); a longer layout seeds it with
+    64 bits drawn from its entropy tuple by :class:`numpy.random.SeedSequence`.
+    """
     import torch
 
-    e = entropy(name, seed)
+    st = _stream(name)
+    if st.family != "torch":
+        raise TypeError(f"random stream {name!r} is a {st.family} stream, not a torch one")
+    e = entropy(name, seed, *keys)
     if not isinstance(e, int):
-        raise TypeError(f"random stream {name!r} is not a bare-seed stream; torch takes one integer")
-    return torch.Generator().manual_seed(e)
+        e = int(np.random.SeedSequence(e).generate_state(1, np.uint64)[0] >> np.uint64(1))
+    return torch.Generator(device=device).manual_seed(e)
 
 
 def overlaps(a: Stream, b: Stream) -> bool:
