@@ -11,6 +11,8 @@ detector therefore shape the error vector but not the flux, as in the flux-calib
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from functools import lru_cache
 
 import numpy as np
@@ -45,6 +47,9 @@ class CalibratedMock(ForwardModel):
     """
 
     name = "calibrated"
+    #: v1: the first calibration; v2: the A band and H₂O bands at their documented depths, one sky and
+    #: one instrument per configuration, log-normal seeing, no per-star sky jitter, sky residual p = 0.85
+    physics_version = 2
 
     def __init__(self, config=None, overrides: dict | None = None, batch_size: int = 250):
         cfg = load_instrument_config(config)
@@ -60,6 +65,11 @@ class CalibratedMock(ForwardModel):
         self._i_wave = np.linspace(min(hi["wave"]), max(hi["wave"]), 60)
         r = np.interp(self._i_wave, hi["wave"], hi["response"])
         self._i_weight = r / self._i_wave / np.sum(r / self._i_wave)  # photon-counting AB: dλ/λ
+
+    def physics_fingerprint(self) -> str:
+        """Model name, physics version and a digest of every instrument and stellar setting."""
+        digest = hashlib.sha256(json.dumps(self.cfg, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        return f"{super().physics_fingerprint()}:{digest}"
 
     # -- differentiable pieces -----------------------------------------------------------------
 
@@ -110,7 +120,10 @@ class CalibratedMock(ForwardModel):
         t_atm = inst.transmission(c)
         theta = table[list(PARAM_NAMES)].to_numpy(float)
         obj = inst.object_counts(self.f_nu_rel(theta, spectrum), c, a_eff, t_atm)
-        sky = inst.sky_counts(c, a_eff, t_atm)
+        # one sky per configuration: its transmission is one row, broadcast over the block
+        shared = np.all(c["X_sky"] == c["X_sky"][:1])
+        t_sky = inst.transmission({"X": c["X_sky"][:1]}) if shared else inst.transmission(c, "X_sky")
+        sky = inst.sky_counts(c, inst.a_eff(c, sky=True), t_sky)
         return {"obj": obj, "sky": sky, "cond": c}
 
     def observe(self, table: pd.DataFrame, rows: np.ndarray, seed: int, error_mode: str = "clean") -> Observation:
