@@ -160,3 +160,40 @@ def test_tier1_passed_logic():
     t.loc[1, "verdict"] = "FAIL"
     assert not C.tier1_passed(t)
     assert not C.tier1_passed(t[t["tier"] == 2])
+
+
+def test_fisher_decomposition_sums_and_bounds():
+    from snrmoe_lib.ceiling import decomposition as D
+    from snrmoe_lib.ceiling.crlb import fisher_matrix
+
+    rng = np.random.default_rng(1)
+    wave = np.linspace(7100.2, 8849.8, 4096)
+    groups = D.feature_groups(wave)
+    # the CaT windows and the continuum exist; a pixel 8542 Å is CaT, 8000 Å continuum
+    assert groups[np.argmin(abs(wave - 8542.1))].startswith("Ca II") and groups[np.argmin(abs(wave - 8000))] == D.CONTINUUM
+    J = rng.standard_normal((6, 4096, 5))
+    sigma = 0.5 + rng.random((6, 4096))
+    fis = D.group_fishers(J, sigma, groups)
+    np.testing.assert_allclose(sum(fis.values()), fisher_matrix(J, sigma), rtol=1e-10)
+    tab = D.decompose(fis, {"3d": ["T_eff", "M_H"], "5d": ["T_eff", "M_H", "a_M", "C_M"]})
+    assert tab.groupby("star")["share"].sum().to_numpy() == pytest.approx(np.ones(6))
+    for c in ("survives_3d", "survives_5d", "needed_3d", "needed_5d"):
+        assert tab[c].between(-1e-9, 1 + 1e-9).all(), c
+    # marginalising more never leaves more of a window's information
+    assert (tab["survives_5d"] <= tab["survives_3d"] + 1e-9).all()
+    # a window that holds every pixel's log g signal is needed entirely
+    J2 = J.copy()
+    J2[:, groups != D.CONTINUUM, 1] = 0.0
+    t2 = D.decompose(D.group_fishers(J2, sigma, groups), {"3d": ["T_eff", "M_H"]})
+    assert t2.loc[t2["group"] == D.CONTINUUM, "needed_3d"].to_numpy() == pytest.approx(np.ones(6))
+    types = D.spectral_type(pd.DataFrame({"T_eff": [6000, 5000, 4000], "log_g": [4.5, 2.0, 1.0]}))
+    assert list(types) == ["F/G dwarfs", "early K giants", "late K/M giants"]
+
+
+def test_information_by_feature_small(model):
+    p = Params(fisher=FisherSpec(n_stars=6, seed=3))
+    tab, summ = C.information_by_feature(p, model)
+    assert tab["star"].nunique() == 6 and set(summ.columns) >= {"type", "group", "share", "survives_3d", "needed_5d"}
+    assert tab.groupby("star")["share"].sum().to_numpy() == pytest.approx(np.ones(6))
+    # the Ca II triplet carries a share of log g's unmarginalised information in this window
+    assert tab.loc[tab["group"].str.startswith("Ca II"), "share"].median() > 0.05

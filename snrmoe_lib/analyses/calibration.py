@@ -29,7 +29,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from snrmoe_lib.analyses.k1_ceiling import lattice_ceiling, magnitude_table
+from snrmoe_lib.analyses.k1_ceiling import lattice_ceiling, lattice_stars, magnitude_table, nuisance_sets
+from snrmoe_lib.ceiling import decomposition as D
+from snrmoe_lib.ceiling.jacobians import jacobian_autograd
 from snrmoe_lib.data.noise import snr
 from snrmoe_lib.evaluation.metrics import percentile_interval
 from snrmoe_lib.config import Params
@@ -37,7 +39,8 @@ from snrmoe_lib.data.io import PfsDataset
 from snrmoe_lib.evaluation.records import decide, metric, verdict
 
 __all__ = ["REAL", "REAL_BIN_EDGES", "dataset_l2_snr", "random_set_stats", "error_similarity", "calibration_table", "tier1_passed",
-           "mock_calibration", "calibration_results", "SNR_BY_MAG_REAL"]
+           "mock_calibration", "calibration_results", "SNR_BY_MAG_REAL",
+           "information_by_feature"]
 
 
 @dataclass(frozen=True)
@@ -249,3 +252,21 @@ def calibration_results(table: pd.DataFrame) -> dict:
                 for r in table.itertuples() if r.verdict != "REPORT"]
     return {"verdicts": verdicts, "metrics": {"mock_tier1_passed": metric(float(tier1_passed(table)))},
             "extra": {"mock_calibration": table.to_dict(orient="records")}}
+
+
+def information_by_feature(params: Params, model, mag: float = 21.5) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Where log g's Fisher information lives, per gravity mechanism and spectral type.
+
+    The lattice stars of the R²_max computation (:func:`~snrmoe_lib.analyses.k1_ceiling.lattice_stars`)
+    at magnitude ``mag``: autograd Jacobians of the stored flux, the clean σ, the Fisher matrix split
+    over the mechanisms' pixel windows (:mod:`snrmoe_lib.ceiling.decomposition`). Returns the long
+    per-(star, window) table and its median per spectral type.
+    """
+    stars = lattice_stars(params).copy()
+    stars["mag"] = float(mag)
+    stars = stars.reset_index(drop=True)
+    J = jacobian_autograd(model, stars)
+    sigma = model.observe(stars, np.arange(len(stars)), params.fisher.seed).error
+    groups = D.feature_groups(model.wave)
+    table = D.decompose(D.group_fishers(J, sigma, groups), nuisance_sets(params), params.fisher.cond_max)
+    return table, D.decomposition_summary(table, D.spectral_type(stars))

@@ -7,9 +7,16 @@ All numbers are read from ``instrument.yaml`` beside this file. Per pixel and su
     B = [sky continuum(λ)·X·T_atm + moon + OH lines(λ)·X/X_ref·10^{−0.4k(X−X_ref)}] · A_eff · πR² · f_trace · t · n_exp
     σ² = noise_factor·(S + B + stray·⟨B⟩ + n_exp·(RN² + dark·t)) + (sky_residual · max_{±1 pix} B)²
 
-The last term is the sky-subtraction residual: 1 % of the sky that does not average down with
-more exposures. It sits on the OH lines, which is why the L2 SNR (dominated by the worst pixels)
-is far below the per-pixel median SNR.
+The last term is the sky-subtraction residual: 1 % of the sky that does not fully average down
+with more exposures. It sits on the OH lines, which is why the L2 SNR (dominated by the worst
+pixels) is far below the per-pixel median SNR.
+
+The products share one sky and one instrument per configuration (every fibre of a pointing sees
+one sky): B is evaluated at the configuration's reference zenith and field angle
+(``sky.reference_zenith``, ``sky.reference_field_angle``) for every star, while a star's own
+zenith and field angle set its own transmission T_atm^X, vignetting and aperture loss. Scale-free
+error vectors therefore differ between stars only where the star's own light matters: its photon
+noise at its lines and its own airmass through the telluric bands.
 """
 from __future__ import annotations
 
