@@ -120,11 +120,15 @@ class CalibratedMock(ForwardModel):
         t_atm = inst.transmission(c)
         theta = table[list(PARAM_NAMES)].to_numpy(float)
         obj = inst.object_counts(self.f_nu_rel(theta, spectrum), c, a_eff, t_atm)
-        # one sky per configuration: its transmission is one row, broadcast over the block
-        shared = np.all(c["X_sky"] == c["X_sky"][:1])
-        t_sky = inst.transmission({"X": c["X_sky"][:1]}) if shared else inst.transmission(c, "X_sky")
-        sky = inst.sky_counts(c, inst.a_eff(c, sky=True), t_sky)
-        return {"obj": obj, "sky": sky, "cond": c}
+        # one sky per configuration: when every star of the block sees the same sky, compute one row
+        # ("sky_row", (1, P)) and broadcast it ("sky", a read-only (B, P) view)
+        keys = ("X_sky", "radius_sky", "a_geo_sky", "sky_offset", "oh_scale", "moon", "t", "n_exp")
+        if all(np.all(c[k] == c[k][:1]) for k in keys):
+            one = {k: v[:1] for k, v in c.items()}
+            row = inst.sky_counts(one, inst.a_eff(one, sky=True), inst.transmission(one, "X_sky"))
+            return {"obj": obj, "sky": np.broadcast_to(row, obj.shape), "sky_row": row, "cond": c}
+        sky = inst.sky_counts(c, inst.a_eff(c, sky=True), inst.transmission(c, "X_sky"))
+        return {"obj": obj, "sky": sky, "sky_row": None, "cond": c}
 
     def observe(self, table: pd.DataFrame, rows: np.ndarray, seed: int, error_mode: str = "clean") -> Observation:
         """Observe a block of stars (see :class:`~snrmoe_lib.data.mock.base.ForwardModel`).
@@ -156,12 +160,13 @@ class CalibratedMock(ForwardModel):
             spec = self.star.spectrum(theta).numpy()
         k = self.counts(table, spec)
         obj, sky, c = k["obj"], k["sky"], k["cond"]
-        var = self.instrument.variance(obj, sky, c)
+        var = self.instrument.variance(obj, sky if k["sky_row"] is None else k["sky_row"], c)
         if error_mode == "estimated":
             # the counts' noise is the protocol's own draw (data.noise.row_normals at noise seed
             # ``seed``): σ̂ comes from the realisation that makes the noisy flux flux + z·σ of that seed
             z = row_normals(rows, obj.shape[1], int(seed)).astype(np.float64)
-            var = self.instrument.variance(obj, sky, c, poisson=obj + sky + z * np.sqrt(var))
+            var = self.instrument.variance(obj, sky if k["sky_row"] is None else k["sky_row"], c,
+                                           poisson=obj + sky + z * np.sqrt(var))
         sigma = np.sqrt(var)
         flux = spec / np.median(spec, axis=1, keepdims=True)
         error = sigma / obj * flux

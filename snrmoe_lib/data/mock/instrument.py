@@ -343,7 +343,8 @@ class Instrument:
         """σ² in e⁻² per pixel summed over the exposures (B, P).
 
         ``poisson`` replaces obj + sky in the photon term (the 'estimated' error mode passes a noisy
-        realisation there, as a reduction pipeline would).
+        realisation there, as a reduction pipeline would). ``sky`` may be one (1, P) row shared by
+        every star (one sky per configuration).
         """
         d = self.cfg["detector"]
         photon = obj + sky if poisson is None else np.clip(poisson, 0.0, None)
