@@ -91,7 +91,9 @@ if mock_model is not None:
 
 # %% [markdown]
 # The calibration table: per-pixel SNR of the real grid's fixed conditions, L2 and `snr`-column SNR
-# of this dataset at noise_level 1, how alike the scale-free error vectors are, and the information
+# of this dataset at noise_level 1 (median, max and the share of spectra in the real set's SNR bins
+# X ≤ 2 < L ≤ 4 < M ≤ 7 < H, over every spectrum), how alike the scale-free error vectors are and in
+# how many pixels they differ by more than 5 % (report only), and the information
 # content: R²_max per magnitude from the one computation the Fisher notebook also reports
 # (`analyses.k1_ceiling.lattice_ceiling`: `fisher.n_stars` nodes of the real grid's lattice, autograd
 # Jacobians, marginal over T_eff and [M/H], and over all four nuisances for tier 2).
@@ -113,6 +115,23 @@ if calib is not None:
 # %%
 if calib is not None:
     run.save(plots.plot_error_differences(ds.wave, calib_stats["similarity"]), "00_mock_error_differences")
+
+# %% [markdown]
+# ## Where log g's information lives
+# The Fisher matrix is a sum over pixels, so it splits exactly over the windows of the gravity
+# mechanisms of this wavelength range (`ceiling.decomposition`): the Ca II triplet's pressure
+# wings, Na I 8183/8195, Mg I 8807, K I, the Paschen Stark wings, the ionised lines (ionisation
+# balance), O I, the neutral metal lines, the TiO and CN bands, and the continuum between them.
+# Per spectral type (median over the lattice stars at i = 21.5): `share` is the window's part of the
+# unmarginalised F_gg; `survives_3d` / `survives_5d` how much of the window's own log g information
+# survives marginalising (T_eff, [M/H]) or all four nuisances with that window alone;
+# `needed_3d` / `needed_5d` the share of the total marginal information lost without the window.
+
+# %%
+if mock_model is not None:
+    info_table, info_summary = calibration.information_by_feature(p, mock_model)
+    top = info_summary[info_summary["share"] >= 0.01]
+    display(top.round(3))
 
 # %% [markdown]
 # ## Summary

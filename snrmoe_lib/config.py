@@ -91,9 +91,16 @@ class MockSpec(_Section):
     n_exp: int = 12
     t_exp: float = 900.0
     moon: float = 0.0  # moon illumination fraction (0 = new moon, the real products' setting; 1 = full)
-    # random mode: night-to-night sky variation (rms of the continuum offset in mag, rms of ln OH scale)
-    sky_jitter: float = 0.4
-    oh_jitter: float = 0.3
+    # random mode: seeing distribution within the range: 'lognormal' (the shape of site seeing
+    # statistics, median seeing_median, dispersion seeing_sigma_ln in ln, redrawn outside the range)
+    # or 'uniform'; the real set's SNR spread allows only a narrow one (see the mock's docs)
+    seeing_dist: Literal["uniform", "lognormal"] = "lognormal"
+    seeing_median: float = 1.0
+    seeing_sigma_ln: float = 0.12
+    # random mode: per-star sky variation (rms of the continuum offset in mag, rms of ln OH scale);
+    # 0: one sky per configuration, as in the real products
+    sky_jitter: float = 0.0
+    oh_jitter: float = 0.0
     workers: int = 1  # generation processes (each single-threaded); the output does not depend on it
     # grid mode
     grid_teff_step: float = 250.0
@@ -380,7 +387,9 @@ def _validate(obj: _Section) -> None:
 def _check_mock(obj: MockSpec, p: str) -> None:
     _low_high(obj, p, _RANGE_KEYS)
     _positive(obj, p, ("n", "chunk_size"))
-    _positive(obj, p, ("shard_size", "sky_jitter", "oh_jitter"), strict=False)
+    _positive(obj, p, ("shard_size", "sky_jitter", "oh_jitter", "seeing_sigma_ln"), strict=False)
+    if obj.seeing_dist == "lognormal" and not obj.seeing[0] <= obj.seeing_median <= obj.seeing[1]:
+        raise ParameterError(f"{p}seeing_median: {obj.seeing_median} lies outside the seeing range {obj.seeing}")
     if not 0.0 <= obj.moon <= 1.0:
         raise ParameterError(f"{p}moon: illumination fraction must be in [0, 1], got {obj.moon}")
     if obj.workers < 1:

@@ -198,3 +198,43 @@ def test_error_carries_the_spectrum_and_the_sky(model):
     assert (obs.error[0, core] / obs.flux[0, core]) > 1.3 * np.median(obs.error[0, near] / obs.flux[0, near])
     oh = np.argmin(np.abs(w - 8827.1))
     assert obs.error[0, oh] > 3 * np.median(obs.error[0])
+
+
+def test_telluric_bands_at_their_documented_depths(model):
+    """ETC / Kitt Peak at R = 5000, zenith: O2 A band 759–770 nm mean 0.65, min 0.22."""
+    w, t = model.wave, model.instrument.telluric
+    a = (w > 7590) & (w < 7700)
+    assert 0.6 < t[a].mean() < 0.7 and 0.17 < t[a].min() < 0.27
+    for lo, hi, mean in ((7150, 7350, 0.86), (8100, 8360, 0.89)):
+        s = (w > lo) & (w < hi)
+        assert abs(t[s].mean() - mean) < 0.04 and t[s].min() > 0.5
+
+
+def test_one_sky_per_configuration(model):
+    """The sky does not follow a star's own zenith or field angle; the star's own light does."""
+    df = stars(zenith=[0.0, 45.0, 22.5], field_angle=[0.325, 0.325, 0.6])
+    spec = model.star.spectrum(theta(df)).detach().numpy()
+    k = model.counts(df, spec)
+    np.testing.assert_allclose(k["sky"][0], k["sky"][1], rtol=1e-5)
+    np.testing.assert_allclose(k["sky"][0], k["sky"][2], rtol=1e-5)
+    a_band = np.argmin(np.abs(model.wave - 7605.0))
+    assert k["obj"][1, a_band] / k["obj"][0, a_band] < 0.8 * np.median(k["obj"][1] / k["obj"][0])
+    assert np.median(k["obj"][2] / k["obj"][0]) < 0.95  # vignetting and a smaller fibre at 0.6°
+    # with the star's own sky (reference_zenith null), the sky follows the star's airmass
+    own = CalibratedMock(overrides={"sky": {"reference_zenith": None, "reference_field_angle": None}})
+    k2 = own.counts(df, spec)
+    assert np.median(k2["sky"][1] / k2["sky"][0]) > 1.2
+
+
+def test_seeing_is_log_normal_within_its_range():
+    from snrmoe_lib.data.mock.generate import draw_conditions
+
+    c = draw_conditions(MockSpec(n=4000, seed=3), 4000, 3)
+    s = c["seeing"].to_numpy()
+    assert s.min() >= 0.5 and s.max() <= 1.5 and abs(np.median(s) - 1.0) < 0.02
+    assert 0.09 < np.std(np.log(s)) < 0.15
+    u = draw_conditions(MockSpec(n=4000, seed=3, seeing_dist="uniform"), 4000, 3)
+    assert abs(np.std(u["seeing"]) - 1 / np.sqrt(12)) < 0.02
+    # the other draws do not depend on the seeing distribution
+    pd.testing.assert_series_equal(c["zenith"], u["zenith"])
+    assert (c["sky_offset"] == 0).all() and (c["oh_scale"] == 1).all()  # one sky per configuration

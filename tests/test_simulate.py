@@ -112,3 +112,64 @@ def test_stale_mock_dataset_is_an_error_not_silently_reused(tmp_path, capsys):
     spec = p.data.mock
     spec.chunk_size = 2
     ensure_mock(spec, tmp_path / "out.h5", progress=False)
+
+
+def test_a_file_of_older_mock_physics_is_regenerated_not_reused(tmp_path, monkeypatch, capsys):
+    """Files made by an older mock (no physics fingerprint, or another physics version) are remade."""
+    import json
+
+    import h5py
+
+    from snrmoe_lib.config import params_from_dict
+    from snrmoe_lib.data.mock import StaleDatasetError, ensure_dataset, ensure_mock, stored_mock_spec
+    from snrmoe_lib.data.mock.generate import PHYSICS_KEY, SPEC_ATTR
+    from snrmoe_lib.data.mock.simple import SimpleMock
+
+    spec = MockSpec(**SMALL)
+    path = simulate(spec, tmp_path / "m.h5", progress=False)[0]
+    assert stored_mock_spec(path)[PHYSICS_KEY] == "simple:v1"
+    # a file of the first mock: its stored spec has no fingerprint, and its flux is not this model's
+    with h5py.File(path, "a") as fh:
+        legacy = json.loads(fh.attrs[SPEC_ATTR])
+        legacy.pop(PHYSICS_KEY)
+        fh.attrs[SPEC_ATTR] = json.dumps(legacy)
+        fh["dataset/arrays/flux/value"][0, :] = 0.0
+    p = params_from_dict({"data": {"path": str(path), "mock": dict(SMALL)}})
+    ensure_dataset(p, progress=False).close()   # the configured dataset: regenerated, not an error
+    assert stored_mock_spec(path)[PHYSICS_KEY] == "simple:v1"
+    assert np.all(open_dataset(path).load().flux[0] > 0)
+    # a new physics version makes the file stale again: the CLI remakes it too
+    monkeypatch.setattr(SimpleMock, "physics_version", 7)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"name: c\ndata:\n  path: {path}\n  mock:\n    n: 24\n    teff: [4000.0, 5500.0]\n"
+                   "    mag: [20.5, 22.5]\n    model: simple\n")
+    assert main(["simulate", "--params", str(cfg)]) == 0
+    assert "regenerating" in capsys.readouterr().out
+    assert stored_mock_spec(path)[PHYSICS_KEY] == "simple:v7"
+    ensure_mock(spec, path, progress=False).close()   # up to date: kept
+    # with the same physics, other settings are still an error (never replace a user's choice silently)
+    with pytest.raises(StaleDatasetError, match="seed"):
+        ensure_mock(MockSpec(seed=5, **SMALL), path, progress=False)
+    # older physics and other settings: nothing can reuse it, so it is remade for the new settings
+    monkeypatch.setattr(SimpleMock, "physics_version", 8)
+    ensure_mock(MockSpec(seed=5, **SMALL), path, progress=False).close()
+    assert stored_mock_spec(path)["seed"] == 5 and stored_mock_spec(path)[PHYSICS_KEY] == "simple:v8"
+
+
+def test_mock_grid_name_follows_the_physics(tmp_path, monkeypatch):
+    from snrmoe_lib.data.mock.grids import mock_grid_base
+    from snrmoe_lib.data.mock.simple import SimpleMock
+
+    spec = MockSpec(mode="grid", model="simple")
+    before = mock_grid_base(spec, tmp_path)
+    assert mock_grid_base(spec, tmp_path) == before
+    monkeypatch.setattr(SimpleMock, "physics_version", 99)
+    assert mock_grid_base(spec, tmp_path) != before
+
+
+def test_calibrated_fingerprint_follows_its_settings():
+    from snrmoe_lib.data.mock.calibrated import CalibratedMock
+
+    a = CalibratedMock().physics_fingerprint()
+    assert a.startswith("calibrated:v2:")
+    assert CalibratedMock(overrides={"detector": {"sky_residual": 0.02}}).physics_fingerprint() != a

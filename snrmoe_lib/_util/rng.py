@@ -56,6 +56,8 @@ STREAMS: dict[str, Stream] = _streams(
     Stream("mock.conditions", ("seed", 1), "the mock's observing conditions"),
     Stream("mock.line_list", ("seed",), "the mock's weak-line forest (a fixed seed in the instrument file)"),
     Stream("mock.sky", ("seed",), "the mock's OH forest and sky bands (fixed seeds in the instrument file)"),
+    # mock observing conditions
+    Stream("mock.seeing", ("seed", 5500, 5501), "the mock's per-star seeing (log-normal draws within the range)"),
     # features / models
     Stream("gate.fit_subsample", ("seed", 37), "the training rows a gate learns from (at most gate.train_n)"),
     Stream("gate.template_subsample", ("seed", 31), "the training rows quality templates and flux PCA are fit on"),

@@ -34,8 +34,16 @@ class ForwardModel:
     """
 
     name = "base"
+    #: Version of the model's physics: raise it whenever a change alters what the model generates,
+    #: so that files made by an older version are regenerated, never silently reused
+    physics_version = 1
 
     wave: np.ndarray
+
+    def physics_fingerprint(self) -> str:
+        """What identifies the generated data besides the spec: model name and physics version
+        (subclasses add a digest of their settings). Stored in every mock file."""
+        return f"{self.name}:v{self.physics_version}"
 
     def stellar(self, theta):  # pragma: no cover - interface
         """Noise-free stellar spectrum μ(θ) for θ of shape (B, 5) in :data:`PARAM_NAMES` order.

@@ -11,6 +11,8 @@ detector therefore shape the error vector but not the flux, as in the flux-calib
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from functools import lru_cache
 
 import numpy as np
@@ -45,6 +47,9 @@ class CalibratedMock(ForwardModel):
     """
 
     name = "calibrated"
+    #: v1: the first calibration; v2: the A band and H₂O bands at their documented depths, one sky and
+    #: one instrument per configuration, log-normal seeing, no per-star sky jitter, sky residual p = 0.85
+    physics_version = 2
 
     def __init__(self, config=None, overrides: dict | None = None, batch_size: int = 250):
         cfg = load_instrument_config(config)
@@ -60,6 +65,11 @@ class CalibratedMock(ForwardModel):
         self._i_wave = np.linspace(min(hi["wave"]), max(hi["wave"]), 60)
         r = np.interp(self._i_wave, hi["wave"], hi["response"])
         self._i_weight = r / self._i_wave / np.sum(r / self._i_wave)  # photon-counting AB: dλ/λ
+
+    def physics_fingerprint(self) -> str:
+        """Model name, physics version and a digest of every instrument and stellar setting."""
+        digest = hashlib.sha256(json.dumps(self.cfg, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        return f"{super().physics_fingerprint()}:{digest}"
 
     # -- differentiable pieces -----------------------------------------------------------------
 
@@ -110,8 +120,15 @@ class CalibratedMock(ForwardModel):
         t_atm = inst.transmission(c)
         theta = table[list(PARAM_NAMES)].to_numpy(float)
         obj = inst.object_counts(self.f_nu_rel(theta, spectrum), c, a_eff, t_atm)
-        sky = inst.sky_counts(c, a_eff, t_atm)
-        return {"obj": obj, "sky": sky, "cond": c}
+        # one sky per configuration: when every star of the block sees the same sky, compute one row
+        # ("sky_row", (1, P)) and broadcast it ("sky", a read-only (B, P) view)
+        keys = ("X_sky", "radius_sky", "a_geo_sky", "sky_offset", "oh_scale", "moon", "t", "n_exp")
+        if all(np.all(c[k] == c[k][:1]) for k in keys):
+            one = {k: v[:1] for k, v in c.items()}
+            row = inst.sky_counts(one, inst.a_eff(one, sky=True), inst.transmission(one, "X_sky"))
+            return {"obj": obj, "sky": np.broadcast_to(row, obj.shape), "sky_row": row, "cond": c}
+        sky = inst.sky_counts(c, inst.a_eff(c, sky=True), inst.transmission(c, "X_sky"))
+        return {"obj": obj, "sky": sky, "sky_row": None, "cond": c}
 
     def observe(self, table: pd.DataFrame, rows: np.ndarray, seed: int, error_mode: str = "clean") -> Observation:
         """Observe a block of stars (see :class:`~snrmoe_lib.data.mock.base.ForwardModel`).
@@ -143,12 +160,13 @@ class CalibratedMock(ForwardModel):
             spec = self.star.spectrum(theta).numpy()
         k = self.counts(table, spec)
         obj, sky, c = k["obj"], k["sky"], k["cond"]
-        var = self.instrument.variance(obj, sky, c)
+        var = self.instrument.variance(obj, sky if k["sky_row"] is None else k["sky_row"], c)
         if error_mode == "estimated":
             # the counts' noise is the protocol's own draw (data.noise.row_normals at noise seed
             # ``seed``): σ̂ comes from the realisation that makes the noisy flux flux + z·σ of that seed
             z = row_normals(rows, obj.shape[1], int(seed)).astype(np.float64)
-            var = self.instrument.variance(obj, sky, c, poisson=obj + sky + z * np.sqrt(var))
+            var = self.instrument.variance(obj, sky if k["sky_row"] is None else k["sky_row"], c,
+                                           poisson=obj + sky + z * np.sqrt(var))
         sigma = np.sqrt(var)
         flux = spec / np.median(spec, axis=1, keepdims=True)
         error = sigma / obj * flux

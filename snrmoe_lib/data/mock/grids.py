@@ -1,7 +1,7 @@
 """Mock grid files for the Fisher ceiling: one regular lattice per magnitude, made once and reused.
 
 A mock grid is named by its forward model and a hash of everything that shapes it (lattice, model,
-exposure, conditions, seed), so specs that differ only in settings of the random set share one
+the model's physics fingerprint, exposure, conditions, seed), so specs that differ only in settings of the random set share one
 grid, and a grid made with other settings is never silently reused.
 """
 from __future__ import annotations
@@ -18,13 +18,14 @@ import pandas as pd
 from snrmoe_lib.config import MockSpec
 from snrmoe_lib.data.io import open_dataset
 from snrmoe_lib.data.mock.base import PARAM_NAMES
-from snrmoe_lib.data.mock.generate import grid_path, grid_table, simulate
+from snrmoe_lib.data.mock.generate import grid_path, grid_table, physics_fingerprint, simulate
 
 __all__ = ["mock_grid_base", "mock_grid_files", "check_grid_matches", "ensure_mock_grid"]
 
 #: MockSpec fields that only shape the random set (or how the work is split): they do not change a grid
 _NOT_GRID_CONTENT = ("grid_mags", "n", "chunk_size", "shard_size", "workers", "mag", "seeing", "zenith",
-                     "field_angle", "beta_shape", "sky_jitter", "oh_jitter")
+                     "field_angle", "beta_shape", "sky_jitter", "oh_jitter", "seeing_dist", "seeing_median",
+                     "seeing_sigma_ln")
 
 
 def mock_grid_base(spec: MockSpec, directory: str | Path) -> Path:
@@ -32,6 +33,7 @@ def mock_grid_base(spec: MockSpec, directory: str | Path) -> Path:
     content = dataclasses.asdict(spec)
     for k in _NOT_GRID_CONTENT:
         content.pop(k, None)
+    content["physics"] = physics_fingerprint(spec.model)  # a grid of older physics is never reused
     digest = hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:10]
     return Path(directory) / f"mock_grid_{content['model']}_{digest}.h5"
 

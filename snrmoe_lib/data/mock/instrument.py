@@ -7,9 +7,16 @@ All numbers are read from ``instrument.yaml`` beside this file. Per pixel and su
     B = [sky continuum(λ)·X·T_atm + moon + OH lines(λ)·X/X_ref·10^{−0.4k(X−X_ref)}] · A_eff · πR² · f_trace · t · n_exp
     σ² = noise_factor·(S + B + stray·⟨B⟩ + n_exp·(RN² + dark·t)) + (sky_residual · max_{±1 pix} B)²
 
-The last term is the sky-subtraction residual: 1 % of the sky that does not average down with
-more exposures. It sits on the OH lines, which is why the L2 SNR (dominated by the worst pixels)
-is far below the per-pixel median SNR.
+The last term is the sky-subtraction residual: 1 % of the sky that does not fully average down
+with more exposures. It sits on the OH lines, which is why the L2 SNR (dominated by the worst
+pixels) is far below the per-pixel median SNR.
+
+The products share one sky and one instrument per configuration (every fibre of a pointing sees
+one sky): B is evaluated at the configuration's reference zenith and field angle
+(``sky.reference_zenith``, ``sky.reference_field_angle``) for every star, while a star's own
+zenith and field angle set its own transmission T_atm^X, vignetting and aperture loss. Scale-free
+error vectors therefore differ between stars only where the star's own light matters: its photon
+noise at its lines and its own airmass through the telluric bands.
 """
 from __future__ import annotations
 
@@ -192,13 +199,17 @@ class Instrument:
         tau = np.zeros(len(g.wave_fine))
         lam = g.wave_fine
         a = t["o2_a"]
-        rng = _rng("mock.sky", a["seed"])
-        # the A band: a head at 7594 Å and a comb of P/R-branch lines fading toward the red
-        pos = np.sort(rng.uniform(a["head"], a["end"], a["n_lines"]))
-        env = a["tau_head"] * np.exp(-(pos - a["head"]) / a["decay"])
-        for p, e in zip(pos, env):
-            tau += 4.0 * e * np.exp(-0.5 * ((lam - p) / 0.35) ** 2)
-        tau += 0.3 * a["tau_head"] * np.exp(-np.clip(lam - a["head"], 0, None) / a["decay"]) * (lam > a["head"]) * (lam < a["end"])
+        # the A band at R ≈ 5000 is a blend: a smooth envelope (head at 7594 Å, fading to the red)
+        # modulated by the regular comb of P-branch line pairs; the depth of the envelope, not single
+        # saturated lines, sets the band (ETC/Kitt Peak at R = 5000: mean T 0.65, min 0.22 in 759–770 nm)
+        band = (lam >= a["head"]) & (lam <= a["end"])
+        env = a["tau_head"] * np.exp(-np.clip(lam - a["head"], 0, None) / a["decay"]) * band
+        sig = 0.35
+        comb = np.zeros_like(lam)
+        for p in np.arange(a["head"], a["end"], a["spacing"]):
+            comb += np.exp(-0.5 * ((lam - p) / sig) ** 2)
+        comb *= a["spacing"] / (sig * np.sqrt(2 * np.pi))   # unit mean over the band
+        tau += env * ((1.0 - a["modulation"]) + a["modulation"] * comb)
         for key in ("h2o_1", "h2o_2"):
             b = t[key]
             rng = _rng("mock.sky", b["seed"])
@@ -230,30 +241,44 @@ class Instrument:
             return np.full((len(table), 1), float(default))
 
         field = col("field_angle")
-        tel = self.cfg["telescope"]
-        fib = self.cfg["fibre"]
+        sky_cfg = self.cfg["sky"]
+        ref_z, ref_f = sky_cfg.get("reference_zenith"), sky_cfg.get("reference_field_angle")
+        # the products share one sky and one instrument per configuration (every fibre of a pointing
+        # sees one sky): the sky's airmass and fibre are the configuration's reference ones, and a
+        # star's own zenith and field angle set only its own transmission, vignetting and aperture loss
+        sky_field = field if ref_f is None else np.full_like(field, float(ref_f))
         c = {
             "mag": col("mag"), "seeing": col("seeing"), "field": field,
             "X": airmass(col("zenith")), "t": col("t_exp"), "n_exp": col("n_exp"),
+            "X_sky": airmass(col("zenith")) if ref_z is None else np.full_like(field, airmass(float(ref_z))),
             "moon": col("moon", 0.0),
             # night-to-night sky variation: continuum brightness offset (mag) and OH line scale
             "sky_offset": col("sky_offset", 0.0), "oh_scale": col("oh_scale", 1.0),
-            "radius": _piecewise(field, fib["radius_arcsec_angle"], fib["radius_arcsec"]),
-            "a_geo": (tel["area_m2"] * tel["etc_throughput_factor"] * tel["efficiency"]
-                      * _piecewise(field, tel["vignetting_angle"], tel["vignetting"])
-                      * _piecewise(field, tel["obscuration_angle"], tel["obscuration_factor"])),
+            "radius": self._radius(field), "radius_sky": self._radius(sky_field),
+            "a_geo": self._a_geo(field), "a_geo_sky": self._a_geo(sky_field),
         }
         return {k: v.astype(np.float32) for k, v in c.items()}
 
-    def a_eff(self, c: dict) -> np.ndarray:
-        """Effective collecting area in m² per pixel (B, P), without atmosphere and aperture loss."""
-        return c["a_geo"] * self.throughput[None, :]
+    def _radius(self, field):
+        fib = self.cfg["fibre"]
+        return _piecewise(field, fib["radius_arcsec_angle"], fib["radius_arcsec"])
 
-    def transmission(self, c: dict) -> np.ndarray:
-        """Atmospheric transmission (B, P): continuum extinction and molecular bands, T_mol^X."""
+    def _a_geo(self, field):
+        tel = self.cfg["telescope"]
+        return (tel["area_m2"] * tel["etc_throughput_factor"] * tel["efficiency"]
+                * _piecewise(field, tel["vignetting_angle"], tel["vignetting"])
+                * _piecewise(field, tel["obscuration_angle"], tel["obscuration_factor"]))
+
+    def a_eff(self, c: dict, sky: bool = False) -> np.ndarray:
+        """Effective collecting area in m² per pixel (B, P), without atmosphere and aperture loss
+        (``sky``: of the configuration's sky fibre)."""
+        return c["a_geo_sky" if sky else "a_geo"] * self.throughput[None, :]
+
+    def transmission(self, c: dict, key: str = "X") -> np.ndarray:
+        """Atmospheric transmission (B, P) at airmass ``c[key]``: continuum extinction and molecular bands, T_mol^X."""
         if not hasattr(self, "_log_t1"):
             self._log_t1 = -0.4 * np.log(10.0) * self.extinction + np.log(np.clip(self.telluric, 1e-6, None))
-        return np.exp(c["X"].astype(np.float32) * self._log_t1[None, :].astype(np.float32))
+        return np.exp(c[key].astype(np.float32) * self._log_t1[None, :].astype(np.float32))
 
     def encircled_energy(self, c: dict) -> np.ndarray:
         """Fraction of a point source inside the fibre: Moffat PSF with seeing ∝ λ^{−0.2} (B, P)."""
@@ -288,18 +313,21 @@ class Instrument:
         return rel * n800 * shape_nu[None, :] * (800.0 / lam_nm[None, :])
 
     def sky_counts(self, c: dict, a_eff: np.ndarray, t_atm: np.ndarray) -> np.ndarray:
-        """Sky photo-electrons per pixel summed over the exposures (B, P)."""
+        """Sky photo-electrons per pixel summed over the exposures (B, P), at the sky's airmass
+        ``c['X_sky']`` through the sky fibre (``t_atm``: the transmission at that airmass, ``a_eff``:
+        :meth:`a_eff` with ``sky=True``)."""
         s = self.cfg["sky"]
         x_ref = s["oh_ref_airmass"]
-        cont = self.sky_cont[None, :] * (c["X"] * 10.0 ** (-0.4 * c["sky_offset"]))
+        x = c["X_sky"]
+        cont = self.sky_cont[None, :] * (x * 10.0 ** (-0.4 * c["sky_offset"]))
         if np.any(c["moon"] > 0):
             cont = cont + self.moon_continuum(c)
         cont = cont * t_atm * (self.dlam / 10.0)
         if not hasattr(self, "_log_ext"):
             self._log_ext = (-0.4 * np.log(10.0) * self.extinction).astype(np.float32)
-        oh = self.oh[None, :] * np.exp((c["X"] - x_ref).astype(np.float32) * self._log_ext[None, :])
-        area = np.pi * c["radius"] ** 2 * self.cfg["fibre"]["frac_trace"]
-        return (cont + oh * (c["X"] / x_ref * c["oh_scale"])) * a_eff * (area * c["t"] * c["n_exp"])
+        oh = self.oh[None, :] * np.exp((x - x_ref).astype(np.float32) * self._log_ext[None, :])
+        area = np.pi * c["radius_sky"] ** 2 * self.cfg["fibre"]["frac_trace"]
+        return (cont + oh * (x / x_ref * c["oh_scale"])) * a_eff * (area * c["t"] * c["n_exp"])
 
     def object_counts(self, f_nu_rel: np.ndarray, c: dict, a_eff: np.ndarray, t_atm: np.ndarray) -> np.ndarray:
         """Object photo-electrons per pixel summed over the exposures (B, P).
@@ -315,7 +343,8 @@ class Instrument:
         """σ² in e⁻² per pixel summed over the exposures (B, P).
 
         ``poisson`` replaces obj + sky in the photon term (the 'estimated' error mode passes a noisy
-        realisation there, as a reduction pipeline would).
+        realisation there, as a reduction pipeline would). ``sky`` may be one (1, P) row shared by
+        every star (one sky per configuration).
         """
         d = self.cfg["detector"]
         photon = obj + sky if poisson is None else np.clip(poisson, 0.0, None)
