@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from snrmoe_lib.config import load_params
-from snrmoe_lib.data.mock import ensure_mock, simulate
+from snrmoe_lib.data.mock import ensure_mock, mock_is_current, simulate
 from snrmoe_lib.data.writers import Terminated, install_termination_handler
 from snrmoe_lib.orchestration import sweep
 from snrmoe_lib.orchestration.runner import project_root, run_config
@@ -26,8 +26,10 @@ def _simulate(args) -> int:
         return 2
     out = Path(args.output) if args.output else params.dataset_path
     if out.exists() and not args.overwrite and spec.mode == "random":
+        current = mock_is_current(spec, out)
         ensure_mock(spec, out, on_stale="raise").close()  # a stale dataset is an error, not kept silently
-        print(f"{out} exists and matches the configuration; keeping it (pass --overwrite to replace it)")
+        if current:
+            print(f"{out} exists and matches the configuration; keeping it (pass --overwrite to replace it)")
         return 0
     paths = simulate(spec, out, overwrite=args.overwrite, progress=True)
     for p in paths:

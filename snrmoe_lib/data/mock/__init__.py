@@ -6,7 +6,7 @@ and are looked up by name with :func:`get_model`.
 """
 from snrmoe_lib.data.mock.base import PARAM_NAMES, ForwardModel, Observation
 from snrmoe_lib.data.mock.registry import get_model, register_model
-from snrmoe_lib.data.mock.generate import (StaleDatasetError, draw_conditions, draw_stellar, ensure_dataset, ensure_mock, grid_table,
+from snrmoe_lib.data.mock.generate import (StaleDatasetError, draw_conditions, draw_stellar, ensure_dataset, ensure_mock, grid_table, mock_is_current,
                        simulate, stored_mock_spec)
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "simulate",
     "ensure_dataset",
     "ensure_mock",
+    "mock_is_current",
     "stored_mock_spec",
     "StaleDatasetError",
 ]

@@ -21,7 +21,7 @@ from snrmoe_lib.data.mock.base import PARAM_NAMES, PARAM_SPEC_FIELD
 from snrmoe_lib.data.mock.registry import get_model
 from snrmoe_lib._util.rng import rng as _rng
 
-__all__ = ["physics_fingerprint", "PHYSICS_KEY", "ensure_mock", "stored_mock_spec", "StaleDatasetError", "draw_stellar", "draw_conditions", "grid_table", "random_table", "simulate", "ensure_dataset",
+__all__ = ["physics_fingerprint", "PHYSICS_KEY", "ensure_mock", "mock_is_current", "stored_mock_spec", "StaleDatasetError", "draw_stellar", "draw_conditions", "grid_table", "random_table", "simulate", "ensure_dataset",
            "grid_path"]
 
 def draw_stellar(spec: MockSpec, n: int, seed: int) -> pd.DataFrame:
@@ -160,6 +160,12 @@ def ensure_mock(spec: MockSpec, path: str | Path, on_stale: str = "raise", progr
         except FileExistsError:
             pass  # another process finished it first: the rename is atomic, so the file is complete
     return open_dataset(path)
+
+
+def mock_is_current(spec: MockSpec, path: str | Path) -> bool:
+    """Whether the mock file at ``path`` exists and was generated from exactly ``spec`` by this physics."""
+    path = Path(path)
+    return path.exists() and stored_mock_spec(path) == json.loads(_content_spec(spec))
 
 
 class StaleDatasetError(ValueError):
