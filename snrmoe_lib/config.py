@@ -320,7 +320,7 @@ class Q4Spec(_Section):
     boosted_min_samples_leaf: int = 20
     boosted_l2: float = 0.0
     boosted_n_iter_no_change: int = 20
-    n_threads: int = 2  # OpenMP threads of the trees
+    n_threads: int = 1  # OpenMP threads of the trees (one: on shared cores a thread team spins)
     residual_base: Literal["ridge", "boosted", "neural"] = "boosted"  # the frozen global model of the residual mixture
     corrector: Literal["ridge", "boosted"] = "ridge"  # the per-bin residual correctors
     corrector_max_iter: int = 50  # shallow boosted correctors
