@@ -27,7 +27,7 @@ from snrmoe_lib.analyses.q4_families import FAMILIES, VARIANTS, family, fit_curv
 from snrmoe_lib.evaluation.metrics import bootstrap_indices, per_bin_seed_table, percentile_interval, r2, r2_resampled, rho
 from snrmoe_lib.models.routing import plan_bins
 
-__all__ = ["Q4Run", "Summary", "run_seed", "run", "model_names", "summarize", "format_table", "per_bin", "FAMILIES",
+__all__ = ["Q4Run", "Summary", "run_seed", "run", "model_names", "summarize", "format_table", "per_bin", "FAMILIES", "VARIANTS",
            "RESIDUAL"]
 
 #: The residual mixture's rows in the table (deployed weights, and the hard oracle's).
