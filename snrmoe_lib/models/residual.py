@@ -91,6 +91,8 @@ class ResidualMixture(RegressorMixin, BaseEstimator):
         """
         Xc, y = validate_data(self, X, y, y_numeric=True)
         y = np.asarray(y, dtype=np.float64)
+        if len(y) < 2:
+            raise ValueError(f"a residual mixture needs at least 2 training rows, got n_samples={len(y)}")
         sw = None if sample_weight is None else _check_sample_weight(sample_weight, Xc, dtype=np.float64)
         if (X_val is None) != (y_val is None):
             raise ValueError("give both X_val and y_val or neither")
