@@ -33,7 +33,7 @@ output_dir = "../reports/interactive"
 
 # %%
 from snrmoe_lib import print_verdicts
-from snrmoe_lib.analyses import q3, q4, q4_report
+from snrmoe_lib.analyses import q3, q4, q4_bound, q4_report
 from snrmoe_lib.reporting.plots import q4 as plots_q4
 from snrmoe_lib.reporting.session import start_run
 
@@ -87,6 +87,14 @@ run.save(plots_q4.plot_pit(pits), "q4_pit")
 q4_report.coverage_summary(cov)
 
 # %% [markdown]
+# ## Predicted σ (the 68 % half-width) against each star's CRLB σ of log g, per SNR bin (mock only)
+
+# %%
+bound = q4_bound.crlb_sigma(p, ds, runs[0])
+sigma = None if isinstance(bound, str) else q4_bound.sigma_table(runs[0], bin_models, *bound)
+sigma.round(3) if sigma is not None else print(bound)
+
+# %% [markdown]
 # ## Learning curve: R² against training spectra per family
 
 # %%
@@ -99,7 +107,7 @@ curve.pivot_table(index=["family", "model"], columns="n_train", values="r2", sor
 
 # %%
 shares = q4_report.shares(summary, runs, fams)
-res = q4_report.results(p, runs, summary, pb, cov, curve, shares, pits, rep, rep_source)
+res = q4_report.results(p, runs, summary, pb, cov, curve, shares, pits, rep, rep_source, sigma)
 print_verdicts(res["verdicts"])
 assert set(f"{f}_{v}_r2" for f in fams for v in q4.VARIANTS) <= set(res["metrics"]), "a table row is missing"
 out = run.finish(**res)

@@ -325,12 +325,13 @@ class Q4Spec(_Section):
     corrector: Literal["ridge", "boosted"] = "ridge"  # the per-bin residual correctors
     corrector_max_iter: int = 50  # shallow boosted correctors
     corrector_max_leaf_nodes: int = 7
+    crlb_stars: int = 100  # frozen-test stars per SNR bin whose CRLB σ is set against the predicted σ (mock only)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _positive(self, "q4.", ("n_seeds", "max_train_rows", "boosted_learning_rate", "boosted_max_iter",
                                 "boosted_max_leaf_nodes", "boosted_min_samples_leaf", "boosted_n_iter_no_change",
-                                "n_threads", "corrector_max_iter", "corrector_max_leaf_nodes"))
+                                "n_threads", "corrector_max_iter", "corrector_max_leaf_nodes", "crlb_stars"))
         _positive(self, "q4.", ("boosted_l2",), strict=False)
         bad = [f for f in self.families if f not in self.FAMILIES]
         if bad or not self.families or len(set(self.families)) != len(self.families):

@@ -125,8 +125,10 @@ def _records(df: pd.DataFrame) -> list[dict]:
 
 
 def results(params, runs: Sequence[Q4Run], summary: Summary, pb: pd.DataFrame, cov: pd.DataFrame,
-            curve: pd.DataFrame, sh: dict, pits: dict, representation: str, rep_source: str) -> dict:
-    """The notebook's metrics (names of the issue), verdicts and ``extra`` payload."""
+            curve: pd.DataFrame, sh: dict, pits: dict, representation: str, rep_source: str,
+            sigma: pd.DataFrame | None = None) -> dict:
+    """The notebook's metrics (names of the issue), verdicts and ``extra`` payload (``sigma``: the
+    predicted σ against the CRLB, :func:`snrmoe_lib.analyses.q4_bound.sigma_table`, when computed)."""
     t = summary.table
     m = {f"{name}_r2": metric(row.r2, [row.r2_lo, row.r2_hi], delta_vs_global=row.delta_r2)
          for name, row in t.iterrows()}
@@ -146,5 +148,6 @@ def results(params, runs: Sequence[Q4Run], summary: Summary, pb: pd.DataFrame, c
              "coverage": _records(cov), "table": _records(t.reset_index()),
              "pit": {k: v["histogram"] for k, v in pits.items()}, "shares": sh,
              "representation": representation, "representation_source": rep_source,
-             "runs": [{"seed": r.seed, **r.info} for r in runs], "n_test": int(len(runs[0].y["test"]))}
+             "runs": [{"seed": r.seed, **r.info} for r in runs], "n_test": int(len(runs[0].y["test"])),
+             "sigma_vs_crlb": None if sigma is None else _records(sigma)}
     return {"metrics": m, "verdicts": verdicts(params, sh), "extra": extra}
