@@ -53,6 +53,8 @@ ds
 # * **Gates**: Q3's deployed gate (quality features) and soft oracle (the same gate fed the true log SNR),
 #   trained once per seed, mix every family's experts.
 # * **Intervals**: split-conformal on the validation residuals of each model, per SNR bin (Mondrian).
+# * **Efficiency** against the per-bin bound is computed by the Fisher notebook (it runs after this one
+#   and reads this notebook's per-bin table, `extra.per_bin`).
 
 # %%
 rep, rep_source = q3.resolve_representation(p, output_dir)
