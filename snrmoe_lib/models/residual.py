@@ -96,14 +96,15 @@ class ResidualMixture(RegressorMixin, BaseEstimator):
         sw = None if sample_weight is None else _check_sample_weight(sample_weight, Xc, dtype=np.float64)
         if (X_val is None) != (y_val is None):
             raise ValueError("give both X_val and y_val or neither")
-        if X_val is not None and bins_val is None and self.router is None:
-            raise ValueError("validation rows need their bins (bins_val) to reach the correctors")
+        if X_val is not None and bins_val is None and (self.router is None or responsibilities is not None):
+            raise ValueError("validation rows need their bins (bins_val; responsibilities for a soft fit) "
+                             "to reach the correctors")
         Xv = None if X_val is None else validate_data(self, X_val, reset=False)
         self.base_ = self._fit_base(Xc, y, sw, Xv, y_val)
         resid = y - np.asarray(self.base_.predict(Xc), dtype=np.float64)
         val = None
         if Xv is not None:
-            bv = bins_val if bins_val is not None or responsibilities is not None else self.router.route(X_val)
+            bv = bins_val if bins_val is not None else self.router.route(X_val)
             val = (Xv, np.asarray(y_val, dtype=np.float64) - np.asarray(self.base_.predict(Xv), dtype=np.float64), bv)
         self.correctors_ = BinnedExperts(estimator=self._corrector(), router=self.router, n_bins=self.n_bins,
                                          labels=self.labels, min_count=self.min_count, on_small_bin=self.on_small_bin,
