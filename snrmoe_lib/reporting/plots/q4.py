@@ -90,7 +90,7 @@ def plot_coverage(cov: pd.DataFrame, models: Sequence[str], method: str = "mondr
         ax.set_xticklabels(bins)
         ax.set_xlabel("true SNR bin")
         ax.set_ylabel("coverage of the test stars (%)")
-        ax.set_title(f"{lv:.0%} intervals ({method} conformal)", fontsize=10)
+        ax.set_title(f"{lv:.0%} intervals ({method.capitalize()} conformal)", fontsize=10)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     return fig
