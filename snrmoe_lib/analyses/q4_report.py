@@ -89,7 +89,9 @@ def with_full_size(curve: pd.DataFrame, summary: Summary, runs: Sequence[Q4Run])
     rows = [{"family": f, "model": m, "n_train": n, "r2": t.loc[f"{f}_{m}", "r2"], "lo": t.loc[f"{f}_{m}", "r2_lo"],
              "hi": t.loc[f"{f}_{m}", "r2_hi"], "error": ""}
             for f in dict.fromkeys(t["family"]) for m in ("global", "oracle_hard", DEPLOYED) if f"{f}_{m}" in t.index]
-    return pd.concat([curve, pd.DataFrame(rows)], ignore_index=True).sort_values(["family", "model", "n_train"])
+    full = pd.DataFrame(rows, columns=curve.columns)
+    out = pd.concat([curve, full], ignore_index=True) if len(curve) else full
+    return out.sort_values(["family", "model", "n_train"])
 
 
 def shares(summary: Summary, runs: Sequence[Q4Run], families: Sequence[str]) -> dict:
