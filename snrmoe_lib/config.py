@@ -312,8 +312,8 @@ class Q4Spec(_Section):
 
     families: list[str] = field(default_factory=lambda: ["ridge", "boosted"])
     n_seeds: int = 1  # the first n of `seeds` (noise realisations); each refits every family
-    max_train_rows: int = 20_000  # training spectra held in memory (a seeded subsample above it)
-    curve_sizes: list[int] = field(default_factory=lambda: [1000, 3000, 10_000])  # learning curve (below the full set)
+    max_train_rows: int = 12_000  # training spectra held in memory (a seeded subsample above it)
+    curve_sizes: list[int] = field(default_factory=lambda: [1000, 3000, 6000])  # learning curve (below the full set)
     boosted_learning_rate: float = 0.1
     boosted_max_iter: int = 300  # early stopping on the validation rows picks the rounds kept
     boosted_max_leaf_nodes: int = 31
@@ -325,7 +325,7 @@ class Q4Spec(_Section):
     corrector: Literal["ridge", "boosted"] = "ridge"  # the per-bin residual correctors
     corrector_max_iter: int = 50  # shallow boosted correctors
     corrector_max_leaf_nodes: int = 7
-    crlb_stars: int = 100  # frozen-test stars per SNR bin whose CRLB σ is set against the predicted σ (mock only)
+    crlb_stars: int = 50  # frozen-test stars per SNR bin whose CRLB σ is set against the predicted σ (mock only)
 
     def __post_init__(self) -> None:
         super().__post_init__()
