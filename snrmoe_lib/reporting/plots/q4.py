@@ -41,7 +41,7 @@ def plot_table(table: pd.DataFrame):
     ax.set_xlabel("R² of log g on the frozen test stars (95 % interval)")
     for f, c in col.items():
         ax.plot([], [], "o", color=c, label=f)
-    ax.legend(fontsize=8, loc="lower right", title="family", title_fontsize=8)
+    ax.legend(fontsize=8, loc="best", title="family", title_fontsize=8)
     ax.set_title("Global, oracle and deployed models per family; residual mixture", fontsize=10)
     fig.tight_layout()
     return fig
