@@ -5,7 +5,8 @@ A **family** is a kind of regressor that serves as global model, as SNR experts 
 control (the same regressor with the quality features appended). :data:`FAMILIES` is the one place
 a family is registered: ``name → Family(build)`` where ``build(params, seed)`` returns a fresh
 unfitted regressor whose ``fit`` accepts ``X_val``/``y_val`` (selection on validation only). A new
-family (the neural trunk) is one entry here and one name in ``config.Q4Spec.FAMILIES``.
+family (the neural trunk) is one entry here (``config.Q4Spec.FAMILIES`` already accepts 'neural'); its
+regressor sees the rows of :class:`~snrmoe_lib.analyses.q4_data.Q4Data` (binned flux).
 
 The deployed gate is Q3's (:mod:`snrmoe_lib.analyses.q3_models`, :mod:`snrmoe_lib.models.gates`):
 fitted once per seed on the training rows' quality features (it depends on the bins, not on the
