@@ -61,3 +61,38 @@ def test_families_fit_every_variant_and_experts_beat_the_global_ridge(params):
     assert r2(y, ridge["deployed"]) > r2(y, ridge["global"])  # the gate sees a noisy log SNR
     res = fit_residual(params, d, fits["boosted"], gates)
     assert r2(y, res["pred"]["test"]["residual_oracle_hard"]) > r2(y, fits["boosted"]["pred"]["test"]["global"])
+
+
+def _run(seed=0, n=4000):
+    """A synthetic seed whose ridge oracle beats its global model by construction and whose boosted one does not."""
+    g = np.random.default_rng(seed)
+    pred = {}
+    y = {r: g.normal(size=n) for r in ("val", "test")}
+    bins = {r: g.integers(0, 4, n) for r in ("val", "test")}
+    for r in ("val", "test"):
+        yy = y[r]
+        pred[r] = {"ridge_global": yy + 0.9 * g.normal(size=n), "ridge_oracle_hard": yy + 0.6 * g.normal(size=n),
+                   "ridge_oracle_soft": yy + 0.65 * g.normal(size=n), "ridge_deployed": yy + 0.7 * g.normal(size=n),
+                   "ridge_conditional": yy + 0.9 * g.normal(size=n), "boosted_global": yy + 0.5 * g.normal(size=n),
+                   "boosted_oracle_hard": yy + 0.55 * g.normal(size=n), "boosted_oracle_soft": yy + 0.55 * g.normal(size=n),
+                   "boosted_deployed": yy + 0.55 * g.normal(size=n), "boosted_conditional": yy + 0.5 * g.normal(size=n),
+                   "residual_mixture": yy + 0.5 * g.normal(size=n), "residual_oracle_hard": yy + 0.5 * g.normal(size=n)}
+    return q4.Q4Run(seed, y, bins, np.arange(n), pred, ["X", "L", "M", "H"],
+                    {"data": {"n_train_kept": 1000, "noise_level": 1.0}})
+
+
+def test_summary_shares_and_verdicts_follow_the_numbers(params):
+    from snrmoe_lib.analyses import q4_report
+
+    runs = [_run()]
+    s = q4.summarize(runs, ["ridge", "boosted"], "boosted", n_boot=200, seed=0)
+    t = s.table
+    assert t.loc["ridge_oracle_hard", "delta_lo"] > 0 and t.loc["boosted_oracle_hard", "delta_hi"] < 0
+    # ρ of the ridge mixture against its best oracle (the hard one here) lies in (0, 1); undefined for boosted
+    assert 0 < t.loc["ridge_deployed", "rho"] < 1 and np.isnan(t.loc["boosted_deployed", "rho"])
+    sh = q4_report.shares(s, runs, ["ridge", "boosted"])
+    v = {x["metric"]: x["verdict"] for x in q4_report.verdicts(params, sh)}
+    assert v["routing_share_ridge"] == "PASS" and v["routing_share_boosted"] == "FAIL"
+    cov = q4_report.coverage(runs, ["ridge_global"], n_boot=50)
+    mond = cov[(cov.method == "mondrian") & (cov.bin == "all")].set_index("level")["coverage"]
+    assert abs(mond[0.68] - 0.68) < 0.03 and abs(mond[0.95] - 0.95) < 0.02
