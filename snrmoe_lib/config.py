@@ -34,7 +34,7 @@ from snrmoe_lib._util.typed import positive as _positive
 from snrmoe_lib._util.typed import registered as _registered
 
 __all__ = ["ParameterError", "MockSpec", "DataSpec", "SplitSpec", "NoiseSpec", "SNRBinSpec", "QualitySpec", "RidgeSpec",
-           "ExpertSpec", "GateSpec", "ControlsSpec", "FisherSpec", "Thresholds", "RunnerSpec", "Params", "load_params",
+           "ExpertSpec", "GateSpec", "ControlsSpec", "FisherSpec", "Q4Spec", "Thresholds", "RunnerSpec", "Params", "load_params",
            "params_from_dict", "params_to_dict", "REPRESENTATION_NAMES", "MOCK_MODELS", "PLAIN_NAME"]
 
 #: Names of the error representations (``features.quality.REPRESENTATIONS``; the parameters sit
@@ -310,6 +310,47 @@ class FisherSpec(_Section):
 
 
 @dataclass
+class Q4Spec(_Section):
+    """Q4, stronger experts: the families compared (ridge, boosted; 'neural' once its room exists), the training
+    rows held in memory as binned features, the boosted trees and the residual mixture's correctors."""
+
+    _KEY: ClassVar[str] = "q4"
+    FAMILIES: ClassVar[tuple[str, ...]] = ("ridge", "boosted", "neural")
+
+    families: list[str] = field(default_factory=lambda: ["ridge", "boosted"])
+    n_seeds: int = 1  # the first n of `seeds` (noise realisations); each refits every family
+    max_train_rows: int = 12_000  # training spectra held in memory (a seeded subsample above it)
+    curve_sizes: list[int] = field(default_factory=lambda: [1000, 3000, 6000])  # learning curve (below the full set)
+    boosted_learning_rate: float = 0.1
+    boosted_max_iter: int = 300  # early stopping on the validation rows picks the rounds kept
+    boosted_max_leaf_nodes: int = 31
+    boosted_min_samples_leaf: int = 20
+    boosted_l2: float = 0.0
+    boosted_n_iter_no_change: int = 20
+    n_threads: int = 1  # OpenMP threads of the trees (one: on shared cores a thread team spins)
+    residual_base: Literal["ridge", "boosted", "neural"] = "boosted"  # the frozen global model of the residual mixture
+    corrector: Literal["ridge", "boosted"] = "ridge"  # the per-bin residual correctors
+    corrector_max_iter: int = 50  # shallow boosted correctors
+    corrector_max_leaf_nodes: int = 7
+    crlb_stars: int = 50  # frozen-test stars per SNR bin whose CRLB σ is set against the predicted σ (mock only)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive(self, "q4.", ("n_seeds", "max_train_rows", "boosted_learning_rate", "boosted_max_iter",
+                                "boosted_max_leaf_nodes", "boosted_min_samples_leaf", "boosted_n_iter_no_change",
+                                "n_threads", "corrector_max_iter", "corrector_max_leaf_nodes", "crlb_stars"))
+        _positive(self, "q4.", ("boosted_l2",), strict=False)
+        bad = [f for f in self.families if f not in self.FAMILIES]
+        if bad or not self.families or len(set(self.families)) != len(self.families):
+            raise ParameterError(f"q4.families: distinct names from {list(self.FAMILIES)}, got {self.families}")
+        c = self.curve_sizes
+        if not all(0 < a < b for a, b in zip(c, c[1:] + [2 ** 62])):
+            raise ParameterError(f"q4.curve_sizes: increasing positive sizes, got {c}")
+        if self.residual_base not in self.families:
+            raise ParameterError(f"q4.residual_base: {self.residual_base!r} is not one of q4.families {self.families}")
+
+
+@dataclass
 class Thresholds(_Section):
     _KEY: ClassVar[str] = "thresholds"
 
@@ -350,6 +391,7 @@ class Params(_Section):
     gate: GateSpec = field(default_factory=GateSpec)
     controls: ControlsSpec = field(default_factory=ControlsSpec)
     fisher: FisherSpec = field(default_factory=FisherSpec)
+    q4: Q4Spec = field(default_factory=Q4Spec)
     thresholds: Thresholds = field(default_factory=Thresholds)
     runner: RunnerSpec = field(default_factory=RunnerSpec)
     source: Optional[str] = None  # the YAML file this came from (set by load_params)

@@ -12,13 +12,18 @@ import warnings
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from snrmoe_lib.features.whitening import ConditionalFeatures, InteractedFeatures, WhitenedFlux
+from snrmoe_lib.models.boosted import BoostedRegressor
 from snrmoe_lib.models.experts import BinnedExperts
 from snrmoe_lib.models.gates import LogisticGate, MLPGate, RegressionGate
 from snrmoe_lib.models.mixtures import SoftMoE
+from snrmoe_lib.models.residual import ResidualMixture
+from snrmoe_lib.models.ridge import StreamingRidge
 from snrmoe_lib.models.routing import ColumnRouter
 
 ESTIMATORS = [
     BinnedExperts(router=ColumnRouter([0.0], column=0), min_count=1),
+    BoostedRegressor(max_iter=20, n_threads=1),
+    ResidualMixture(base=StreamingRidge(alpha=1.0), router=ColumnRouter([0.0], column=0), min_count=1),
     LogisticGate(),
     MLPGate(hidden=4, epochs=5),
     RegressionGate(hidden=4, epochs=5),
@@ -84,6 +89,8 @@ _TRANSFORMER_FITS = _FITS_ON_A_MATRIX + (
 
 EXPECTED_FAILURES: dict[str, dict[str, str]] = {
     "BinnedExperts": {},
+    "BoostedRegressor": {},
+    "ResidualMixture": {},
     "LogisticGate": _CLASSIFIER_GATE | {"check_non_transformer_estimators_n_iter": NO_N_ITER},
     "MLPGate": _CLASSIFIER_GATE | {"check_classifiers_train": FULL_BATCH, "check_estimators_empty_data_messages": EMPTY},
     "RegressionGate": dict.fromkeys(_REGRESSION_GATE_FITS, EXPERT_PRED),

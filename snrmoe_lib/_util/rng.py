@@ -84,6 +84,10 @@ STREAMS: dict[str, Stream] = _streams(
     Stream("fisher.lattice_stars", ("seed", 4101, 4102), "K1: the lattice stars of R²_max per magnitude"),
     Stream("fisher.map_stars", ("seed", 4111, 4112), "K1: the frozen-test stars the MAP template fit runs on"),
     Stream("fisher.map_starts", ("seed", 4121, 4122), "K1: the candidate starting points of the MAP fit"),
+    # stronger experts (Q4): boosted trees, the in-memory training rows, the trees' own randomness
+    Stream("boosted.train_subsample", ("seed", 5101, 5102), "boosted trees: the training rows kept above max_train_rows"),
+    Stream("boosted.trees", ("seed", 5111, 5112), "boosted trees: the integer random_state handed to scikit-learn"),
+    Stream("q4.train_rows", ("seed", 5121, 5122), "Q4: the training rows held in memory (at most q4.max_train_rows)"),
     # evaluation / reporting
     Stream("bootstrap.stars", ("seed",), "bootstrap resamples of test stars (shared by every model of a run: paired)"),
     Stream("bootstrap.seeds", ("seed", 9001, 9002), "two-level bootstrap: the seeds (training realisations) each draw averages"),

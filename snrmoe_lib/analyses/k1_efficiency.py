@@ -26,8 +26,8 @@ BOUNDS = {"vantrees": "Van Trees (any estimator)", "bayes": "Gaussian prior (lin
 
 
 def model_bin_scores(results_root: str | Path, config: str | None = None,
-                     notebooks: Sequence[str] = ("q1", "q3"), noise_level: float | None = None) -> pd.DataFrame:
-    """Per-SNR-bin R² (with interval), RMSE and n of every model in the Q1/Q3 results under ``results_root``.
+                     notebooks: Sequence[str] = ("q1", "q3", "q4"), noise_level: float | None = None) -> pd.DataFrame:
+    """Per-SNR-bin R² (with interval), RMSE and n of every model in the Q1/Q3/Q4 results under ``results_root``.
 
     Reads each result's ``extra`` for tables of records with ``bin`` and ``r2`` fields (the shape
     of :func:`snrmoe_lib.evaluation.metrics.per_bin_seed_table`); ``model`` names the model within the

@@ -99,16 +99,41 @@ class BinnedExperts(RegressorMixin, BaseEstimator):
         return None if self.router is None else np.asarray(self.router.route(X))
 
     @staticmethod
-    def _fit_one(est, X, y, w):
-        return est.fit(X, y) if w is None else est.fit(X, y, sample_weight=w)
+    def _fit_one(est, X, y, w, val=None):
+        kw = {} if w is None else {"sample_weight": w}
+        if val is not None and len(val[1]) >= 2:  # an expert with (almost) no validation rows fits without
+            kw |= {"X_val": val[0], "y_val": val[1]}
+            if val[2] is not None:
+                kw["sample_weight_val"] = val[2]
+        return est.fit(X, y, **kw)
 
-    def fit(self, X, y, bins=None, sample_weight=None, responsibilities=None) -> "BinnedExperts":
+    def _validation(self, validation, hard: bool):
+        """``validation`` = (X_val, y_val, bins_val or responsibilities_val) checked; None passes through."""
+        if validation is None:
+            return None
+        if len(validation) != 3:
+            raise ValueError("validation must be (X_val, y_val, bins_val) — responsibilities_val for soft fits")
+        Xv, yv, rv = validation
+        Xv = validate_data(self, Xv, reset=False)
+        yv = np.asarray(yv, dtype=np.float64)
+        rv = np.asarray(rv) if hard else np.asarray(rv, dtype=np.float64)
+        if len(yv) != len(Xv) or len(rv) != len(Xv):
+            raise ValueError(f"validation rows disagree: X_val {len(Xv)}, y_val {len(yv)}, bins/responsibilities {len(rv)}")
+        return Xv, yv, rv
+
+    def fit(self, X, y, bins=None, sample_weight=None, responsibilities=None, validation=None) -> "BinnedExperts":
         """Fit the experts on hard bins (the router's, or ``bins`` (n,)) or soft ``responsibilities``
         (n, n_bins).
 
         With responsibilities, expert k is fitted on every row with weight
         ``responsibilities[:, k] · sample_weight``; an expert whose summed weight is below
         ``min_count`` is an error (merging has no meaning for soft assignments).
+
+        ``validation``, optional: ``(X_val, y_val, bins_val)`` (hard fits; ``responsibilities_val``
+        for soft ones). Each expert then gets the validation rows of its own bin(s) (soft: every row,
+        weighted by its responsibility) and the global model all of them, passed to the estimator's
+        ``fit`` as ``X_val``, ``y_val`` (and ``sample_weight_val``) — for early stopping or a
+        regularisation path chosen on validation only. The estimator must accept those keywords.
         """
         Xv, y = validate_data(self, X, y, y_numeric=True)
         bins = self._route(X, bins) if responsibilities is None else bins  # routers read the input as given
@@ -116,14 +141,16 @@ class BinnedExperts(RegressorMixin, BaseEstimator):
         sw = None if sample_weight is None else _check_sample_weight(sample_weight, X, dtype=np.float64)
         if (bins is None) == (responsibilities is None):
             raise ValueError("give exactly one of bins (oracle/hard, or a router) or responsibilities (soft)")
+        val = self._validation(validation, bins is not None)
         if bins is not None:
-            self.experts_ = self._fit_hard(X, y, np.asarray(bins), sw)
+            self.experts_ = self._fit_hard(X, y, np.asarray(bins), sw, val)
         else:
-            self.experts_ = self._fit_soft(X, y, responsibilities, sw)
-        self.global_ = self._fit_one(clone(self._base()), X, y, sw) if self.fit_global else None
+            self.experts_ = self._fit_soft(X, y, responsibilities, sw, val)
+        gval = None if val is None else (val[0], val[1], None)
+        self.global_ = self._fit_one(clone(self._base()), X, y, sw, gval) if self.fit_global else None
         return self
 
-    def _fit_hard(self, X, y, bins, sw) -> list:
+    def _fit_hard(self, X, y, bins, sw, val=None) -> list:
         k = self._n_bins()
         if bins.shape != y.shape or not np.issubdtype(bins.dtype, np.integer):
             raise ValueError(f"bins must be integer labels of shape {y.shape}")
@@ -131,13 +158,15 @@ class BinnedExperts(RegressorMixin, BaseEstimator):
             raise ValueError(f"bins must be in [0, {k}), got [{bins.min()}, {bins.max()}]")
         self.plan_ = self._plan(bins)
         route = self.plan_.route(bins)
+        vroute = None if val is None else self.plan_.route(val[2])
         experts = []
         for e in range(self.plan_.n_experts):
             sel = route == e
-            experts.append(self._fit_one(clone(self._base()), X[sel], y[sel], None if sw is None else sw[sel]))
+            v = None if val is None else (val[0][vroute == e], val[1][vroute == e], None)
+            experts.append(self._fit_one(clone(self._base()), X[sel], y[sel], None if sw is None else sw[sel], v))
         return experts
 
-    def _fit_soft(self, X, y, responsibilities, sw) -> list:
+    def _fit_soft(self, X, y, responsibilities, sw, val=None) -> list:
         k = self._n_bins()
         R = np.asarray(responsibilities, dtype=np.float64)
         if R.shape != (len(y), k):
@@ -150,7 +179,10 @@ class BinnedExperts(RegressorMixin, BaseEstimator):
         if small:
             raise SmallBinError(f"expert(s) {small} have summed responsibility {mass[small].round(1).tolist()} "
                                 f"< min_count={self.min_count}")
-        return [self._fit_one(clone(self._base()), X, y, R[:, j] if sw is None else R[:, j] * sw) for j in range(k)]
+        if val is not None and val[2].shape != (len(val[1]), k):
+            raise ValueError(f"responsibilities_val must have shape ({len(val[1])}, {k}), got {val[2].shape}")
+        return [self._fit_one(clone(self._base()), X, y, R[:, j] if sw is None else R[:, j] * sw,
+                              None if val is None else (val[0], val[1], val[2][:, j])) for j in range(k)]
 
     def predict_all(self, X) -> np.ndarray:
         """Every expert's prediction for every row: (n, n_experts)."""

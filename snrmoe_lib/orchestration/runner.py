@@ -31,7 +31,8 @@ __all__ = ["NOTEBOOK_ORDER", "NotebookStatus", "RunLog", "check_name", "discover
            "render_notebook_html", "run_config", "project_root"]
 
 #: Execution order: later notebooks read earlier notebooks' results.
-NOTEBOOK_ORDER = ("00_data_overview", "q2_error_leakage", "q1_snr_headroom", "q3_deployable_gate", "fisher_ceiling")
+NOTEBOOK_ORDER = ("00_data_overview", "q2_error_leakage", "q1_snr_headroom", "q3_deployable_gate", "q4_stronger_experts",
+                  "fisher_ceiling")
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

@@ -1,0 +1,111 @@
+"""Q4's data: the binned features, quality features, true SNR and bins of a split, held in memory.
+
+Stronger experts (boosted trees, later networks) do not fit from sufficient statistics: they need the
+rows. :func:`collect` reads them through the same split pass as Q1/Q3
+(:func:`snrmoe_lib.data.passes.split_pass`: noise keyed by (seed, row), flux binned once) and keeps,
+per role, the binned flux as float32 (N × D × 4 bytes: 20,000 rows at D = 1024 are 82 MB), the
+gate's quality features (from σ only, the representation Q2 chose), the true SNR, its bin and the
+label. At most ``q4.max_train_rows`` training rows are kept (a seeded subsample, stream
+``q4.train_rows``; the validation and test rows are always all of the split's).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from snrmoe_lib._util.rng import rng as _rng
+from snrmoe_lib.data.noise import effective_sigma
+from snrmoe_lib.data.passes import split_pass
+from snrmoe_lib.features.flux import FluxFeatures
+from snrmoe_lib.features.quality import QualityInput, make_compressor
+from snrmoe_lib.models.mixtures import SpectraInput
+from snrmoe_lib.models.routing import SNRRouter
+
+__all__ = ["Q4Data", "ROLES", "train_rows", "collect"]
+
+ROLES = ("train", "val", "test")
+
+
+@dataclass
+class Q4Data:
+    """Per role ('train', 'val', 'test'): ``X`` binned flux (float32), ``q`` quality features, ``snr``
+    (true), ``bin`` (true SNR bin), ``y`` (label), ``row`` (dataset rows, file order)."""
+
+    X: dict
+    q: dict
+    snr: dict
+    bin: dict
+    y: dict
+    row: dict
+    labels: list[str]
+    seed: int
+    n_train_split: int
+    info: dict = field(default_factory=dict)
+
+    def subset(self, role: str, keep: np.ndarray) -> dict:
+        """The arrays of ``role`` restricted to ``keep`` (a mask or indices)."""
+        return {k: getattr(self, k)[role][keep] for k in ("X", "q", "snr", "bin", "y", "row")}
+
+    @property
+    def log_snr(self) -> dict:
+        """log of the true SNR per role, as a one-column matrix (the soft oracle's input)."""
+        return {r: np.log(np.clip(v, 1e-6, None))[:, None] for r, v in self.snr.items()}
+
+
+def train_rows(train: np.ndarray, most: int, seed: int) -> np.ndarray:
+    """All training rows when there are at most ``most``, else a seeded sorted subsample of ``most``."""
+    train = np.asarray(train)
+    if len(train) <= int(most):
+        return train
+    return np.sort(_rng("q4.train_rows", int(seed)).choice(train, int(most), replace=False))
+
+
+def _compressor(ds, split, params, representation: str, noise_level: float, seed: int):
+    """The quality compressor fitted on Q3's template rows (a seeded training subsample, ``gate.fit_n``)."""
+    g = params.gate
+    n = min(int(g.fit_n), len(split.train))
+    rows = np.sort(_rng("gate.template_subsample", int(g.seed)).choice(split.train, n, replace=False))
+    sub = SpectraInput.from_chunk(ds.read(rows, with_mask=False), noise_level, seed)
+    return make_compressor(representation).fit(sub.quality)
+
+
+def collect(ds, split, params, seed: int, representation: str, noise_level: float | None = None,
+            progress: bool | str = False) -> Q4Data:
+    """One pass over the split's rows for noise seed ``seed``: Q4's in-memory arrays.
+
+    Parameters
+    ----------
+    ds : PfsDataset
+    split : Split
+    params : Params
+        ``q4.max_train_rows``, ``ridge.bin_pixels`` and ``ridge.target``, ``snr_bins``, ``data.chunk_size``.
+    seed : int
+        Noise seed.
+    representation : str
+        The gate's quality representation (Q2's choice; see :func:`snrmoe_lib.analyses.q3.resolve_representation`).
+    """
+    p = params
+    if not len(split.val) or not len(split.test):
+        raise ValueError("Q4 selects on validation rows and scores on test rows: the split needs both")
+    nl = p.noise.noise_level if noise_level is None else float(noise_level)
+    sb = p.snr_bins
+    router = SNRRouter(sb.edges, sb.labels, sb.definition, nl)
+    comp = _compressor(ds, split, p, representation, nl, seed)
+    roles = {"train": train_rows(split.train, p.q4.max_train_rows, p.split.seed), "val": split.val, "test": split.test}
+    acc = {r: {k: [] for k in ("X", "q", "snr", "bin", "y", "row")} for r in ROLES}
+    for role, nc in split_pass(ds, roles, noise_level=nl, seed=seed, features=FluxFeatures(p.ridge.bin_pixels),
+                               target=p.ridge.target, chunk_size=p.data.chunk_size, progress=progress,
+                               annotate=lambda ch: {"snr": router.values(ch), "bin": router.assign(ch)}):
+        sigma = nc.error if nl == 1 else effective_sigma(nc.error, nl)
+        a = acc[role]
+        a["X"].append(np.asarray(nc.X, dtype=np.float32))
+        a["q"].append(comp.transform(QualityInput(sigma)))
+        a["snr"].append(nc.info["snr"])
+        a["bin"].append(nc.info["bin"].astype(np.int64))
+        a["y"].append(nc.y)
+        a["row"].append(nc.rows)
+    cat = {k: {r: np.concatenate(acc[r][k]) for r in ROLES} for k in ("X", "q", "snr", "bin", "y", "row")}
+    info = {"representation": representation, "noise_level": nl, "n_train_kept": int(len(roles["train"])),
+            "train_subsampled": bool(len(roles["train"]) < len(split.train)), "n_features": int(cat["X"]["train"].shape[1])}
+    return Q4Data(**cat, labels=list(sb.labels), seed=int(seed), n_train_split=int(len(split.train)), info=info)

@@ -1,0 +1,134 @@
+"""Figures of the Q4 notebook (stronger experts): the table, per-bin R², coverage, PIT, learning curves.
+
+Each function returns a matplotlib Figure; the notebook saves it with ``run.save``. Colours: the
+Okabe–Ito palette (colour-blind safe), one colour per family.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from snrmoe_lib.reporting.plots.common import PALETTE
+
+__all__ = ["plot_table", "plot_per_bin", "plot_coverage", "plot_pit", "plot_learning_curve"]
+
+_MARKERS = {"global": "s", "oracle_hard": "^", "oracle_soft": "v", "deployed": "o", "conditional": "D"}
+
+
+def _plt():
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _family_colors(families: Sequence[str]) -> dict:
+    return {f: PALETTE[i % len(PALETTE)] for i, f in enumerate(dict.fromkeys(families))}
+
+
+def plot_table(table: pd.DataFrame):
+    """R² of every model on the test stars with its 95 % interval, coloured by family."""
+    plt = _plt()
+    col = _family_colors(table["family"])
+    fig, ax = plt.subplots(figsize=(7.5, 0.36 * len(table) + 1.2))
+    yy = np.arange(len(table))[::-1]
+    for y, (m, r) in zip(yy, table.iterrows()):
+        ax.errorbar(r["r2"], y, xerr=[[r["r2"] - r["r2_lo"]], [r["r2_hi"] - r["r2"]]], fmt="o",
+                    color=col[r["family"]], capsize=3)
+    ax.set_yticks(yy)
+    ax.set_yticklabels(list(table.index), fontsize=8)
+    ax.set_xlabel("R² of log g on the frozen test stars (95 % interval)")
+    for f, c in col.items():
+        ax.plot([], [], "o", color=c, label=f)
+    ax.legend(fontsize=8, loc="best", title="family", title_fontsize=8)
+    ax.set_title("Global, oracle and deployed models per family; residual mixture", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_per_bin(pb: pd.DataFrame, models: Sequence[str]):
+    """Per-SNR-bin R² (95 % interval) of ``models``."""
+    plt = _plt()
+    bins = list(dict.fromkeys(pb["bin"]))
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    width = 0.8 / max(len(models), 1)
+    for i, m in enumerate(models):
+        t = pb[pb["model"] == m].set_index("bin").reindex(bins)
+        x = np.arange(len(bins)) + (i - (len(models) - 1) / 2) * width
+        err = np.vstack([t["r2"] - t["r2_lo"], t["r2_hi"] - t["r2"]])
+        ax.bar(x, t["r2"], width, color=PALETTE[i % len(PALETTE)], label=m, yerr=np.nan_to_num(err), capsize=2)
+    ax.set_xticks(np.arange(len(bins)))
+    ax.set_xticklabels([f"{b}\n(n = {int(n)})" for b, n in
+                        zip(bins, pb.drop_duplicates("bin").set_index("bin").reindex(bins)["n"])])
+    ax.set_xlabel("true SNR bin (L2 SNR)")
+    ax.set_ylabel("R² of log g within the bin")
+    ax.axhline(0, color="0.5", lw=0.6)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def plot_coverage(cov: pd.DataFrame, models: Sequence[str], method: str = "mondrian"):
+    """Empirical coverage of the 68 % and 95 % conformal intervals per SNR bin (95 % bootstrap interval)."""
+    plt = _plt()
+    t = cov[(cov["method"] == method) & (cov["model"].isin(models))]
+    levels = sorted(t["level"].unique())
+    fig, axes = plt.subplots(1, len(levels), figsize=(4.2 * len(levels), 3.6), squeeze=False)
+    for ax, lv in zip(axes[0], levels):
+        sub = t[t["level"] == lv]
+        bins = list(dict.fromkeys(sub["bin"]))
+        width = 0.8 / max(len(models), 1)
+        for i, m in enumerate(models):
+            s = sub[sub["model"] == m].set_index("bin").reindex(bins)
+            x = np.arange(len(bins)) + (i - (len(models) - 1) / 2) * width
+            err = np.nan_to_num(np.vstack([s["coverage"] - s["lo"], s["hi"] - s["coverage"]]))
+            ax.errorbar(x, s["coverage"] * 100, yerr=err * 100, fmt="o", color=PALETTE[i % len(PALETTE)],
+                        label=m, capsize=2, ms=4)
+        ax.axhline(lv * 100, color="0.3", ls="--", lw=1, label=f"nominal {lv:.0%}")
+        ax.set_xticks(np.arange(len(bins)))
+        ax.set_xticklabels(bins)
+        ax.set_xlabel("true SNR bin")
+        ax.set_ylabel("coverage of the test stars (%)")
+        ax.set_title(f"{lv:.0%} intervals ({method.capitalize()} conformal)", fontsize=10)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_pit(pits: dict):
+    """PIT histograms (uniform when the intervals are calibrated); the dashed line is the uniform count."""
+    plt = _plt()
+    n = len(pits)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3), squeeze=False, sharey=True)
+    for i, (ax, (m, p)) in enumerate(zip(axes[0], pits.items())):
+        h = p["histogram"]
+        edges = np.asarray(h["edges"])
+        ax.bar(edges[:-1], h["counts"], width=np.diff(edges), align="edge", color=PALETTE[i % len(PALETTE)],
+               edgecolor="white")
+        ax.axhline(h["expected"], color="0.3", ls="--", lw=1)
+        ax.set_xlabel("PIT of the test residual")
+        ax.set_title(m, fontsize=9)
+    axes[0][0].set_ylabel("test stars per PIT bin")
+    fig.tight_layout()
+    return fig
+
+
+def plot_learning_curve(curve: pd.DataFrame):
+    """Test R² against training spectra per family (colour) and model (marker), 95 % intervals."""
+    plt = _plt()
+    t = curve[curve["model"].notna()]
+    col = _family_colors(t["family"])
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for (f, m), s in t.groupby(["family", "model"], sort=False):
+        s = s.sort_values("n_train")
+        ax.errorbar(s["n_train"], s["r2"], yerr=np.nan_to_num(np.vstack([s["r2"] - s["lo"], s["hi"] - s["r2"]])),
+                    color=col[f], marker=_MARKERS.get(m, "o"), ls="-" if m == "deployed" else ":", capsize=2,
+                    label=f"{f} · {m}")
+    ax.set_xscale("log")
+    ax.set_xlabel("training spectra")
+    ax.set_ylabel("R² of log g on the test stars")
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title("Learning curve per family", fontsize=10)
+    fig.tight_layout()
+    return fig
