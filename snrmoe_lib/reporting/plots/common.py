@@ -4,10 +4,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 from snrmoe_lib.data.writers import AtomicWriter
 
-__all__ = ["PALETTE", "save_figure", "bin_colors", "label_features", "GRAVITY_FEATURES"]
+__all__ = ["PALETTE", "interval_extent", "save_figure", "bin_colors", "label_features", "GRAVITY_FEATURES"]
 
 # Okabe & Ito (2008) colour-blind-safe palette
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
@@ -17,6 +18,17 @@ GRAVITY_FEATURES = {
     "Ca II 8498": 8498.0, "Ca II 8542": 8542.1, "Ca II 8662": 8662.1, "Na I 8183/8195": 8189.0,
     "Mg I 8807": 8806.8, "K I 7665/7699": 7682.0, "O2 A-band": 7620.0,
 }
+
+
+def interval_extent(value, lo, hi) -> "np.ndarray":
+    """Error-bar lengths ``[[below], [above]]`` of intervals ``[lo, hi]`` around ``value``, for ``yerr``/``xerr``.
+
+    A percentile-bootstrap interval need not contain its point estimate, and matplotlib refuses
+    negative lengths: the side the point lies beyond gets length 0 (the bar then shows the interval's
+    far end honestly instead of a mirrored one). Missing bounds draw no bar.
+    """
+    v, lo, hi = (np.atleast_1d(np.asarray(a, dtype=float)) for a in (value, lo, hi))
+    return np.nan_to_num(np.vstack([v - lo, hi - v]).clip(min=0))
 
 
 def bin_colors(n: int) -> list[str]:

@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from snrmoe_lib.reporting.plots.common import PALETTE
+from snrmoe_lib.reporting.plots.common import PALETTE, interval_extent
 
 __all__ = ["plot_cliff", "plot_ceiling_map", "plot_fd_convergence", "plot_bin_bounds", "plot_residuals"]
 
@@ -30,7 +30,7 @@ def plot_cliff(frame: pd.DataFrame, table: pd.DataFrame, snr_line: float = 4.0, 
         ax.scatter(frame["snr_pixel"], np.clip(r, floor, None), s=7, alpha=0.25, color=color, marker=marker,
                    lw=0, label=f"stars, {_TAGS[tag]}" + (f" ({n_low} below {floor:g})" if n_low else ""))
         ax.errorbar(table["snr_pixel"], table[f"r2_{tag}"],
-                    yerr=[table[f"r2_{tag}"] - table[f"r2_{tag}_lo"], table[f"r2_{tag}_hi"] - table[f"r2_{tag}"]],
+                    yerr=interval_extent(table[f"r2_{tag}"], table[f"r2_{tag}_lo"], table[f"r2_{tag}_hi"]),
                     color=color, marker=marker, lw=2, capsize=3, label=f"median R²_max (95 % interval), {tag.upper()}")
         if f"bayes_r2_{tag}" in table:
             ax.plot(table["snr_pixel"], table[f"bayes_r2_{tag}"], color=color, ls="--", lw=1.3,
@@ -92,7 +92,7 @@ def plot_fd_convergence(conv: pd.DataFrame):
     for ax, tag in zip(axes[0], tags):
         for j, m in enumerate(mags):
             g = conv[(conv["tag"] == tag) & (conv["mag"] == m)].sort_values("step_factor")
-            ax.errorbar(g["step_factor"], g["median_abs_dev"], yerr=[g["median_abs_dev"] - g["lo"], g["hi"] - g["median_abs_dev"]],
+            ax.errorbar(g["step_factor"], g["median_abs_dev"], yerr=interval_extent(g["median_abs_dev"], g["lo"], g["hi"]),
                         color=PALETTE[j % len(PALETTE)], marker="o", ms=4, capsize=2, lw=1.2, label=f"i = {m:g}")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
@@ -122,9 +122,9 @@ def plot_bin_bounds(bounds: pd.DataFrame, efficiency: pd.DataFrame | None, tag: 
         if f"{name}_r2" not in b:
             continue
         v = b[f"{name}_r2"].to_numpy(float)
-        err = np.array([v - b[f"{name}_r2_lo"], b[f"{name}_r2_hi"] - v])
+        err = interval_extent(v, b[f"{name}_r2_lo"], b[f"{name}_r2_hi"])
         ax.bar(x - 0.4 + w * (j + 0.5), np.clip(v, -1, None), width=w, color=color, alpha=0.5, label=label,
-               yerr=np.nan_to_num(err), capsize=2)
+               yerr=err, capsize=2)
     if efficiency is not None and len(efficiency):
         models = list(dict.fromkeys(efficiency["model"]))
         for j, m in enumerate(models):

@@ -6,7 +6,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from snrmoe_lib.reporting.plots.common import PALETTE
+from snrmoe_lib.reporting.plots.common import PALETTE, interval_extent
 from snrmoe_lib._util.rng import rng as _rng
 
 __all__ = ["MODEL_STYLE", "per_bin_bars", "pred_vs_true", "delta_heatmap", "headroom_vs_noise", "waterfall_bars",
@@ -42,8 +42,8 @@ def per_bin_bars(table: pd.DataFrame, title: str = ""):
     for i, m in enumerate(models):
         t = table[table["model"] == m].set_index("bin").loc[bins]
         r2 = t["r2"].to_numpy(float)
-        err = np.vstack([r2 - t["r2_lo"].to_numpy(float), t["r2_hi"].to_numpy(float) - r2])
-        ax.bar(x + (i - (len(models) - 1) / 2) * width, r2, width, yerr=np.where(np.isfinite(err), err, 0),
+        err = interval_extent(r2, t["r2_lo"], t["r2_hi"])
+        ax.bar(x + (i - (len(models) - 1) / 2) * width, r2, width, yerr=err,
                capsize=3, color=MODEL_STYLE.get(m, (m, PALETTE[i % len(PALETTE)]))[1], label=_name(m))
     counts = table.drop_duplicates("bin").set_index("bin").loc[bins, "n"].to_numpy()
     ax.set_xticks(x, [f"{b}\nn = {c}" for b, c in zip(bins, counts)])
@@ -117,7 +117,7 @@ def headroom_vs_noise(summary: pd.DataFrame, threshold: float):
     for i, (m, g) in enumerate(summary.groupby("model", sort=False)):
         g = g.sort_values("noise_level")
         v = g["delta_r2"].to_numpy(float)
-        err = np.vstack([v - g["lo"].to_numpy(float), g["hi"].to_numpy(float) - v])
+        err = interval_extent(v, g["lo"], g["hi"])
         ax.errorbar(g["noise_level"] * (1 + 0.02 * (i - 0.5)), v, yerr=err, marker="o", capsize=3,
                     color=MODEL_STYLE.get(m, (m, PALETTE[i]))[1], label=_name(m))
     ax.axhline(threshold, color=PALETTE[3], ls="--", lw=1, label=f"Gate-2 threshold {threshold:g}")
@@ -139,9 +139,9 @@ def waterfall_bars(table: pd.DataFrame, title: str = ""):
     fig, ax = plt.subplots(figsize=(7.5, 0.55 * len(t) + 1.4))
     y = np.arange(len(t))[::-1]
     start = t["r2"].to_numpy(float) - t["step_delta"].to_numpy(float)
-    err = np.vstack([t["step_delta"] - t["step_lo"], t["step_hi"] - t["step_delta"]]).astype(float)
+    err = interval_extent(t["step_delta"], t["step_lo"], t["step_hi"])
     colors = [MODEL_STYLE.get(m, (m, PALETTE[i % len(PALETTE)]))[1] for i, m in enumerate(t["model"])]
-    ax.barh(y, t["step_delta"], left=start, color=colors, xerr=np.abs(err), capsize=3,
+    ax.barh(y, t["step_delta"], left=start, color=colors, xerr=err, capsize=3,
             error_kw={"ecolor": "0.25"})
     for yi, r, m in zip(y, t["r2"], t["model"]):
         ax.text(r, yi, f"  R² {r:.3f}", va="center", fontsize=8)
@@ -161,8 +161,8 @@ def learning_curve(points: pd.DataFrame, threshold: float | None = None, ylabel:
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for i, (name, t) in enumerate(points.groupby("series", sort=False)):
         t = t.sort_values("n_train")
-        err = np.vstack([t["value"] - t["lo"], t["hi"] - t["value"]]).astype(float)
-        ax.errorbar(t["n_train"], t["value"], yerr=np.abs(err), marker="o", capsize=3, label=name,
+        err = interval_extent(t["value"], t["lo"], t["hi"])
+        ax.errorbar(t["n_train"], t["value"], yerr=err, marker="o", capsize=3, label=name,
                     color=PALETTE[i % len(PALETTE)])
     if threshold is not None:
         ax.axhline(threshold, color="0.3", ls="--", lw=1, label=f"threshold {threshold:g}")
@@ -183,8 +183,8 @@ def contribution_bars(table: pd.DataFrame, title: str = ""):
     fig, ax = plt.subplots(figsize=(6, 3.8))
     x = np.arange(len(table))
     c = table["contribution"].to_numpy(float)
-    err = np.vstack([c - table["contribution_lo"], table["contribution_hi"] - c]).astype(float)
-    ax.bar(x, c, color=PALETTE[0], yerr=np.abs(err), capsize=3)
+    err = interval_extent(c, table["contribution_lo"], table["contribution_hi"])
+    ax.bar(x, c, color=PALETTE[0], yerr=err, capsize=3)
     ax.set_xticks(x, [f"{b}\n{100 * f:.0f} % of stars" for b, f in zip(table["bin"], table["fraction"])])
     ax.axhline(0, color="0.3", lw=0.8)
     ax.set_xlabel("true SNR bin")

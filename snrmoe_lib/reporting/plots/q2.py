@@ -6,7 +6,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from snrmoe_lib.reporting.plots.common import PALETTE
+from snrmoe_lib.reporting.plots.common import PALETTE, interval_extent
 
 __all__ = ["plot_tradeoff", "plot_importance", "plot_decomposition", "plot_controls"]
 
@@ -27,8 +27,8 @@ def plot_tradeoff(tables: Mapping[str, pd.DataFrame], logg_max: float, snr_min: 
     ax.axhline(snr_min, color=PALETTE[2], ls="--", lw=1)
     for k, (label, t) in enumerate(tables.items()):
         x, y = t["r2_logg"].to_numpy(float), t["r2_snr"].to_numpy(float)
-        xerr = np.abs(np.vstack([x - t["r2_logg_lo"], t["r2_logg_hi"] - x]))
-        yerr = np.abs(np.vstack([y - t["r2_snr_lo"], t["r2_snr_hi"] - y]))
+        xerr = interval_extent(x, t["r2_logg_lo"], t["r2_logg_hi"])
+        yerr = interval_extent(y, t["r2_snr_lo"], t["r2_snr_hi"])
         ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt=_MARKERS[k % 4], color=PALETTE[k % len(PALETTE)],
                     ms=6, capsize=2, lw=1, label=f"{label} errors")
         # one label per cluster of (nearly) coincident points, e.g. "S0, S1a, S1b"
@@ -121,7 +121,7 @@ def plot_controls(controls: Mapping[str, pd.DataFrame], logg_max: float):
         c = c.set_index("control").reindex(names)
         y = np.arange(len(names)) + k * h
         x = c["r2_logg"].to_numpy(float)
-        err = np.abs(np.vstack([x - c["r2_logg_lo"].to_numpy(float), c["r2_logg_hi"].to_numpy(float) - x]))
+        err = interval_extent(x, c["r2_logg_lo"], c["r2_logg_hi"])
         ax.barh(y, x, height=h, color=PALETTE[k % len(PALETTE)], label=f"{label} errors",
                 xerr=np.nan_to_num(err), capsize=2)
     ax.axvline(logg_max, color="0.3", ls="--", lw=1, label=f"Gate-1 limit {logg_max:g}")

@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from snrmoe_lib.reporting.plots.common import PALETTE
+from snrmoe_lib.reporting.plots.common import PALETTE, interval_extent
 
 __all__ = ["plot_r2_table", "plot_rho", "plot_confusion", "plot_per_bin", "plot_gate_confidence", "plot_tau_sweep"]
 
@@ -36,7 +36,7 @@ def plot_r2_table(table: pd.DataFrame, labels: dict | None = None, title: str = 
             for m in table.index]
     col = {"ref": PALETTE[7], "moe": PALETTE[0], "control": PALETTE[3]}
     for y, (m, r), k in zip(yy, table.iterrows(), kind):
-        ax.errorbar(r["r2"], y, xerr=[[r["r2"] - r["r2_lo"]], [r["r2_hi"] - r["r2"]]], fmt="o", color=col[k],
+        ax.errorbar(r["r2"], y, xerr=interval_extent(r["r2"], r["r2_lo"], r["r2_hi"]), fmt="o", color=col[k],
                     capsize=3)
     for m, ls in (("global", ":"), ("oracle", "--")):
         if m in table.index:
@@ -61,7 +61,7 @@ def plot_rho(table: pd.DataFrame, models: Sequence[str], threshold: float, label
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 0.4 * len(t) + 1.6), sharey=True)
     yy = np.arange(len(t))[::-1]
     for y, (m, r) in zip(yy, t.iterrows()):
-        a1.errorbar(r["delta_r2"], y, xerr=[[r["delta_r2"] - r["delta_lo"]], [r["delta_hi"] - r["delta_r2"]]],
+        a1.errorbar(r["delta_r2"], y, xerr=interval_extent(r["delta_r2"], r["delta_lo"], r["delta_hi"]),
                     fmt="o", color=PALETTE[0], capsize=3)
     a1.axvline(0, color="0.4", lw=1, ls=":")
     if "oracle" in table.index:
@@ -76,9 +76,8 @@ def plot_rho(table: pd.DataFrame, models: Sequence[str], threshold: float, label
     defined = np.isfinite(t["rho"].to_numpy())
     for y, (m, r), ok in zip(yy, t.iterrows(), defined):
         if ok:
-            lo = r["rho"] - r["rho_lo"] if np.isfinite(r["rho_lo"]) else 0
-            hi = r["rho_hi"] - r["rho"] if np.isfinite(r["rho_hi"]) else 0
-            a2.errorbar(r["rho"], y, xerr=[[lo], [hi]], fmt="s", color=PALETTE[2], capsize=3)
+            a2.errorbar(r["rho"], y, xerr=interval_extent(r["rho"], r["rho_lo"], r["rho_hi"]), fmt="s",
+                        color=PALETTE[2], capsize=3)
     a2.axvline(threshold, color=PALETTE[3], ls="--", lw=1.2, label=f"Gate-3 threshold ρ = {threshold:g}")
     a2.axvline(0, color="0.4", lw=1, ls=":")
     a2.axvline(1, color="0.4", lw=1, ls=":")
@@ -125,8 +124,8 @@ def plot_per_bin(per_bin: pd.DataFrame, models: Sequence[str], labels: dict | No
     for i, m in enumerate(models):
         d = per_bin[per_bin["model"] == m].set_index("bin").reindex(bins)
         x = np.arange(len(bins)) - 0.4 + w * (i + 0.5)
-        err = np.vstack([d["r2"] - d["r2_lo"], d["r2_hi"] - d["r2"]]).clip(min=0)
-        ax.errorbar(x, d["r2"], yerr=np.nan_to_num(err), fmt="o", color=PALETTE[i % len(PALETTE)], capsize=2,
+        err = interval_extent(d["r2"], d["r2_lo"], d["r2_hi"])
+        ax.errorbar(x, d["r2"], yerr=err, fmt="o", color=PALETTE[i % len(PALETTE)], capsize=2,
                     label=labels.get(m, m) if labels else m)
     n = per_bin.drop_duplicates("bin").set_index("bin").reindex(bins)["n"]
     ax.set_xticks(range(len(bins)))

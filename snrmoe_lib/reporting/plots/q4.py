@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from snrmoe_lib.reporting.plots.common import PALETTE
+from snrmoe_lib.reporting.plots.common import PALETTE, interval_extent
 
 __all__ = ["plot_table", "plot_per_bin", "plot_coverage", "plot_pit", "plot_learning_curve"]
 
@@ -34,7 +34,7 @@ def plot_table(table: pd.DataFrame):
     fig, ax = plt.subplots(figsize=(7.5, 0.36 * len(table) + 1.2))
     yy = np.arange(len(table))[::-1]
     for y, (m, r) in zip(yy, table.iterrows()):
-        ax.errorbar(r["r2"], y, xerr=[[r["r2"] - r["r2_lo"]], [r["r2_hi"] - r["r2"]]], fmt="o",
+        ax.errorbar(r["r2"], y, xerr=interval_extent(r["r2"], r["r2_lo"], r["r2_hi"]), fmt="o",
                     color=col[r["family"]], capsize=3)
     ax.set_yticks(yy)
     ax.set_yticklabels(list(table.index), fontsize=8)
@@ -56,8 +56,8 @@ def plot_per_bin(pb: pd.DataFrame, models: Sequence[str]):
     for i, m in enumerate(models):
         t = pb[pb["model"] == m].set_index("bin").reindex(bins)
         x = np.arange(len(bins)) + (i - (len(models) - 1) / 2) * width
-        err = np.vstack([t["r2"] - t["r2_lo"], t["r2_hi"] - t["r2"]])
-        ax.bar(x, t["r2"], width, color=PALETTE[i % len(PALETTE)], label=m, yerr=np.nan_to_num(err), capsize=2)
+        err = interval_extent(t["r2"], t["r2_lo"], t["r2_hi"])
+        ax.bar(x, t["r2"], width, color=PALETTE[i % len(PALETTE)], label=m, yerr=err, capsize=2)
     ax.set_xticks(np.arange(len(bins)))
     ax.set_xticklabels([f"{b}\n(n = {int(n)})" for b, n in
                         zip(bins, pb.drop_duplicates("bin").set_index("bin").reindex(bins)["n"])])
@@ -82,7 +82,7 @@ def plot_coverage(cov: pd.DataFrame, models: Sequence[str], method: str = "mondr
         for i, m in enumerate(models):
             s = sub[sub["model"] == m].set_index("bin").reindex(bins)
             x = np.arange(len(bins)) + (i - (len(models) - 1) / 2) * width
-            err = np.nan_to_num(np.vstack([s["coverage"] - s["lo"], s["hi"] - s["coverage"]]))
+            err = interval_extent(s["coverage"], s["lo"], s["hi"])
             ax.errorbar(x, s["coverage"] * 100, yerr=err * 100, fmt="o", color=PALETTE[i % len(PALETTE)],
                         label=m, capsize=2, ms=4)
         ax.axhline(lv * 100, color="0.3", ls="--", lw=1, label=f"nominal {lv:.0%}")
@@ -122,7 +122,7 @@ def plot_learning_curve(curve: pd.DataFrame):
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for (f, m), s in t.groupby(["family", "model"], sort=False):
         s = s.sort_values("n_train")
-        ax.errorbar(s["n_train"], s["r2"], yerr=np.nan_to_num(np.vstack([s["r2"] - s["lo"], s["hi"] - s["r2"]])),
+        ax.errorbar(s["n_train"], s["r2"], yerr=interval_extent(s["r2"], s["lo"], s["hi"]),
                     color=col[f], marker=_MARKERS.get(m, "o"), ls="-" if m == "deployed" else ":", capsize=2,
                     label=f"{f} · {m}")
     ax.set_xscale("log")
