@@ -98,7 +98,8 @@ scaling.pivot(index="mag", columns="error_scale", values="r2_3d") if scaling is 
 # SNR; the correlation table checks it.
 
 # %%
-ft, corr, bounds, bins_s = k1.bins_and_bounds(p, ds, model)
+draws = {}  # the bounds' bootstrap draws, for the paired efficiency below
+ft, corr, bounds, bins_s = k1.bins_and_bounds(p, ds, model, draws)
 print(f"frozen test: {ft.record}; bound stars: {bins_s:.1f} s")
 display(corr)
 cols = ["bin", "tag", "n_stars", "n_test", "var_bin"] + [c for c in bounds if c.endswith("_r2") or c.endswith("_r2_lo") or c.endswith("_r2_hi")]
@@ -109,13 +110,26 @@ bounds[cols] if len(bounds) else "per-bin bounds need the forward model (mock on
 # From the Q1/Q3 results of this configuration beside this report: per bin, model MSE = (1 − R²)·Var_bin
 # on the frozen test; efficiency = Van Trees MSE / model MSE (≤ 1 for every estimator; the Gaussian-prior
 # and unbiased ratios are shown too). The Q1/Q3 results hold per-bin R² with intervals, not per-star
-# predictions, so the intervals combine the two (conservative), not paired.
+# predictions, so these intervals combine the two (conservative), not paired.
 
 # %%
 eff = k1.model_efficiency(p, bounds, output_dir)
 if len(bounds):
     run.save(plots.plot_bin_bounds(bounds, eff, "5d"), "fisher_bin_bounds")
 eff[["model", "bin", "r2", "n_matches", "vantrees_eff", "vantrees_eff_lo", "vantrees_eff_hi", "bayes_eff", "crlb_mean_eff"]]
+
+# %% [markdown]
+# ### Paired: the models' per-star predictions on the bound's own stars
+# Q1 and Q3 save every model's frozen-test predictions beside their results (keyed by the frozen test's
+# fingerprint). Per bin, the model MSE is taken on exactly the stars that carry the bound, and both are
+# resampled with the same bootstrap draws of those stars: efficiency = bound MSE / model MSE with a
+# paired interval. A missing or mismatched predictions file is said and skipped.
+
+# %%
+preds, notes = k1.load_predictions(output_dir, run.frozen_test()["fingerprint"])
+print("\n".join(notes) or f"per-star predictions of {sorted(preds)}")
+paired = k1.paired_efficiency(preds, draws, "5d")
+paired.round(3) if len(paired) else "no paired efficiency (no per-star predictions or no per-bin bounds)"
 
 # %% [markdown]
 # ## The achievable floor: a MAP template fit that knows the forward model
@@ -142,7 +156,7 @@ if model is not None:
 
 # %%
 checks = {"convergence": conv, "schur": schur, "scaling": scaling}
-bins = {"frozen_test": ft.record, "correlation": corr, "bounds": bounds, "efficiency": eff}
+bins = {"frozen_test": ft.record, "correlation": corr, "bounds": bounds, "efficiency": eff, "paired_efficiency": paired}
 seconds = {"ceiling": lc.seconds, "bin_bounds": bins_s, "map_fit": map_s if model is not None else 0.0}
 metrics, verdicts, extra = k1.k1_results(p, table, calib, checks, bins, map_fit, seconds)
 print_verdicts(verdicts)

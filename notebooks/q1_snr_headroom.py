@@ -33,7 +33,7 @@ output_dir = "../reports/interactive"
 import numpy as np
 
 from snrmoe_lib import print_verdicts
-from snrmoe_lib.analyses import q1
+from snrmoe_lib.analyses import error_modes, q1
 from snrmoe_lib.reporting.plots import q1 as plots_q1
 from snrmoe_lib.reporting.session import start_run
 
@@ -130,6 +130,20 @@ run.save(plots_q1.learning_curve(pts, p.thresholds.gate2_delta_r2_min, "ΔR² of
 pts.round(4)
 
 # %% [markdown]
+# ## Clean and estimated errors (`noise.error_mode`)
+#
+# With estimated errors every feature of σ is made from σ̂, estimated from the same noisy realisation
+# as the flux (variance model below). Q1's models see no σ: the table checks on test rows that both
+# modes' passes hand the models the same noisy flux and features, so every number above holds for
+# both modes; σ̂ differs from σ by the relative rms shown, which is what Q3's gate sees.
+
+# %%
+print(q1.ERROR_MODES_NOTE, "\n\nVariance model:", error_modes.ASSUMPTION)
+modes_check = error_modes.flux_check(ds, split, p, error_modes.variance_model(ds, split, p))
+assert (modes_check[["noisy_flux_max_abs_diff", "features_max_abs_diff"]] == 0).all().all()
+modes_check
+
+# %% [markdown]
 # Chosen α per model (median over seeds; `at_edge`: seeds whose α sits at an end of the grid):
 
 # %%
@@ -144,7 +158,9 @@ q1.alpha_summary(alphas)
 # least `snr_bins.min_count` spectra, the oracle equal to the routed expert's prediction.
 
 # %%
-res = q1.results(p, head, scores, summary, tables, alphas, len(split.test), falls, contrib, curve)
+res = q1.results(p, head, scores, summary, tables, alphas, len(split.test), falls, contrib, curve, modes_check)
 print_verdicts(res["verdicts"])
+h0 = head[noise_levels[0]]
+run.save_predictions(q1.prediction_columns(h0), h0.info["row"].to_numpy(), h0.y, h0.seeds)
 out = run.finish(**res)
 print("results:", out.name)

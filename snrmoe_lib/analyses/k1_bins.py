@@ -131,12 +131,16 @@ def _bounds(F: np.ndarray, table: pd.DataFrame, params: Params, nuis: list, shap
     return out
 
 
-def bin_bounds(bs: BinStars, ft: FrozenTest, params: Params, nuisance: dict, n_boot: int = 200) -> pd.DataFrame:
+def bin_bounds(bs: BinStars, ft: FrozenTest, params: Params, nuisance: dict, n_boot: int = 200,
+               draws: dict | None = None) -> pd.DataFrame:
     """Per bin and nuisance set: the MSE bounds and R² = 1 − MSE / Var_bin with bootstrap intervals.
 
     ``Var_bin`` is Var(log g) over *all* frozen-test stars of the bin (the variance the models'
     per-bin R² use). The Van Trees surrogate prior's shape is chosen on the stars themselves and kept
-    fixed in the bootstrap resamples.
+    fixed in the bootstrap resamples. ``draws``, a dict, receives per (bin label, tag) the point bounds
+    (``point``), their bootstrap draws (``draws``: name → (n_boot,)) and the bin's stars' rows
+    (``rows``); the resamples are ``bootstrap_indices(len(rows), n_boot, fisher.seed)`` (the shared
+    ``bootstrap.stars`` stream), so a model's errors on the same draws pair with them.
     """
     rows = []
     for k, lab in enumerate(ft.labels):
@@ -153,6 +157,10 @@ def bin_bounds(bs: BinStars, ft: FrozenTest, params: Params, nuisance: dict, n_b
             shape = point.pop("vantrees_shape", None)
             boots = [_bounds(F[i], tb.iloc[i].reset_index(drop=True), params, nuis, shape)
                      for i in bootstrap_indices(len(F), n_boot, params.fisher.seed)] if n_boot else []
+            if draws is not None:
+                draws[(lab, tag)] = {"point": dict(point), "rows": tb["row"].to_numpy(), "n_boot": int(n_boot),
+                                     "seed": int(params.fisher.seed),
+                                     "draws": {n: np.array([b[n] for b in boots]) for n in point} if boots else {}}
             for name, v in point.items():
                 iv = percentile_interval([b[name] for b in boots]) if boots else (np.nan, np.nan)
                 rec.update({f"{name}_mse": v, f"{name}_mse_lo": iv[0], f"{name}_mse_hi": iv[1],

@@ -41,7 +41,15 @@ __all__ = [
     "check_consistency",
     "verdicts",
     "results",
+    "prediction_columns",
+    "ERROR_MODES_NOTE",
 ]
+
+#: What the error modes mean for Q1 (recorded in the results).
+ERROR_MODES_NOTE = ("Q1's models (experts, global model, non-routing controls) see only the noisy flux, one noise "
+                    "draw in both error modes, and the oracles route by the true SNR: the numbers hold for clean "
+                    "and estimated errors alike (checked: the noisy flux and features of both passes agree). The "
+                    "estimated errors change what a deployable gate sees: Q3.")
 
 
 class Q1CheckError(RuntimeError):
@@ -219,6 +227,11 @@ def run_headroom(ds, split, params, noise_level: float | None = None, seeds: Seq
     return Headroom(nl, runs, time.perf_counter() - t0, record)
 
 
+def prediction_columns(h: Headroom) -> dict:
+    """Model name → (n_seeds, n_test) test predictions of one noise level (the SNR oracle as ``oracle_hard``)."""
+    return {("oracle_hard" if k == "snr_oracle" else k): v for k, v in h.predictions().items()}
+
+
 def scores_table(scores: dict) -> pd.DataFrame:
     """One row per noise level × model from ``{noise_level: Headroom.scores()}``: R² (interval), MAE,
     RMSE and ΔR² against the global model (interval)."""
@@ -338,12 +351,13 @@ def verdicts(scores: dict, shares: dict, primary: float, seeds: Sequence[int], t
 
 def results(params, head: dict, scores: dict, summary: pd.DataFrame, tables: dict, alphas: pd.DataFrame,
             n_test: int, falls: dict | None = None, contributions: tuple | None = None,
-            curve: list | None = None) -> dict:
+            curve: list | None = None, modes_check: pd.DataFrame | None = None) -> dict:
     """Checked verdicts, metrics and payload of the notebook: ``run.finish(**results(...))``.
 
     ``falls``: noise level → (waterfall table, routing share) from :meth:`Headroom.waterfall`;
     ``contributions``: (table, low-bin share) from :meth:`Headroom.bin_contributions`; ``curve``:
-    :meth:`Headroom.curve` at the primary noise level.
+    :meth:`Headroom.curve` at the primary noise level; ``modes_check``:
+    :func:`snrmoe_lib.analyses.error_modes.flux_check` (the error modes' identity for flux-only models).
 
     Raises
     ------
@@ -376,4 +390,7 @@ def results(params, head: dict, scores: dict, summary: pd.DataFrame, tables: dic
                       "bin_contributions": contributions[0].to_dict(orient="records") if contributions else None,
                       "learning_curve": curve or [],
                       "holdout": head[primary].holdout,
+                      "error_modes": {"modes": [] if modes_check is None else modes_check["error_mode"].tolist(),
+                                      "note": ERROR_MODES_NOTE,
+                                      "check": None if modes_check is None else modes_check.to_dict(orient="records")},
                       "features": {"kind": "noisy flux", "bin_pixels": params.ridge.bin_pixels}}}
