@@ -132,6 +132,19 @@ paired = k1.paired_efficiency(preds, draws, "5d")
 paired.round(3) if len(paired) else "no paired efficiency (no per-star predictions or no per-bin bounds)"
 
 # %% [markdown]
+# ### Every model per true-SNR bin and per magnitude: R², RMSE and bias
+# On all frozen-test stars (seed means; bootstrap intervals over the stars of each bin or 0.5-mag slice).
+# R² hides shrinkage toward the mean at low SNR: the bias and the residual-against-truth panels show it.
+
+# %%
+errors = {by: k1.model_errors(preds, ft, p.runner.n_bootstrap, p.fisher.seed, by) if preds else pd.DataFrame()
+          for by in (("bin", "mag") if "mag" in ft.table else ("bin",))}
+for nb, m, title in (("q1_snr_headroom", "global", "Q1 global Ridge"), ("q3_deployable_gate", "deployed", "Q3 deployed mixture")):
+    if nb in preds and m in preds[nb].models:
+        run.save(plots.plot_residuals(k1.residual_frame(preds[nb], ft, m), ft.labels, "pred", title), f"fisher_residuals_{m}")
+display(*(e.round(3) for e in errors.values()))
+
+# %% [markdown]
 # ## The achievable floor: a MAP template fit that knows the forward model
 # `fisher.map_stars` frozen-test stars (an equal share per bin), noise of the first seed, all five labels
 # fitted with the mock's own forward model (prior `fisher.map_prior`; damped Gauss–Newton from the best
@@ -156,7 +169,8 @@ if model is not None:
 
 # %%
 checks = {"convergence": conv, "schur": schur, "scaling": scaling}
-bins = {"frozen_test": ft.record, "correlation": corr, "bounds": bounds, "efficiency": eff, "paired_efficiency": paired}
+bins = {"frozen_test": ft.record, "correlation": corr, "bounds": bounds, "efficiency": eff, "paired_efficiency": paired,
+        **{f"model_errors_{by}": e for by, e in errors.items()}}
 seconds = {"ceiling": lc.seconds, "bin_bounds": bins_s, "map_fit": map_s if model is not None else 0.0}
 metrics, verdicts, extra = k1.k1_results(p, table, calib, checks, bins, map_fit, seconds)
 print_verdicts(verdicts)

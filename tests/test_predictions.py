@@ -100,3 +100,31 @@ def test_paired_efficiency_uses_the_bound_stars_and_the_same_draws(tmp_path):
     none, notes = k1_efficiency.load_predictions(tmp_path, "other")
     assert none == {} and any("another frozen test" in s for s in notes)
     assert k1_efficiency.paired_efficiency(none, draws).empty
+
+
+def test_model_errors_per_bin_and_magnitude(tmp_path):
+    import pandas as pd
+
+    from snrmoe_lib.analyses.k1_bins import FrozenTest
+
+    rng = np.random.default_rng(2)
+    n = 60
+    rows = np.arange(n) + 10
+    y = rng.normal(3, 1, n)
+    shift = np.array([0.1, 0.1])[:, None]  # both seeds predict truth + 0.1: bias 0.1, RMSE 0.1
+    pr.write_predictions(tmp_path, "q1_snr_headroom", fingerprint="fp", rows=rows, y=y, seeds=[0, 1],
+                         models={"global": y + shift, "oracle_hard": np.tile(y, (2, 1))})
+    preds, _ = k1_efficiency.load_predictions(tmp_path, "fp", ("q1_snr_headroom",))
+    table = pd.DataFrame({"row": rows[::-1], "mag": np.linspace(20.5, 22.4, n)})  # any row order
+    ft = FrozenTest(rows, table, np.arange(n)[::-1] % 2, ["L", "H"], {})
+    t = k1_efficiency.model_errors(preds, ft, n_boot=100, seed=0).set_index(["model", "bin"])
+    g = t.loc[("q1:global", "L")]
+    assert g["n"] == 30 and np.isclose(g["bias"], 0.1) and np.isclose(g["rmse"], 0.1)
+    assert np.isclose(g["bias_lo"], 0.1) and np.isclose(g["bias_hi"], 0.1)  # a constant shift on every resample
+    assert np.isclose(t.loc[("q1:oracle_hard", "H"), "r2"], 1.0)
+    m = k1_efficiency.model_errors(preds, ft, n_boot=50, seed=0, by="mag")
+    assert set(m["mag"]) == {"20.5–21", "21–21.5", "21.5–22", "22–22.5"} and m.groupby("model")["n"].sum().eq(n).all()
+    with pytest.raises(ValueError, match="'bin' or 'mag'"):
+        k1_efficiency.model_errors(preds, ft, 10, 0, by="teff")
+    frame = k1_efficiency.residual_frame(preds["q1_snr_headroom"], ft, "global")
+    assert np.allclose(frame["pred"] - frame["log_g"], 0.1) and frame["bin"].tolist() == ft.bins.tolist()

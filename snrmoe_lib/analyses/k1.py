@@ -22,7 +22,8 @@ import pandas as pd
 from snrmoe_lib.analyses.k1_bins import FrozenTest, bin_bounds, bin_fishers, frozen_test, prior_snr_correlation
 from snrmoe_lib.analyses.k1_ceiling import (LatticeCeiling, calibration_rows, fd_convergence, lattice_ceiling,
                                             magnitude_table, nuisance_sets)
-from snrmoe_lib.analyses.k1_efficiency import efficiency_table, load_predictions, model_bin_scores, paired_efficiency
+from snrmoe_lib.analyses.k1_efficiency import (efficiency_table, load_predictions, model_bin_scores, model_errors,
+                                              paired_efficiency, residual_frame)
 from snrmoe_lib.ceiling.jacobians import detect_lattice, grid_jacobian_dataset
 from snrmoe_lib.ceiling.per_star import StarFishers, star_frame
 from snrmoe_lib.ceiling.crlb import fisher_matrix
@@ -35,7 +36,7 @@ from snrmoe_lib.data.noise import snr_pixel
 from snrmoe_lib.evaluation.records import metric, verdict
 
 __all__ = ["grid_files", "grid_ceiling", "model_of", "ceiling_by_magnitude", "bins_and_bounds", "model_efficiency",
-           "load_predictions", "paired_efficiency",
+           "load_predictions", "paired_efficiency", "model_errors", "residual_frame",
            "interval_of_abs", "k1_verdicts", "k1_metrics", "k1_results"]
 
 

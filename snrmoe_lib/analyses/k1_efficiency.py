@@ -23,7 +23,7 @@ from snrmoe_lib.evaluation.predictions import PredictionsError, predictions_path
 from snrmoe_lib.evaluation.records import find_results
 
 __all__ = ["model_bin_scores", "model_bin_r2", "efficiency_table", "BOUNDS", "PAIRED_MODELS", "load_predictions",
-           "paired_efficiency"]
+           "paired_efficiency", "model_errors", "residual_frame"]
 
 #: bound columns of :func:`~snrmoe_lib.analyses.k1_bins.bin_bounds` → short name in the efficiency table
 BOUNDS = {"vantrees": "Van Trees (any estimator)", "bayes": "Gaussian prior (linear shrinkage)",
@@ -152,3 +152,56 @@ def paired_efficiency(preds: dict, draws: dict, tag: str = "5d", level: float = 
                     rec |= {f"{name}_eff": d["point"][name] / mse, f"{name}_eff_lo": iv[0], f"{name}_eff_hi": iv[1]}
                 rows.append(rec)
     return pd.DataFrame(rows)
+
+
+def _groups(ft, by: str, mag_step: float) -> tuple[np.ndarray, list, np.ndarray]:
+    """Rows of the frozen test, each row's group index, and the group labels (true SNR bin or magnitude)."""
+    rows = ft.table["row"].to_numpy()
+    if by == "bin":
+        return rows, list(ft.labels), np.asarray(ft.bins)
+    if by == "mag":
+        if "mag" not in ft.table:
+            raise ValueError("the frozen test's params have no 'mag' column: no per-magnitude table")
+        m = np.floor(ft.table["mag"].to_numpy(float) / mag_step) * mag_step
+        edges = np.unique(m)
+        return rows, [f"{e:g}–{e + mag_step:g}" for e in edges], np.searchsorted(edges, m)
+    raise ValueError(f"by must be 'bin' or 'mag', got {by!r}")
+
+
+def model_errors(preds: dict, ft, n_boot: int, seed: int, by: str = "bin", mag_step: float = 0.5) -> pd.DataFrame:
+    """Per model and true-SNR bin (``by='bin'``) or magnitude slice (``'mag'``): n, R², RMSE and bias of log g
+    on the frozen test (seed means), with bootstrap intervals over the group's stars (``bootstrap.stars``).
+
+    R² hides shrinkage toward the mean at low SNR; the bias and :func:`residual_frame` show it.
+    """
+    rows, labels, grp = _groups(ft, by, mag_step)
+    out = []
+    for nb, pr in preds.items():
+        pos = pr.positions(rows)
+        y = pr.y[pos]
+        for m in [m for m in PAIRED_MODELS.get(nb, ()) if m in pr.models]:
+            P = pr.models[m][:, pos].astype(np.float64)
+            for k, lab in enumerate(labels):
+                sel = np.flatnonzero(grp == k)
+                if sel.size < 2:
+                    continue
+                yk, Pk = y[sel], P[:, sel]
+                idx = np.vstack([np.arange(sel.size)[None], bootstrap_indices(sel.size, n_boot, seed)])
+                yt, Pt = yk[idx], Pk[:, idx]                    # (B+1, n), (S, B+1, n)
+                mse = ((Pt - yt) ** 2).mean(axis=(0, 2))
+                var = yt.var(axis=1)
+                r2 = np.mean(1 - ((Pt - yt) ** 2).mean(axis=2) / np.where(var > 0, var, np.nan), axis=0)
+                bias = (Pt - yt).mean(axis=(0, 2))
+                rec = {"model": f"{nb.split('_')[0]}:{m}", by: lab, "n": int(sel.size)}
+                for name, v in (("r2", r2), ("rmse", np.sqrt(mse)), ("bias", bias)):
+                    lo, hi = percentile_interval(v[1:])
+                    rec |= {name: float(v[0]), f"{name}_lo": float(lo), f"{name}_hi": float(hi)}
+                out.append(rec)
+    return pd.DataFrame(out)
+
+
+def residual_frame(pr, ft, model: str) -> pd.DataFrame:
+    """One model's first-seed predictions on the frozen test with true log g and SNR bin (for a residual plot)."""
+    rows = ft.table["row"].to_numpy()
+    pos = pr.positions(rows)
+    return pd.DataFrame({"bin": np.asarray(ft.bins), "log_g": pr.y[pos], "pred": pr.models[model][0, pos]})
