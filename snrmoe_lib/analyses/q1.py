@@ -79,7 +79,7 @@ class Headroom:
     noise_level: float
     runs: list[OracleRun]
     seconds: float = float("nan")
-    holdout: dict | None = None  # the held-out training rows' record (the blends learn from them)
+    holdout: list | None = None  # per seed, the held-out training rows' record (the blends learn from them)
 
     def __post_init__(self):
         if not self.runs:
@@ -213,18 +213,23 @@ def run_headroom(ds, split, params, noise_level: float | None = None, seeds: Seq
     Uses ``params.ridge`` (α grid, pixel binning, solver, target), ``params.snr_bins`` (edges,
     definition, small-bin policy), ``params.experts`` (physical edges), ``params.controls`` (the
     held-out rows of the fixed blends; with ``curve``, the learning-curve sizes) and
-    ``params.data.chunk_size``. The experts fit the training rows less the held-out ones.
+    ``params.data.chunk_size``. The experts fit the training rows less the held-out ones; every noise
+    seed ``s`` holds out its own rows (seed ``controls.holdout_seed + s``), so the seeds differ in their
+    training rows as well as in their noise: the seed-resampled intervals carry both.
     """
     nl = params.noise.noise_level if noise_level is None else float(noise_level)
     seeds = list(params.seeds) if seeds is None else list(seeds)
     features = FluxFeatures(params.ridge.bin_pixels)
     c = params.controls
-    fit, holdout, record = carve_holdout(split, c.holdout_fraction, c.holdout_seed)
-    sizes = curve_sizes(params, len(fit.train)) if curve else []
     t0 = time.perf_counter()
-    runs = [fit_oracle_stream(ds, fit, routers_from_params(params, nl), oracle_settings(params, nl, s, True, sizes),
-                              features=features, holdout=holdout) for s in seeds]
-    return Headroom(nl, runs, time.perf_counter() - t0, record)
+    runs, records = [], []
+    for s in seeds:
+        fit, holdout, record = carve_holdout(split, c.holdout_fraction, c.holdout_seed + s)
+        sizes = curve_sizes(params, len(fit.train)) if curve else []
+        runs.append(fit_oracle_stream(ds, fit, routers_from_params(params, nl),
+                                      oracle_settings(params, nl, s, True, sizes), features=features, holdout=holdout))
+        records.append(record | {"noise_seed": int(s)})
+    return Headroom(nl, runs, time.perf_counter() - t0, records)
 
 
 def prediction_columns(h: Headroom) -> dict:

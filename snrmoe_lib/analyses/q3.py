@@ -237,8 +237,9 @@ def run_deployable_modes(ds, split, params, seed: int, representation: str, nois
     (:func:`~snrmoe_lib.models.experts.fit_oracle_stream`) fills the experts' Grams (per learning-curve
     size increment with ``curve``) and, through its per-chunk hook, the quality features and the
     controls' Grams of every error mode; the validation and test spectra's features are kept as float32
-    until the models are solved. ``controls.holdout_fraction`` of the training rows (seeded, recorded)
-    are held out: the regression gates and the fixed blends learn on them. τ and the Gate-4 control are
+    until the models are solved. ``controls.holdout_fraction`` of the training rows (seed
+    ``controls.holdout_seed + seed``: every noise seed its own, recorded) are held out: the regression
+    gates and the fixed blends learn on them. τ and the Gate-4 control are
     chosen on the validation rows.
 
     Parameters
@@ -273,7 +274,7 @@ def run_deployable_modes(ds, split, params, seed: int, representation: str, nois
     sb = p.snr_bins
     router = SNRRouter(sb.edges, sb.labels, sb.definition, nl)
     feats = FluxFeatures(p.ridge.bin_pixels)
-    fit, holdout, record = carve_holdout(split, c.holdout_fraction, c.holdout_seed)
+    fit, holdout, record = carve_holdout(split, c.holdout_fraction, c.holdout_seed + int(seed))  # per seed: its own rows
     vm = variance_model
     if "estimated" in modes and vm is None:
         vm = fit_variance_model(ds, fit.train, n=p.noise.variance_fit_n)
