@@ -54,8 +54,10 @@ ds
 # * **Routing**: the true SNR (`snr_bins.definition`, σ = error · noise_level), bins `snr_bins.edges`;
 #   physical bins from the true T_eff and [M/H]; small bins follow `snr_bins.on_small_bin`.
 # * **α** of every model is chosen from `ridge.alphas` on the validation spectra of its own bins.
-# * **Seeds**: every noise seed is a full refit; scores are seed means, intervals resample test stars
-#   (the same stars in every seed, paired between models).
+# * **Seeds**: every noise seed is a full refit on its own noise realisation and its own held-out rows
+#   (`controls.holdout_seed` + seed), so seeds differ in their training rows too; scores are seed means,
+#   intervals resample test stars and seeds (the same draws for every model: paired), so they carry
+#   the training variability and not only the test sample's.
 # * **Controls** (same pass): one Ridge with an α per SNR bin; a fixed convex blend of the SNR experts
 #   and the global model; the same blend of experts of *random* partitions of the same sizes. Blend
 #   weights come from `controls.holdout_fraction` of the training rows (no expert sees them); the

@@ -56,7 +56,9 @@ ds
 #   them; the regression gates and the fixed blends learn on them. The validation rows choose α, τ
 #   (from `controls.tau_grid`) and the Gate-4 control; test rows only score.
 # * **Gates**: logistic and MLP gates learn the true expert bin from the quality features (σ only).
-# * Scores are seed means; intervals resample test stars (the same for every seed and model: paired).
+# * Scores are seed means; intervals resample test stars and seeds (the same draws for every model:
+#   paired). Every seed holds out its own training rows (`controls.holdout_seed` + seed), so the
+#   intervals carry the training variability, not only the test sample's.
 # * **Error modes** (`noise.error_mode`; `both` by default): *clean*, the gate and the controls see the
 #   expected error σ of the products; *estimated*, every feature of σ (quality features, gate input,
 #   whitening, the interacted control) is made from σ̂, estimated from the same noisy realisation that
