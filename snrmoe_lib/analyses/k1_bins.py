@@ -16,7 +16,6 @@ each with a bootstrap interval over stars; :func:`prior_snr_correlation` checks 
 """
 from __future__ import annotations
 
-import hashlib
 import time
 import warnings
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from snrmoe_lib.ceiling.crlb import fisher_matrix, marginal_crlb
 from snrmoe_lib.ceiling.jacobians import jacobian_autograd
 from snrmoe_lib.ceiling.priors import prior_variances
 from snrmoe_lib.config import Params
-from snrmoe_lib.data.io import PfsDataset, dataset_fingerprint, split_rows
+from snrmoe_lib.data.io import PfsDataset, frozen_test_record, split_rows
 from snrmoe_lib.data.mock.base import PARAM_NAMES, ForwardModel
 from snrmoe_lib.data.noise import assign_bins, effective_sigma
 from snrmoe_lib.evaluation.metrics import bootstrap_indices, percentile_interval, resample_counts
@@ -53,18 +52,18 @@ class FrozenTest:
 def frozen_test(params: Params, ds: PfsDataset) -> FrozenTest:
     """The configuration's test split with its true SNR and SNR bins, and its ``{seed, n, fingerprint}`` record.
 
-    The fingerprint is sha256 of the dataset fingerprint and the test row numbers: two results files
-    with the same fingerprint were scored on the same stars of the same data.
+    The record is :func:`~snrmoe_lib.data.io.frozen_test_record` (sha256 of the dataset fingerprint and
+    the test rows), the one every results file carries: two results with the same fingerprint were
+    scored on the same stars of the same data.
     """
     s = params.split
-    rows = split_rows(ds.n, s.n_train, s.n_val, s.n_test, s.seed).test
+    split = split_rows(ds.n, s.n_train, s.n_val, s.n_test, s.seed, n_dropped=ds.n_dropped)
+    rows = split.test
     table = snr_table(ds, rows, params.noise.noise_level, chunk_size=params.data.chunk_size)
     b = params.snr_bins
     bins = assign_bins(table[f"snr_{b.definition}"].to_numpy(), b.edges)
-    h = hashlib.sha256(dataset_fingerprint(ds).encode())
-    h.update(np.ascontiguousarray(rows, dtype=np.int64).tobytes())
-    record = {"seed": int(s.seed), "n": int(len(rows)), "fingerprint": h.hexdigest()}
-    return FrozenTest(rows, table, bins, list(b.labels), record)
+    # the record every results file carries (and the per-star predictions are keyed by)
+    return FrozenTest(rows, table, bins, list(b.labels), frozen_test_record(ds, split))
 
 
 @dataclass
