@@ -18,7 +18,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from snrmoe_lib.evaluation.metrics import bootstrap_indices, percentile_interval
+from snrmoe_lib.evaluation.metrics import (bootstrap_indices, percentile_interval, r2, r2_counts, resample_counts,
+                                           seed_resample_mean)
 from snrmoe_lib.evaluation.predictions import PredictionsError, predictions_path, read_predictions
 from snrmoe_lib.evaluation.records import find_results
 
@@ -170,7 +171,8 @@ def _groups(ft, by: str, mag_step: float) -> tuple[np.ndarray, list, np.ndarray]
 
 def model_errors(preds: dict, ft, n_boot: int, seed: int, by: str = "bin", mag_step: float = 0.5) -> pd.DataFrame:
     """Per model and true-SNR bin (``by='bin'``) or magnitude slice (``'mag'``): n, R², RMSE and bias of log g
-    on the frozen test (seed means), with bootstrap intervals over the group's stars (``bootstrap.stars``).
+    on the frozen test (seed means), with bootstrap intervals over the group's stars and the seeds (the
+    shared two-level bootstrap: ``bootstrap.stars`` and :func:`~snrmoe_lib.evaluation.metrics.seed_resample_mean`).
 
     R² hides shrinkage toward the mean at low SNR; the bias and :func:`residual_frame` show it.
     """
@@ -179,23 +181,23 @@ def model_errors(preds: dict, ft, n_boot: int, seed: int, by: str = "bin", mag_s
     for nb, pr in preds.items():
         pos = pr.positions(rows)
         y = pr.y[pos]
-        for m in [m for m in PAIRED_MODELS.get(nb, ()) if m in pr.models]:
-            P = pr.models[m][:, pos].astype(np.float64)
-            for k, lab in enumerate(labels):
-                sel = np.flatnonzero(grp == k)
-                if sel.size < 2:
-                    continue
-                yk, Pk = y[sel], P[:, sel]
-                idx = np.vstack([np.arange(sel.size)[None], bootstrap_indices(sel.size, n_boot, seed)])
-                yt, Pt = yk[idx], Pk[:, idx]                    # (B+1, n), (S, B+1, n)
-                mse = ((Pt - yt) ** 2).mean(axis=(0, 2))
-                var = yt.var(axis=1)
-                r2 = np.mean(1 - ((Pt - yt) ** 2).mean(axis=2) / np.where(var > 0, var, np.nan), axis=0)
-                bias = (Pt - yt).mean(axis=(0, 2))
+        models = [m for m in PAIRED_MODELS.get(nb, ()) if m in pr.models]
+        for k, lab in enumerate(labels):
+            sel = np.flatnonzero(grp == k)
+            if sel.size < 2:
+                continue
+            yk = y[sel]
+            W = resample_counts(bootstrap_indices(sel.size, n_boot, seed))  # (n_boot, n): the same draws for all
+            for m in models:
+                E = pr.models[m][:, pos[sel]].astype(np.float64) - yk     # (n_seeds, n) residuals
+                r2_s = np.array([r2_counts(yk, yk + e, W) for e in E])
+                stats = {"r2": (np.mean([r2(yk, yk + e) for e in E]), r2_s),
+                         "rmse": (np.mean(np.sqrt((E ** 2).mean(axis=1))), np.sqrt((E ** 2) @ W.T / sel.size)),
+                         "bias": (E.mean(), E @ W.T / sel.size)}
                 rec = {"model": f"{nb.split('_')[0]}:{m}", by: lab, "n": int(sel.size)}
-                for name, v in (("r2", r2), ("rmse", np.sqrt(mse)), ("bias", bias)):
-                    lo, hi = percentile_interval(v[1:])
-                    rec |= {name: float(v[0]), f"{name}_lo": float(lo), f"{name}_hi": float(hi)}
+                for name, (v, per_seed) in stats.items():
+                    lo, hi = percentile_interval(seed_resample_mean(per_seed, seed))
+                    rec |= {name: float(v), f"{name}_lo": float(lo), f"{name}_hi": float(hi)}
                 out.append(rec)
     return pd.DataFrame(out)
 
