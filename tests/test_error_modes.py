@@ -105,6 +105,8 @@ def test_results_report_both_modes(photon_data):
     gates = [v["gate"] for v in res["verdicts"]]
     assert "Gate-3" in gates and "Gate-3 (estimated errors)" in gates and "leak-free (estimated errors)" in gates
     assert all(v["verdict"] in VERDICT_STATES for v in res["verdicts"])
+    est = [v for v in res["verdicts"] if v["gate"].endswith("(estimated errors)")]
+    assert est and all(v["question"].endswith("(estimated errors)") and v["metric"].endswith("_estimated") for v in est)
     assert res["extra"]["error_modes"]["estimated"]["runs"][0]["error_mode"] == "estimated"
     cols = q3.prediction_columns(by, "clean")
     assert cols["oracle_hard"].shape == (2, 120) and "deployed_estimated" in cols and "oracle" not in cols

@@ -173,7 +173,9 @@ def other_mode(params, mode: str, runs: Sequence[DeployRun], summary: Summary, d
     metrics[f"leak_check_r2{sfx}"] = metric(leak["r2_linear"], leak["interval_linear"])
     metrics[f"tau_chosen{sfx}"] = metric(float(np.median([r.info["tau"] for r in runs])),
                                          per_seed=[r.info["tau"] for r in runs])
-    vs = [dict(v, gate=f"{v['gate']} ({mode} errors)", metric=v["metric"] + sfx)
+    # gate and question both name the mode: the Hub lists them in its gates table, never as a node's decision
+    vs = [dict(v, gate=f"{v['gate']} ({mode} errors)", question=f"{v['question']} ({mode} errors)",
+               metric=v["metric"] + sfx)
           for v in verdicts(summary, leak, params.thresholds, runs, params.gate.kind)]
     return metrics, vs, _mode_payload(runs, summary, diagnostics, leak, falls)
 
