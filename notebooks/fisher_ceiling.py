@@ -52,10 +52,13 @@ ds
 # convention). Headline: the **median over stars** of per-star R²_max with a bootstrap interval over
 # stars; beside it the population ceiling 1 − mean(CRLB)/Var and the Gaussian-prior (Bayes) ceiling.
 # On real data the same table comes from the grid products by finite differences along their lattice.
+# The lattice stars' Fisher matrices are kept in the output folder (keyed by the parameters and the code),
+# so a notebook of the same run that asks again reads them instead of recomputing them.
 
 # %%
-lc, table = k1.ceiling_by_magnitude(p, model)
-print(f"{lc.frame.groupby('mag').size().iloc[0]} stars per magnitude, {lc.seconds:.1f} s")
+lc, table = k1.ceiling_by_magnitude(p, model, output_dir)  # shares the lattice Fishers of the run's output folder
+how = "read from the run's output folder" if lc.fishers.seconds.get("loaded") else "computed"
+print(f"{lc.frame.groupby('mag').size().iloc[0]} stars per magnitude, {how}, {lc.seconds:.1f} s")
 table.set_index("mag").T
 
 # %%

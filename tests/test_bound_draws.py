@@ -37,3 +37,27 @@ def test_van_trees_resampled_equals_the_bound_of_each_resample(nuisance):
     assert np.unique(np.round(fast, 12)).size > 10  # the resamples differ: not one number repeated
     # an invalid surrogate shape: only the plain bound, which is vacuous under beta(1.5, 1.5)
     assert np.all(van_trees_resampled(F, table, spec, resample_counts(idx), 1.0, "log_g", nuisance) == 0.0)
+
+
+def test_lattice_fishers_are_shared_through_the_output_folder(tmp_path):
+    from snrmoe_lib.analyses import k1, k1_ceiling
+    from snrmoe_lib.config import params_from_dict
+
+    p = params_from_dict({"name": "tiny", "data": {"mock": {"n": 10}},
+                          "fisher": {"n_stars": 6, "mags": [21.5, 22.5]}})
+    model = k1.model_of(p)
+    first = k1_ceiling.lattice_ceiling(p, model, cache_dir=tmp_path)
+    path = tmp_path / k1_ceiling.LATTICE_CACHE
+    assert path.exists() and not first.fishers.seconds.get("loaded")
+    again = k1_ceiling.lattice_ceiling(p, model, cache_dir=tmp_path)
+    assert again.fishers.seconds.get("loaded")
+    pd.testing.assert_frame_equal(first.frame, again.frame)
+    # other parameters: another key, computed again (and the file replaced by theirs)
+    q = params_from_dict({"name": "tiny", "data": {"mock": {"n": 10}}, "fisher": {"n_stars": 6, "mags": [22.0]}})
+    other = k1_ceiling.lattice_ceiling(q, model, cache_dir=tmp_path)
+    assert not other.fishers.seconds.get("loaded") and set(other.frame["mag"]) == {22.0}
+    # a damaged file is not trusted: computed again, same numbers
+    path.write_bytes(b"damaged")
+    fresh = k1_ceiling.lattice_ceiling(p, model, cache_dir=tmp_path)
+    assert not fresh.fishers.seconds.get("loaded")
+    pd.testing.assert_frame_equal(first.frame, fresh.frame)

@@ -80,9 +80,13 @@ def grid_ceiling(params: Params) -> LatticeCeiling:
     return LatticeCeiling(frame, StarFishers(frame, {}, {}), f.reference_var_logg, time.perf_counter() - t0)
 
 
-def ceiling_by_magnitude(params: Params, model: ForwardModel | None) -> tuple[LatticeCeiling, pd.DataFrame]:
-    """The one R²_max computation (mock) or the grid products' (real data), and the table per magnitude."""
-    lc = lattice_ceiling(params, model) if model is not None else grid_ceiling(params)
+def ceiling_by_magnitude(params: Params, model: ForwardModel | None,
+                         cache_dir: str | Path | None = None) -> tuple[LatticeCeiling, pd.DataFrame]:
+    """The one R²_max computation (mock) or the grid products' (real data), and the table per magnitude.
+
+    ``cache_dir``: the run's output folder, where the lattice Fisher matrices are shared with the data
+    notebook (:func:`~snrmoe_lib.analyses.k1_ceiling.lattice_ceiling`)."""
+    lc = lattice_ceiling(params, model, cache_dir=cache_dir) if model is not None else grid_ceiling(params)
     return lc, magnitude_table(lc.frame, lc.var_logg, params.runner.n_bootstrap, params.fisher.seed)
 
 
