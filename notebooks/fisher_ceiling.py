@@ -52,10 +52,13 @@ ds
 # convention). Headline: the **median over stars** of per-star R²_max with a bootstrap interval over
 # stars; beside it the population ceiling 1 − mean(CRLB)/Var and the Gaussian-prior (Bayes) ceiling.
 # On real data the same table comes from the grid products by finite differences along their lattice.
+# The lattice stars' Fisher matrices are kept in the output folder (keyed by the parameters and the code),
+# so a notebook of the same run that asks again reads them instead of recomputing them.
 
 # %%
-lc, table = k1.ceiling_by_magnitude(p, model)
-print(f"{lc.frame.groupby('mag').size().iloc[0]} stars per magnitude, {lc.seconds:.1f} s")
+lc, table = k1.ceiling_by_magnitude(p, model, output_dir)  # shares the lattice Fishers of the run's output folder
+how = "read from the run's output folder" if lc.fishers.seconds.get("loaded") else "computed"
+print(f"{lc.frame.groupby('mag').size().iloc[0]} stars per magnitude, {how}, {lc.seconds:.1f} s")
 table.set_index("mag").T
 
 # %%
@@ -98,7 +101,8 @@ scaling.pivot(index="mag", columns="error_scale", values="r2_3d") if scaling is 
 # SNR; the correlation table checks it.
 
 # %%
-ft, corr, bounds, bins_s = k1.bins_and_bounds(p, ds, model)
+draws = {}  # the bounds' bootstrap draws, for the paired efficiency below
+ft, corr, bounds, bins_s = k1.bins_and_bounds(p, ds, model, draws)
 print(f"frozen test: {ft.record}; bound stars: {bins_s:.1f} s")
 display(corr)
 cols = ["bin", "tag", "n_stars", "n_test", "var_bin"] + [c for c in bounds if c.endswith("_r2") or c.endswith("_r2_lo") or c.endswith("_r2_hi")]
@@ -109,13 +113,39 @@ bounds[cols] if len(bounds) else "per-bin bounds need the forward model (mock on
 # From the Q1/Q3 results of this configuration beside this report: per bin, model MSE = (1 − R²)·Var_bin
 # on the frozen test; efficiency = Van Trees MSE / model MSE (≤ 1 for every estimator; the Gaussian-prior
 # and unbiased ratios are shown too). The Q1/Q3 results hold per-bin R² with intervals, not per-star
-# predictions, so the intervals combine the two (conservative), not paired.
+# predictions, so these intervals combine the two (conservative), not paired.
 
 # %%
 eff = k1.model_efficiency(p, bounds, output_dir)
 if len(bounds):
     run.save(plots.plot_bin_bounds(bounds, eff, "5d"), "fisher_bin_bounds")
 eff[["model", "bin", "r2", "n_matches", "vantrees_eff", "vantrees_eff_lo", "vantrees_eff_hi", "bayes_eff", "crlb_mean_eff"]]
+
+# %% [markdown]
+# ### Paired: the models' per-star predictions on the bound's own stars
+# Q1 and Q3 save every model's frozen-test predictions beside their results (keyed by the frozen test's
+# fingerprint). Per bin, the model MSE is taken on exactly the stars that carry the bound, and both are
+# resampled with the same bootstrap draws of those stars: efficiency = bound MSE / model MSE with a
+# paired interval. A missing or mismatched predictions file is said and skipped.
+
+# %%
+preds, notes = k1.load_predictions(output_dir, run.frozen_test()["fingerprint"])
+print("\n".join(notes) or f"per-star predictions of {sorted(preds)}")
+paired = k1.paired_efficiency(preds, draws, "5d")
+paired.round(3) if len(paired) else "no paired efficiency (no per-star predictions or no per-bin bounds)"
+
+# %% [markdown]
+# ### Every model per true-SNR bin and per magnitude: R², RMSE and bias
+# On all frozen-test stars (seed means; bootstrap intervals over the stars of each bin or 0.5-mag slice).
+# R² hides shrinkage toward the mean at low SNR: the bias and the residual-against-truth panels show it.
+
+# %%
+errors = {by: k1.model_errors(preds, ft, p.runner.n_bootstrap, p.fisher.seed, by) if preds else pd.DataFrame()
+          for by in (("bin", "mag") if "mag" in ft.table else ("bin",))}
+for nb, m, title in (("q1_snr_headroom", "global", "Q1 global Ridge"), ("q3_deployable_gate", "deployed", "Q3 deployed mixture")):
+    if nb in preds and m in preds[nb].models:
+        run.save(plots.plot_residuals(k1.residual_frame(preds[nb], ft, m), ft.labels, "pred", title), f"fisher_residuals_{m}")
+display(*(e.round(3) for e in errors.values()))
 
 # %% [markdown]
 # ## The achievable floor: a MAP template fit that knows the forward model
@@ -142,7 +172,8 @@ if model is not None:
 
 # %%
 checks = {"convergence": conv, "schur": schur, "scaling": scaling}
-bins = {"frozen_test": ft.record, "correlation": corr, "bounds": bounds, "efficiency": eff}
+bins = {"frozen_test": ft.record, "correlation": corr, "bounds": bounds, "efficiency": eff, "paired_efficiency": paired,
+        **{f"model_errors_{by}": e for by, e in errors.items()}}
 seconds = {"ceiling": lc.seconds, "bin_bounds": bins_s, "map_fit": map_s if model is not None else 0.0}
 metrics, verdicts, extra = k1.k1_results(p, table, calib, checks, bins, map_fit, seconds)
 print_verdicts(verdicts)

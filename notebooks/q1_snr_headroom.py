@@ -33,7 +33,7 @@ output_dir = "../reports/interactive"
 import numpy as np
 
 from snrmoe_lib import print_verdicts
-from snrmoe_lib.analyses import q1
+from snrmoe_lib.analyses import error_modes, q1
 from snrmoe_lib.reporting.plots import q1 as plots_q1
 from snrmoe_lib.reporting.session import start_run
 
@@ -54,8 +54,10 @@ ds
 # * **Routing**: the true SNR (`snr_bins.definition`, σ = error · noise_level), bins `snr_bins.edges`;
 #   physical bins from the true T_eff and [M/H]; small bins follow `snr_bins.on_small_bin`.
 # * **α** of every model is chosen from `ridge.alphas` on the validation spectra of its own bins.
-# * **Seeds**: every noise seed is a full refit; scores are seed means, intervals resample test stars
-#   (the same stars in every seed, paired between models).
+# * **Seeds**: every noise seed is a full refit on its own noise realisation and its own held-out rows
+#   (`controls.holdout_seed` + seed), so seeds differ in their training rows too; scores are seed means,
+#   intervals resample test stars and seeds (the same draws for every model: paired), so they carry
+#   the training variability and not only the test sample's.
 # * **Controls** (same pass): one Ridge with an α per SNR bin; a fixed convex blend of the SNR experts
 #   and the global model; the same blend of experts of *random* partitions of the same sizes. Blend
 #   weights come from `controls.holdout_fraction` of the training rows (no expert sees them); the
@@ -130,6 +132,20 @@ run.save(plots_q1.learning_curve(pts, p.thresholds.gate2_delta_r2_min, "ΔR² of
 pts.round(4)
 
 # %% [markdown]
+# ## Clean and estimated errors (`noise.error_mode`)
+#
+# With estimated errors every feature of σ is made from σ̂, estimated from the same noisy realisation
+# as the flux (variance model below). Q1's models see no σ: the table checks on test rows that both
+# modes' passes hand the models the same noisy flux and features, so every number above holds for
+# both modes; σ̂ differs from σ by the relative rms shown, which is what Q3's gate sees.
+
+# %%
+print(q1.ERROR_MODES_NOTE, "\n\nVariance model:", error_modes.ASSUMPTION)
+modes_check = error_modes.flux_check(ds, split, p, error_modes.variance_model(ds, split, p))
+assert (modes_check[["noisy_flux_max_abs_diff", "features_max_abs_diff"]] == 0).all().all()
+modes_check
+
+# %% [markdown]
 # Chosen α per model (median over seeds; `at_edge`: seeds whose α sits at an end of the grid):
 
 # %%
@@ -144,7 +160,9 @@ q1.alpha_summary(alphas)
 # least `snr_bins.min_count` spectra, the oracle equal to the routed expert's prediction.
 
 # %%
-res = q1.results(p, head, scores, summary, tables, alphas, len(split.test), falls, contrib, curve)
+res = q1.results(p, head, scores, summary, tables, alphas, len(split.test), falls, contrib, curve, modes_check)
 print_verdicts(res["verdicts"])
+h0 = head[noise_levels[0]]
+run.save_predictions(q1.prediction_columns(h0), h0.info["row"].to_numpy(), h0.y, h0.seeds)
 out = run.finish(**res)
 print("results:", out.name)

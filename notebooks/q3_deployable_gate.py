@@ -56,15 +56,28 @@ ds
 #   them; the regression gates and the fixed blends learn on them. The validation rows choose α, τ
 #   (from `controls.tau_grid`) and the Gate-4 control; test rows only score.
 # * **Gates**: logistic and MLP gates learn the true expert bin from the quality features (σ only).
-# * Scores are seed means; intervals resample test stars (the same for every seed and model: paired).
+# * Scores are seed means; intervals resample test stars and seeds (the same draws for every model:
+#   paired). Every seed holds out its own training rows (`controls.holdout_seed` + seed), so the
+#   intervals carry the training variability, not only the test sample's.
+# * **Error modes** (`noise.error_mode`; `both` by default): *clean*, the gate and the controls see the
+#   expected error σ of the products; *estimated*, every feature of σ (quality features, gate input,
+#   whitening, the interacted control) is made from σ̂, estimated from the same noisy realisation that
+#   makes the noisy flux. The same pass serves both (one noise draw), so the experts, the global model
+#   and the non-routing controls are shared; the oracles keep the true SNR. The tables below are the
+#   first mode's; the section "Clean and estimated errors" sets the two side by side.
 
 # %%
 rep, rep_source = q3.resolve_representation(p, output_dir)
 print(f"gate input representation: {rep_source}")
-runs, t0 = [], time.time()
+modes = q3.error_modes(p)
+vm = q3.variance_model(ds, split, p)  # σ² = background + gain · flux, fitted on training clean errors
+by_mode, t0 = {m: [] for m in modes}, time.time()
 for s in p.seeds:
-    runs.append(q3.run_deployable(ds, split, p, s, rep, curve=True))
-    print(f"seed {s}: done after {time.time() - t0:.0f} s; {q3.describe_run(runs[-1])}")
+    for m, r in q3.run_deployable_modes(ds, split, p, s, rep, curve=True, variance_model=vm).items():
+        by_mode[m].append(r)
+    print(f"seed {s}: done after {time.time() - t0:.0f} s; {q3.describe_run(by_mode[modes[0]][-1])}")
+runs = by_mode[modes[0]]
+print(f"error modes {modes}" + (f"; σ² model reproduces the clean σ² to {vm.rel_rms_:.1%} rms" if vm else ""))
 
 # %% [markdown]
 # ## Are the gate's inputs leak-free? The Gate-1 audit's Ridge (and a non-linear probe) on exactly the
@@ -136,6 +149,22 @@ run.save(plots_q1.learning_curve(pts, None, "ρ (Gate-3) · ΔR² (Gate-4)"), "q
 pts.round(4)
 
 # %% [markdown]
+# ## Clean and estimated errors
+#
+# The same table for every error mode: the oracles and the non-routing controls see no σ and agree
+# by construction; the gate, the regression gate, whitening and the interacted control change. The
+# leak check is repeated on the estimated mode's gate inputs (σ̂ is made from the noisy flux, so it
+# may carry the spectrum). **The variance model's assumption**, which real pfsspec files have to meet:
+
+# %%
+print(q3.ASSUMPTION)
+reports = {modes[0]: {"summary": summary, "diagnostics": diag, "falls": falls, "leak": leak}}
+reports |= {m: q3.mode_summary(by_mode[m], p, n_boot, p.seeds[0]) for m in modes[1:]}
+for m in modes[1:]:
+    print(f"{m} errors: {q3.check_leak(reports[m]['leak'], th.gate1_logg_r2_max, rep, strict=False)}")
+q3.modes_table(reports, g.kind)
+
+# %% [markdown]
 # ## Verdicts
 #
 # Gate-3 on ρ against the best matched oracle (and as first posed); Gate-4: R²(deployed) − R²(control
@@ -143,7 +172,9 @@ pts.round(4)
 # leak check. The runs are checked first (same test stars, oracle gap, confusion counts).
 
 # %%
-res = q3.results(p, runs, summary, diag, leak, pb, rep, rep_source, split.test, falls, curve)
+others = {m: q3.other_mode(p, m, by_mode[m], **reports[m]) for m in modes[1:]}
+res = q3.results(p, runs, summary, diag, leak, pb, rep, rep_source, split.test, falls, curve, others)
 print_verdicts(res["verdicts"])
+run.save_predictions(q3.prediction_columns(by_mode, modes[0]), runs[0].rows, runs[0].y, p.seeds)
 out = run.finish(**res)
 print("results:", out.name)

@@ -146,8 +146,9 @@ class NoiseSpec(_Section):
     extra_noise_levels: list[float] = field(default_factory=lambda: [0.5])
     # 'clean': features see σ = error · noise_level (the expected error of the products);
     # 'estimated': they see σ̂ estimated from the same noisy realisation as the noisy flux
-    # (data.noise.VarianceModel, fitted on variance_fit_n training spectra's clean errors)
-    error_mode: Literal["clean", "estimated"] = "clean"
+    # (data.noise.VarianceModel, fitted on variance_fit_n training spectra's clean errors);
+    # 'both' (Q1, Q3): clean first, then the estimated errors reported beside it (metrics suffixed _estimated)
+    error_mode: Literal["clean", "estimated", "both"] = "clean"
     variance_fit_n: int = 2000
 
 

@@ -22,7 +22,8 @@ import pandas as pd
 from snrmoe_lib.analyses.k1_bins import FrozenTest, bin_bounds, bin_fishers, frozen_test, prior_snr_correlation
 from snrmoe_lib.analyses.k1_ceiling import (LatticeCeiling, calibration_rows, fd_convergence, lattice_ceiling,
                                             magnitude_table, nuisance_sets)
-from snrmoe_lib.analyses.k1_efficiency import efficiency_table, model_bin_scores
+from snrmoe_lib.analyses.k1_efficiency import (efficiency_table, load_predictions, model_bin_scores, model_errors,
+                                              paired_efficiency, residual_frame)
 from snrmoe_lib.ceiling.jacobians import detect_lattice, grid_jacobian_dataset
 from snrmoe_lib.ceiling.per_star import StarFishers, star_frame
 from snrmoe_lib.ceiling.crlb import fisher_matrix
@@ -35,6 +36,7 @@ from snrmoe_lib.data.noise import snr_pixel
 from snrmoe_lib.evaluation.records import metric, verdict
 
 __all__ = ["grid_files", "grid_ceiling", "model_of", "ceiling_by_magnitude", "bins_and_bounds", "model_efficiency",
+           "load_predictions", "paired_efficiency", "model_errors", "residual_frame",
            "interval_of_abs", "k1_verdicts", "k1_metrics", "k1_results"]
 
 
@@ -78,22 +80,29 @@ def grid_ceiling(params: Params) -> LatticeCeiling:
     return LatticeCeiling(frame, StarFishers(frame, {}, {}), f.reference_var_logg, time.perf_counter() - t0)
 
 
-def ceiling_by_magnitude(params: Params, model: ForwardModel | None) -> tuple[LatticeCeiling, pd.DataFrame]:
-    """The one R²_max computation (mock) or the grid products' (real data), and the table per magnitude."""
-    lc = lattice_ceiling(params, model) if model is not None else grid_ceiling(params)
+def ceiling_by_magnitude(params: Params, model: ForwardModel | None,
+                         cache_dir: str | Path | None = None) -> tuple[LatticeCeiling, pd.DataFrame]:
+    """The one R²_max computation (mock) or the grid products' (real data), and the table per magnitude.
+
+    ``cache_dir``: the run's output folder, where the lattice Fisher matrices are shared with the data
+    notebook (:func:`~snrmoe_lib.analyses.k1_ceiling.lattice_ceiling`)."""
+    lc = lattice_ceiling(params, model, cache_dir=cache_dir) if model is not None else grid_ceiling(params)
     return lc, magnitude_table(lc.frame, lc.var_logg, params.runner.n_bootstrap, params.fisher.seed)
 
 
-def bins_and_bounds(params: Params, ds: PfsDataset, model: ForwardModel | None) -> tuple[FrozenTest, pd.DataFrame,
-                                                                                         pd.DataFrame, float]:
-    """The frozen test, the prior–SNR correlation, the per-bin bounds (mock only: empty on real data), seconds."""
+def bins_and_bounds(params: Params, ds: PfsDataset, model: ForwardModel | None,
+                    draws: dict | None = None) -> tuple[FrozenTest, pd.DataFrame, pd.DataFrame, float]:
+    """The frozen test, the prior–SNR correlation, the per-bin bounds (mock only: empty on real data), seconds.
+
+    ``draws``: filled with the bounds' bootstrap draws per (bin, tag) (:func:`bin_bounds`) for
+    :func:`~snrmoe_lib.analyses.k1_efficiency.paired_efficiency`."""
     ft = frozen_test(params, ds)
     corr = prior_snr_correlation(ft, f"snr_{params.snr_bins.definition}")
     if model is None:
         return ft, corr, pd.DataFrame(), 0.0
     t0 = time.perf_counter()
     bs = bin_fishers(params, ds, model, ft)
-    bounds = bin_bounds(bs, ft, params, nuisance_sets(params), params.runner.n_bootstrap)
+    bounds = bin_bounds(bs, ft, params, nuisance_sets(params), params.runner.n_bootstrap, draws)
     return ft, corr, bounds, time.perf_counter() - t0
 
 
@@ -115,7 +124,7 @@ def _name(s: str) -> str:
 
 
 def k1_verdicts(params: Params, conv: pd.DataFrame | None, schur: pd.DataFrame | None, calib: pd.DataFrame,
-                eff: pd.DataFrame) -> list[dict]:
+                eff: pd.DataFrame, paired: pd.DataFrame | None = None) -> list[dict]:
     """FD-vs-autograd at ``fisher.fd_check_mag`` and the grid's steps (3-D, 5-D), Schur against the inverse,
     |mock − real| median R²_max (3-D) per reference magnitude, and no model beating Van Trees."""
     f = params.fisher
@@ -133,17 +142,26 @@ def k1_verdicts(params: Params, conv: pd.DataFrame | None, schur: pd.DataFrame |
         out.append(verdict("K1-calibration", "K1", f"mock_vs_real_r2_3d_mag{r.mag:g}", abs(r.diff_3d), "<=",
                            f.calibration_tol, interval=interval_of_abs(r.diff_3d_lo, r.diff_3d_hi),
                            note="|mock − real| median R²_max (3-D)"))
-    if len(eff) and eff["vantrees_eff"].notna().any():
-        i = int(np.nanargmax(eff["vantrees_eff"].to_numpy(float)))
-        r = eff.iloc[i]
+    paired = paired if paired is not None and len(paired) and "vantrees_eff" in paired else None
+    src = eff if paired is None else paired
+    if len(src) and src["vantrees_eff"].notna().any():
+        i = int(np.nanargmax(src["vantrees_eff"].to_numpy(float)))
+        r = src.iloc[i]
+        how = "paired, on the bound's stars" if paired is not None else "from per-bin R², unpaired"
         out.append(verdict("K1-bound", "K1", "max_vantrees_efficiency", r["vantrees_eff"], "<=", 1.0,
                            interval=[r["vantrees_eff_lo"], r["vantrees_eff_hi"]],
-                           note=f"largest Van Trees MSE / model MSE ({r['model']}, bin {r['bin']}); > 1 = bound violated"))
+                           note=f"largest Van Trees MSE / model MSE ({r['model']}, bin {r['bin']}; {how}); "
+                                "> 1 = bound violated"))
     return out
 
 
-def k1_metrics(table: pd.DataFrame, bounds: pd.DataFrame, eff: pd.DataFrame, map_bins: pd.DataFrame | None) -> dict:
-    """The results names of the issue: R²_max per magnitude, bounds and efficiencies per bin, the MAP fit."""
+def k1_metrics(table: pd.DataFrame, bounds: pd.DataFrame, eff: pd.DataFrame, map_bins: pd.DataFrame | None,
+               paired: pd.DataFrame | None = None) -> dict:
+    """The results names of the issue: R²_max per magnitude, bounds and efficiencies per bin, the MAP fit.
+
+    With per-star predictions (``paired``, :func:`paired_efficiency`), ``efficiency_{model}_bin{label}``
+    is the paired one (the bound's stars, paired draws) and the per-bin-R² estimate is kept as
+    ``efficiency_from_r2_{model}_bin{label}``; without them the latter is reported under the first name."""
     m = {}
     for r in table.sort_values("mag").to_dict(orient="records"):
         for tag in ("3d", "5d"):
@@ -160,10 +178,17 @@ def k1_metrics(table: pd.DataFrame, bounds: pd.DataFrame, eff: pd.DataFrame, map
             if f"{name}_r2" in r:
                 m[f"{key}{suffix}_bin{r['bin']}"] = metric(r[f"{name}_r2"], [r[f"{name}_r2_lo"], r[f"{name}_r2_hi"]],
                                                            n=r["n_stars"])
+    has_paired = paired is not None and len(paired) > 0 and "vantrees_eff" in paired
     for r in eff.to_dict(orient="records"):
+        key = "efficiency_from_r2_" if has_paired else "efficiency_"
+        m[f"{key}{_name(r['model'])}_bin{r['bin']}"] = metric(r["vantrees_eff"], [r["vantrees_eff_lo"],
+                                                                                r["vantrees_eff_hi"]],
+                                                              bound="Van Trees (5-D)", paired=False)
+    for r in paired.to_dict(orient="records") if has_paired else []:
         m[f"efficiency_{_name(r['model'])}_bin{r['bin']}"] = metric(r["vantrees_eff"], [r["vantrees_eff_lo"],
                                                                                       r["vantrees_eff_hi"]],
-                                                                    bound="Van Trees (5-D)")
+                                                                    bound="Van Trees (5-D)", paired=True,
+                                                                    n=r["n_stars"])
     if map_bins is not None:
         for r in map_bins.to_dict(orient="records"):
             m[f"map_fit_rmse_bin{r['bin']}"] = metric(r["rmse"], [r["rmse_lo"], r["rmse_hi"]], n=r["n"])
@@ -178,12 +203,14 @@ def k1_results(params: Params, table: pd.DataFrame, calib: pd.DataFrame, checks:
     """The notebook's metrics, verdicts and extra payload.
 
     ``checks``: ``convergence``, ``schur``, ``scaling`` (frames or ``None``); ``bins``: ``frozen_test``
-    (record), ``correlation``, ``bounds``, ``efficiency``; ``map_fit``: ``map_bins`` (per-bin table) and
+    (record), ``correlation``, ``bounds``, ``efficiency`` and optionally ``paired_efficiency``; ``map_fit``: ``map_bins`` (per-bin table) and
     more; ``seconds``: wall time per step.
     """
     records = {k: (v.to_dict(orient="records") if isinstance(v, pd.DataFrame) else v)
                for k, v in {**checks, **bins, **(map_fit or {})}.items()}
     extra = {"ceiling_table": table.to_dict(orient="records"), "calibration": calib.to_dict(orient="records"),
              **records, "seconds": seconds or {}}
-    metrics = k1_metrics(table, bins["bounds"], bins["efficiency"], (map_fit or {}).get("map_bins"))
-    return metrics, k1_verdicts(params, checks.get("convergence"), checks.get("schur"), calib, bins["efficiency"]), extra
+    paired = bins.get("paired_efficiency")
+    metrics = k1_metrics(table, bins["bounds"], bins["efficiency"], (map_fit or {}).get("map_bins"), paired)
+    return metrics, k1_verdicts(params, checks.get("convergence"), checks.get("schur"), calib, bins["efficiency"],
+                                paired), extra

@@ -16,8 +16,8 @@ each with a bootstrap interval over stars; :func:`prior_snr_correlation` checks 
 """
 from __future__ import annotations
 
-import hashlib
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,15 +25,15 @@ import pandas as pd
 
 from snrmoe_lib._util.rng import rng as _rng
 from snrmoe_lib.analyses.overview import snr_table
-from snrmoe_lib.ceiling.bayes import bayesian_crlb, van_trees_sampling_prior
+from snrmoe_lib.ceiling.bayes import bayesian_crlb, van_trees_resampled, van_trees_sampling_prior
 from snrmoe_lib.ceiling.crlb import fisher_matrix, marginal_crlb
 from snrmoe_lib.ceiling.jacobians import jacobian_autograd
 from snrmoe_lib.ceiling.priors import prior_variances
 from snrmoe_lib.config import Params
-from snrmoe_lib.data.io import PfsDataset, dataset_fingerprint, split_rows
+from snrmoe_lib.data.io import PfsDataset, frozen_test_record, split_rows
 from snrmoe_lib.data.mock.base import PARAM_NAMES, ForwardModel
 from snrmoe_lib.data.noise import assign_bins, effective_sigma
-from snrmoe_lib.evaluation.metrics import bootstrap_indices, percentile_interval
+from snrmoe_lib.evaluation.metrics import bootstrap_indices, percentile_interval, resample_counts
 
 __all__ = ["FrozenTest", "frozen_test", "BinStars", "bin_fishers", "prior_snr_correlation", "bin_bounds"]
 
@@ -52,18 +52,18 @@ class FrozenTest:
 def frozen_test(params: Params, ds: PfsDataset) -> FrozenTest:
     """The configuration's test split with its true SNR and SNR bins, and its ``{seed, n, fingerprint}`` record.
 
-    The fingerprint is sha256 of the dataset fingerprint and the test row numbers: two results files
-    with the same fingerprint were scored on the same stars of the same data.
+    The record is :func:`~snrmoe_lib.data.io.frozen_test_record` (sha256 of the dataset fingerprint and
+    the test rows), the one every results file carries: two results with the same fingerprint were
+    scored on the same stars of the same data.
     """
     s = params.split
-    rows = split_rows(ds.n, s.n_train, s.n_val, s.n_test, s.seed).test
+    split = split_rows(ds.n, s.n_train, s.n_val, s.n_test, s.seed, n_dropped=ds.n_dropped)
+    rows = split.test
     table = snr_table(ds, rows, params.noise.noise_level, chunk_size=params.data.chunk_size)
     b = params.snr_bins
     bins = assign_bins(table[f"snr_{b.definition}"].to_numpy(), b.edges)
-    h = hashlib.sha256(dataset_fingerprint(ds).encode())
-    h.update(np.ascontiguousarray(rows, dtype=np.int64).tobytes())
-    record = {"seed": int(s.seed), "n": int(len(rows)), "fingerprint": h.hexdigest()}
-    return FrozenTest(rows, table, bins, list(b.labels), record)
+    # the record every results file carries (and the per-star predictions are keyed by)
+    return FrozenTest(rows, table, bins, list(b.labels), frozen_test_record(ds, split))
 
 
 @dataclass
@@ -131,12 +131,35 @@ def _bounds(F: np.ndarray, table: pd.DataFrame, params: Params, nuis: list, shap
     return out
 
 
-def bin_bounds(bs: BinStars, ft: FrozenTest, params: Params, nuisance: dict, n_boot: int = 200) -> pd.DataFrame:
+def _bound_draws(F: np.ndarray, table: pd.DataFrame, params: Params, nuis: list, shape: float | None,
+                 idx: np.ndarray) -> list[dict]:
+    """:func:`_bounds` on every resample ``idx`` (n_boot, n) of the stars. On the mock with a surrogate shape
+    (the usual case) from per-star bounds computed once (the CRLB and Gaussian-prior bounds are per-star
+    means, Van Trees a weighted mean of F: :func:`~snrmoe_lib.ceiling.bayes.van_trees_resampled`); else
+    star set by star set."""
+    mock = params.data.mock
+    if mock is None or shape is None or not np.isfinite(shape):
+        return [_bounds(F[i], table.iloc[i].reset_index(drop=True), params, nuis, shape) for i in idx]
+    crlb = marginal_crlb(F, "log_g", nuis, cond_max=params.fisher.cond_max)[idx]
+    bay = bayesian_crlb(F, prior_variances(mock), "log_g", nuis)[idx]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a resample of flagged stars only: NaN, as _bounds
+        cm, cmed = np.nanmean(crlb, axis=1), np.nanmedian(crlb, axis=1)
+    vt = van_trees_resampled(F, table, mock, resample_counts(idx), shape, "log_g", nuis)
+    return [{"crlb_mean": float(a), "crlb_median": float(b), "bayes": float(c), "vantrees": float(d)}
+            for a, b, c, d in zip(cm, cmed, bay.mean(axis=1), vt)]
+
+
+def bin_bounds(bs: BinStars, ft: FrozenTest, params: Params, nuisance: dict, n_boot: int = 200,
+               draws: dict | None = None) -> pd.DataFrame:
     """Per bin and nuisance set: the MSE bounds and R² = 1 − MSE / Var_bin with bootstrap intervals.
 
     ``Var_bin`` is Var(log g) over *all* frozen-test stars of the bin (the variance the models'
     per-bin R² use). The Van Trees surrogate prior's shape is chosen on the stars themselves and kept
-    fixed in the bootstrap resamples.
+    fixed in the bootstrap resamples. ``draws``, a dict, receives per (bin label, tag) the point bounds
+    (``point``), their bootstrap draws (``draws``: name → (n_boot,)) and the bin's stars' rows
+    (``rows``); the resamples are ``bootstrap_indices(len(rows), n_boot, fisher.seed)`` (the shared
+    ``bootstrap.stars`` stream), so a model's errors on the same draws pair with them.
     """
     rows = []
     for k, lab in enumerate(ft.labels):
@@ -151,8 +174,12 @@ def bin_bounds(bs: BinStars, ft: FrozenTest, params: Params, nuisance: dict, n_b
             F, tb = bs.F[sel], bs.table[sel].reset_index(drop=True)
             point = _bounds(F, tb, params, nuis, None)
             shape = point.pop("vantrees_shape", None)
-            boots = [_bounds(F[i], tb.iloc[i].reset_index(drop=True), params, nuis, shape)
-                     for i in bootstrap_indices(len(F), n_boot, params.fisher.seed)] if n_boot else []
+            boots = _bound_draws(F, tb, params, nuis, shape,
+                                 bootstrap_indices(len(F), n_boot, params.fisher.seed)) if n_boot else []
+            if draws is not None:
+                draws[(lab, tag)] = {"point": dict(point), "rows": tb["row"].to_numpy(), "n_boot": int(n_boot),
+                                     "seed": int(params.fisher.seed),
+                                     "draws": {n: np.array([b[n] for b in boots]) for n in point} if boots else {}}
             for name, v in point.items():
                 iv = percentile_interval([b[name] for b in boots]) if boots else (np.nan, np.nan)
                 rec.update({f"{name}_mse": v, f"{name}_mse_lo": iv[0], f"{name}_mse_hi": iv[1],

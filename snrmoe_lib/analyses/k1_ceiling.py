@@ -11,9 +11,14 @@ stars.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import time
+import zipfile
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,11 +28,14 @@ from snrmoe_lib.ceiling.jacobians import jacobian_autograd, jacobian_fd
 from snrmoe_lib.ceiling.per_star import StarFishers, star_frame, stream_fishers
 from snrmoe_lib.ceiling.priors import prior_variances
 from snrmoe_lib.ceiling.stars import lattice_axes, sample_lattice
-from snrmoe_lib.config import Params
+from snrmoe_lib.ceiling import jacobians as jacobians_module
+from snrmoe_lib.config import Params, params_to_dict
+from snrmoe_lib.data.mock import base as mock_base
 from snrmoe_lib.data.mock.base import ForwardModel
+from snrmoe_lib.data.writers import AtomicWriter
 from snrmoe_lib.evaluation.metrics import bootstrap_indices, percentile_interval
 
-__all__ = ["LatticeCeiling", "lattice_stars", "nuisance_sets", "lattice_ceiling", "magnitude_table",
+__all__ = ["LATTICE_CACHE", "LatticeCeiling", "lattice_stars", "nuisance_sets", "lattice_ceiling", "magnitude_table",
            "calibration_rows", "fd_convergence", "convergence_summary", "schur_vs_inverse", "error_scaling"]
 
 
@@ -63,15 +71,66 @@ def _jacobians(params: Params, model: ForwardModel, method: str | None = None, s
     raise ValueError(f"unknown Jacobian method {method!r}; use 'fd' or 'autograd'")
 
 
-def lattice_ceiling(params: Params, model: ForwardModel, stars: pd.DataFrame | None = None) -> LatticeCeiling:
+#: File name of the lattice Fisher matrices kept in a run's output folder (:func:`lattice_ceiling`).
+LATTICE_CACHE = "lattice_fishers.npz"
+
+
+def _cache_key(params: Params, model: ForwardModel) -> str:
+    """What the lattice Fisher matrices depend on: the ``fisher`` and ``data.mock`` parameters, the forward
+    model's class and the source of the mock and the ceiling code (an edit of either invalidates them)."""
+    h = hashlib.sha256(json.dumps([dataclasses.asdict(params.fisher), params_to_dict(params).get("data", {}).get("mock"),
+                                   type(model).__name__], sort_keys=True, default=str).encode())
+    for folder in (Path(mock_base.__file__).parent, Path(jacobians_module.__file__).parent):
+        for f in sorted(folder.glob("*.py")) + sorted(folder.glob("*.yaml")):
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _load_fishers(path: Path, key: str) -> StarFishers | None:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["key"]) != key:
+                return None
+            mags = [float(m) for m in z["mags"]]
+            stars = pd.DataFrame({str(c): z[f"star_{i}"] for i, c in enumerate(z["star_columns"])})
+            return StarFishers(stars, {str(z["method"]): {m: z[f"F_{i}"] for i, m in enumerate(mags)}},
+                               {m: z[f"snr_{i}"] for i, m in enumerate(mags)}, {"loaded": True})
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None  # absent, unreadable or of another layout: computed again
+
+
+def _save_fishers(path: Path, key: str, sf: StarFishers) -> None:
+    (method, F), = sf.F.items()
+    mags = list(F)
+    arrays = {"key": np.array(key), "method": np.array(method), "mags": np.array(mags, float),
+              "star_columns": np.array(list(sf.stars.columns), dtype=str)}
+    arrays |= {f"star_{i}": sf.stars[c].to_numpy() for i, c in enumerate(sf.stars.columns)}
+    arrays |= {f"F_{i}": F[m] for i, m in enumerate(mags)} | {f"snr_{i}": sf.snr[m] for i, m in enumerate(mags)}
+    with AtomicWriter(path, overwrite=True) as w:
+        with open(w.tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+
+def lattice_ceiling(params: Params, model: ForwardModel, stars: pd.DataFrame | None = None,
+                    cache_dir: str | Path | None = None) -> LatticeCeiling:
     """Per-star σ_CRLB, R²_max (3-D and 5-D), Schur decay and the Gaussian-prior bound at every magnitude.
 
     The one computation of R²_max per magnitude (see the module docstring); ``stars`` defaults to
-    :func:`lattice_stars`.
+    :func:`lattice_stars`. With ``cache_dir`` (a run's output folder) the lattice stars' Fisher matrices
+    are kept there (``lattice_fishers.npz``, keyed by the parameters and the mock's and the ceiling's
+    code) and read back by the next notebook of the run that asks: the data notebook's calibration row
+    and the Fisher notebook then share one computation instead of repeating it.
     """
+    default_stars = stars is None
     stars = lattice_stars(params) if stars is None else stars
     t0 = time.perf_counter()
-    sf = stream_fishers(model, stars, params.fisher.mags, _jacobians(params, model))
+    path = None if cache_dir is None or not default_stars else Path(cache_dir) / LATTICE_CACHE
+    key = _cache_key(params, model) if path is not None else ""
+    sf = _load_fishers(path, key) if path is not None else None
+    if sf is None:
+        sf = stream_fishers(model, stars, params.fisher.mags, _jacobians(params, model))
+        if path is not None:
+            _save_fishers(path, key, sf)
     (F,) = sf.F.values()
     var = float(params.fisher.reference_var_logg)
     pv = prior_variances(params.data.mock) if params.data.mock is not None else None

@@ -41,7 +41,15 @@ __all__ = [
     "check_consistency",
     "verdicts",
     "results",
+    "prediction_columns",
+    "ERROR_MODES_NOTE",
 ]
+
+#: What the error modes mean for Q1 (recorded in the results).
+ERROR_MODES_NOTE = ("Q1's models (experts, global model, non-routing controls) see only the noisy flux, one noise "
+                    "draw in both error modes, and the oracles route by the true SNR: the numbers hold for clean "
+                    "and estimated errors alike (checked: the noisy flux and features of both passes agree). The "
+                    "estimated errors change what a deployable gate sees: Q3.")
 
 
 class Q1CheckError(RuntimeError):
@@ -71,7 +79,7 @@ class Headroom:
     noise_level: float
     runs: list[OracleRun]
     seconds: float = float("nan")
-    holdout: dict | None = None  # the held-out training rows' record (the blends learn from them)
+    holdout: list | None = None  # per seed, the held-out training rows' record (the blends learn from them)
 
     def __post_init__(self):
         if not self.runs:
@@ -205,18 +213,28 @@ def run_headroom(ds, split, params, noise_level: float | None = None, seeds: Seq
     Uses ``params.ridge`` (α grid, pixel binning, solver, target), ``params.snr_bins`` (edges,
     definition, small-bin policy), ``params.experts`` (physical edges), ``params.controls`` (the
     held-out rows of the fixed blends; with ``curve``, the learning-curve sizes) and
-    ``params.data.chunk_size``. The experts fit the training rows less the held-out ones.
+    ``params.data.chunk_size``. The experts fit the training rows less the held-out ones; every noise
+    seed ``s`` holds out its own rows (seed ``controls.holdout_seed + s``), so the seeds differ in their
+    training rows as well as in their noise: the seed-resampled intervals carry both.
     """
     nl = params.noise.noise_level if noise_level is None else float(noise_level)
     seeds = list(params.seeds) if seeds is None else list(seeds)
     features = FluxFeatures(params.ridge.bin_pixels)
     c = params.controls
-    fit, holdout, record = carve_holdout(split, c.holdout_fraction, c.holdout_seed)
-    sizes = curve_sizes(params, len(fit.train)) if curve else []
     t0 = time.perf_counter()
-    runs = [fit_oracle_stream(ds, fit, routers_from_params(params, nl), oracle_settings(params, nl, s, True, sizes),
-                              features=features, holdout=holdout) for s in seeds]
-    return Headroom(nl, runs, time.perf_counter() - t0, record)
+    runs, records = [], []
+    for s in seeds:
+        fit, holdout, record = carve_holdout(split, c.holdout_fraction, c.holdout_seed + s)
+        sizes = curve_sizes(params, len(fit.train)) if curve else []
+        runs.append(fit_oracle_stream(ds, fit, routers_from_params(params, nl),
+                                      oracle_settings(params, nl, s, True, sizes), features=features, holdout=holdout))
+        records.append(record | {"noise_seed": int(s)})
+    return Headroom(nl, runs, time.perf_counter() - t0, records)
+
+
+def prediction_columns(h: Headroom) -> dict:
+    """Model name → (n_seeds, n_test) test predictions of one noise level (the SNR oracle as ``oracle_hard``)."""
+    return {("oracle_hard" if k == "snr_oracle" else k): v for k, v in h.predictions().items()}
 
 
 def scores_table(scores: dict) -> pd.DataFrame:
@@ -338,12 +356,13 @@ def verdicts(scores: dict, shares: dict, primary: float, seeds: Sequence[int], t
 
 def results(params, head: dict, scores: dict, summary: pd.DataFrame, tables: dict, alphas: pd.DataFrame,
             n_test: int, falls: dict | None = None, contributions: tuple | None = None,
-            curve: list | None = None) -> dict:
+            curve: list | None = None, modes_check: pd.DataFrame | None = None) -> dict:
     """Checked verdicts, metrics and payload of the notebook: ``run.finish(**results(...))``.
 
     ``falls``: noise level → (waterfall table, routing share) from :meth:`Headroom.waterfall`;
     ``contributions``: (table, low-bin share) from :meth:`Headroom.bin_contributions`; ``curve``:
-    :meth:`Headroom.curve` at the primary noise level.
+    :meth:`Headroom.curve` at the primary noise level; ``modes_check``:
+    :func:`snrmoe_lib.analyses.error_modes.flux_check` (the error modes' identity for flux-only models).
 
     Raises
     ------
@@ -376,4 +395,7 @@ def results(params, head: dict, scores: dict, summary: pd.DataFrame, tables: dic
                       "bin_contributions": contributions[0].to_dict(orient="records") if contributions else None,
                       "learning_curve": curve or [],
                       "holdout": head[primary].holdout,
+                      "error_modes": {"modes": [] if modes_check is None else modes_check["error_mode"].tolist(),
+                                      "note": ERROR_MODES_NOTE,
+                                      "check": None if modes_check is None else modes_check.to_dict(orient="records")},
                       "features": {"kind": "noisy flux", "bin_pixels": params.ridge.bin_pixels}}}

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from snrmoe_lib._util.rng import rng as _rng
-from snrmoe_lib.evaluation.metrics import bootstrap_indices, percentile_interval, r2, r2_resampled
+from snrmoe_lib.evaluation.metrics import bootstrap_indices, percentile_interval, r2, r2_resampled, seed_resample_mean
 from snrmoe_lib.models.blends import blend, blend_weights
 
 __all__ = ["CONTROLS", "WATERFALL_Q1", "carve_holdout", "routed", "control_predictions", "seed_draws",
@@ -96,12 +96,14 @@ def control_predictions(point, infos: dict, family: str = "snr") -> tuple[dict, 
 def seed_draws(y, preds: dict, n_boot: int, seed: int) -> tuple[dict, dict]:
     """Seed-mean R² of every model (``preds``: name → (n_seeds, n)) and its bootstrap draws.
 
-    The same resampled test stars for every model and seed, so differences of draws are paired.
+    The same resampled test stars for every model and seed, and the same resampled seeds
+    (:func:`~snrmoe_lib.evaluation.metrics.seed_resample_mean`: stars × training realisations), so
+    differences of draws are paired and the intervals carry the seed-to-seed variation of training.
     """
     y = np.asarray(y, dtype=np.float64)
     idx = bootstrap_indices(len(y), n_boot, seed)
     vals = {m: float(np.mean([r2(y, p) for p in P])) for m, P in preds.items()}
-    draws = {m: np.mean([r2_resampled(y, p, idx) for p in P], axis=0) for m, P in preds.items()}
+    draws = {m: seed_resample_mean(np.array([r2_resampled(y, p, idx) for p in P]), seed) for m, P in preds.items()}
     return vals, draws
 
 

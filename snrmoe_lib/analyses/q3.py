@@ -19,7 +19,7 @@ import pandas as pd
 
 from snrmoe_lib._util.rng import rng as _rng
 from snrmoe_lib._util.threads import one_blas_thread
-from snrmoe_lib.data.noise import effective_sigma
+from snrmoe_lib.data.noise import add_noise_estimated, effective_sigma, fit_variance_model
 from snrmoe_lib.evaluation.metrics import bootstrap_interval, r2
 from snrmoe_lib.evaluation.records import metric, verdict
 from snrmoe_lib.features.flux import FluxFeatures
@@ -31,9 +31,10 @@ from snrmoe_lib.models.ridge import GramStats, StreamingRidge
 from snrmoe_lib.models.routing import SNRRouter
 from snrmoe_lib.analyses.q1 import curve_sizes, oracle_settings
 from snrmoe_lib.analyses.q1_waterfall import carve_holdout
+from snrmoe_lib.analyses.error_modes import ASSUMPTION, error_modes, variance_model
 from snrmoe_lib.analyses.q3_models import fit_gates, gate_hyperparameters
 from snrmoe_lib.analyses.q3_report import (Q3CheckError, check_consistency, curve_points, curve_table, gate4_control,
-                                           results, verdicts, waterfall_table)
+                                           mode_metrics, other_mode, results, verdicts, waterfall_table)
 from snrmoe_lib.analyses.q3_summary import (DEPLOYED, DeployRun, Summary, confusion, fallback_rate, format_table,
                                             gate_accuracy, model_names, oracle_rhos, per_bin, seed_bootstrap,
                                             summarize, tau_table)
@@ -48,6 +49,7 @@ __all__ = [
     "DeployRun",
     "resolve_representation",
     "run_deployable",
+    "run_deployable_modes",
     "seed_bootstrap",
     "Summary",
     "summarize",
@@ -72,6 +74,14 @@ __all__ = [
     "waterfall_table",
     "oracle_rhos",
     "tau_table",
+    "error_modes",
+    "variance_model",
+    "ASSUMPTION",
+    "mode_metrics",
+    "other_mode",
+    "mode_summary",
+    "modes_table",
+    "prediction_columns",
 ]
 
 
@@ -112,12 +122,13 @@ class _PassCollector:
     the interacted features (which reuse the pass's binned flux ``nc.X``) fill the controls' Grams
     (training rows: one group per learning-curve size increment; validation rows choose α) and are
     kept (float32) for the validation and test rows; the quality features of every row are kept for
-    the gates (held-out rows: only those).
+    the gates (held-out rows: only those). ``mode`` 'estimated': every feature of σ is made from the
+    pass's σ̂ (``nc.sigma_hat``) instead of the expected error.
     """
 
     def __init__(self, inter: InteractedFeatures, white: WhitenedFlux, noise_level: float, D: int,
-                 train_rows: np.ndarray, increments: np.ndarray | None, n_inc: int):
-        self.inter, self.white, self.noise_level = inter, white, noise_level
+                 train_rows: np.ndarray, increments: np.ndarray | None, n_inc: int, mode: str = "clean"):
+        self.inter, self.white, self.noise_level, self.mode = inter, white, noise_level, mode
         self.train_rows, self.increments, self.n_inc = np.asarray(train_rows), increments, n_inc
         n_i = 2 * D + inter.n_quality_ + 1
         self.stats = {"train": [GramStats(D, n_inc), GramStats(n_i, n_inc)], "val": [GramStats(D), GramStats(n_i)]}
@@ -127,7 +138,12 @@ class _PassCollector:
 
     def __call__(self, role: str, nc) -> None:
         nl = self.noise_level
-        sigma = nc.error if nl == 1 else effective_sigma(nc.error, nl)  # no copy at the usual level
+        if self.mode == "estimated":
+            sigma = nc.sigma_hat
+            if sigma is None:
+                raise ValueError("the estimated-error collector needs a pass with error_mode='estimated'")
+        else:
+            sigma = nc.error if nl == 1 else effective_sigma(nc.error, nl)  # no copy at the usual level
         X = SpectraInput(nc.noisy, sigma)
         q = self.inter.compressor_.transform(X.quality)
         self.rows[role].append(nc.rows)
@@ -178,25 +194,53 @@ class _PassCollector:
                 for name, m, Z in zip(("whitening", "interacted"), controls, self.kept[role])}
 
 
-def _templates(ds, split, params, representation: str, noise_level: float, seed: int):
+def _templates(ds, split, params, representation: str, noise_level: float, seed: int, vm=None):
     """The compressor's templates, the interacted control's standardisation and the whitening scale,
-    fitted on a seeded training subsample."""
+    fitted on a seeded training subsample (with ``vm``, a VarianceModel: on its σ̂, the estimated mode)."""
     g, bp = params.gate, params.ridge.bin_pixels
-    sub = SpectraInput.from_chunk(ds.read(_fit_rows(split, g.fit_n, g.seed), with_mask=False), noise_level, seed)
+    ch = ds.read(_fit_rows(split, g.fit_n, g.seed), with_mask=False)
+    if vm is None:
+        sub = SpectraInput.from_chunk(ch, noise_level, seed)
+    else:
+        sub = SpectraInput(*add_noise_estimated(ch.flux, ch.error, noise_level, ch.rows, seed,
+                                                vm.gain(ch.flux, ch.error)))
     return InteractedFeatures(representation, bp).fit(sub), WhitenedFlux(bp).fit(sub)
 
 
+class _Fanout:
+    """One pass, several collectors (one per error mode)."""
+
+    def __init__(self, hooks):
+        self.hooks = list(hooks)
+
+    def __call__(self, role: str, nc) -> None:
+        for h in self.hooks:
+            h(role, nc)
+
+
 def run_deployable(ds, split, params, seed: int, representation: str, noise_level: float | None = None,
-                   chunk_size: int | None = None, progress: bool | str = False, curve: bool = False) -> DeployRun:
-    """Fit and evaluate the deployable mixtures, the matched oracles, the controls for one seed.
+                   chunk_size: int | None = None, progress: bool | str = False, curve: bool = False,
+                   variance_model=None) -> DeployRun:
+    """Fit and evaluate the deployable mixtures, the matched oracles, the controls for one seed, in the
+    configuration's primary error mode (:func:`run_deployable_modes` with that mode only)."""
+    mode = error_modes(params)[0]
+    return run_deployable_modes(ds, split, params, seed, representation, noise_level, chunk_size, progress, curve,
+                                modes=(mode,), variance_model=variance_model)[mode]
+
+
+def run_deployable_modes(ds, split, params, seed: int, representation: str, noise_level: float | None = None,
+                         chunk_size: int | None = None, progress: bool | str = False, curve: bool = False,
+                         modes: Sequence[str] | None = None, variance_model=None) -> dict[str, DeployRun]:
+    """Fit and evaluate the deployable mixtures, the matched oracles, the controls for one seed, per error mode.
 
     Streaming: no array of N × pixels is formed. One sequential pass over the data
     (:func:`~snrmoe_lib.models.experts.fit_oracle_stream`) fills the experts' Grams (per learning-curve
     size increment with ``curve``) and, through its per-chunk hook, the quality features and the
-    controls' Grams; the validation and test spectra's features are kept as float32 until the models
-    are solved. ``controls.holdout_fraction`` of the training rows (seeded, recorded) are held out:
-    the regression gates and the fixed blends learn on them. τ and the Gate-4 control are chosen on
-    the validation rows.
+    controls' Grams of every error mode; the validation and test spectra's features are kept as float32
+    until the models are solved. ``controls.holdout_fraction`` of the training rows (seed
+    ``controls.holdout_seed + seed``: every noise seed its own, recorded) are held out: the regression
+    gates and the fixed blends learn on them. τ and the Gate-4 control are
+    chosen on the validation rows.
 
     Parameters
     ----------
@@ -210,41 +254,73 @@ def run_deployable(ds, split, params, seed: int, representation: str, noise_leve
     progress : bool or str
         A progress bar over the pass.
     curve : bool
-        Also fit everything at the nested training sizes ``controls.curve_sizes`` (the learning curve).
+        Also fit everything at the nested training sizes ``controls.curve_sizes`` (the learning curve),
+        in the first mode only.
+    modes : sequence of {'clean', 'estimated'}
+        Default: :func:`~snrmoe_lib.analyses.error_modes.error_modes` of the configuration. The noisy
+        flux is one draw for all modes (one pass): the experts are shared; the quality features, the
+        gates, whitening and the interacted control are made from σ (clean) or σ̂ (estimated).
+    variance_model : VarianceModel, optional
+        The estimated mode's σ² model (default: fitted on the training rows, ``noise.variance_fit_n``).
     """
     p, g, c = params, params.gate, params.controls
     if not len(split.val):
         raise ValueError("Q3 chooses τ and the Gate-4 control on validation rows: the split has none")
+    modes = tuple(dict.fromkeys(modes or error_modes(p)))
+    if not modes or not set(modes) <= {"clean", "estimated"}:
+        raise ValueError(f"error modes must be 'clean' and/or 'estimated', got {modes}")
     nl = p.noise.noise_level if noise_level is None else float(noise_level)
     cs = p.data.chunk_size if chunk_size is None else int(chunk_size)
     sb = p.snr_bins
     router = SNRRouter(sb.edges, sb.labels, sb.definition, nl)
     feats = FluxFeatures(p.ridge.bin_pixels)
-    fit, holdout, record = carve_holdout(split, c.holdout_fraction, c.holdout_seed)
+    fit, holdout, record = carve_holdout(split, c.holdout_fraction, c.holdout_seed + int(seed))  # per seed: its own rows
+    vm = variance_model
+    if "estimated" in modes and vm is None:
+        vm = fit_variance_model(ds, fit.train, n=p.noise.variance_fit_n)
     sizes = curve_sizes(p, len(fit.train)) if curve else []
     inc = nested_increments(fit.train, sizes, p.split.seed) if sizes else None
-    inter, white = _templates(ds, fit, p, representation, nl, seed)
-    hook = _PassCollector(inter, white, nl, feats.n_features(ds.n_pix), fit.train, inc, len(sizes) + 1)
-    settings = dataclasses.replace(oracle_settings(p, nl, seed, True, sizes), chunk_size=cs)
-    run = fit_oracle_stream(ds, fit, {"snr": router}, settings, features=feats, holdout=holdout, on_chunk=hook,
-                            progress=progress)
+    hooks = {}
+    for i, m in enumerate(modes):
+        inter, white = _templates(ds, fit, p, representation, nl, seed, vm if m == "estimated" else None)
+        hooks[m] = _PassCollector(inter, white, nl, feats.n_features(ds.n_pix), fit.train, inc if i == 0 else None,
+                                  len(sizes) + 1 if i == 0 else 1, mode=m)
+    settings = dataclasses.replace(oracle_settings(p, nl, seed, True, sizes), chunk_size=cs,
+                                   error_mode="estimated" if "estimated" in modes else "clean", variance_model=vm)
+    run = fit_oracle_stream(ds, fit, {"snr": router}, settings, features=feats, holdout=holdout,
+                            on_chunk=_Fanout(hooks.values()), progress=progress)
     infos = {"train": run.train_info, "val": run.val_info, "test": run.test_info, "holdout": run.holdout_info}
+    out = {}
+    for i, (m, hook) in enumerate(hooks.items()):
+        out[m] = _mode_run(run, hook, infos, fit, inc if i == 0 else None, dict(record), representation, router, p,
+                           seed)
+        out[m].info["error_mode"] = m
+        if m == "estimated":
+            out[m].info["variance_model_rel_rms"] = float(vm.rel_rms_)
+    return out
+
+
+def _mode_run(run: OracleRun, hook: _PassCollector, infos: dict, fit, inc, record: dict, representation: str,
+              router: SNRRouter, p, seed: int) -> DeployRun:
+    """One error mode's gates and controls on the shared experts (the learning curve when ``inc`` is given)."""
+    g = p.gate
     data = {r: hook.by_role(r, i) for r, i in infos.items()}
     models = hook.solve_controls(p.ridge.alphas, p.ridge.solver)
     ctrl = [{r: hook.control_predictions(m, r, data[r]["row"]) for r in ("test", "val")} for m in models]
     record["alpha_controls"] = {n: float(m.alpha_) for n, m in zip(("whitening", "interacted"), models[-1])}
     hook.kept = None  # the controls' kept features are no longer needed
+    taus = sorted(set(p.controls.tau_grid) | {g.tau})
+    curve = run.curve if inc is not None else run.curve[-1:]
     step = None if inc is None else inc[np.searchsorted(fit.train, data["train"]["row"])]
-    taus = sorted(set(c.tau_grid) | {g.tau})
-    last = len(run.curve) - 1
+    last = len(curve) - 1
     points = [fit_gates(pt, data, infos, np.ones(len(data["train"]["y"]), bool) if step is None else step <= k, g,
                         taus, ctrl[k], ("logistic", "mlp") if k == last else (g.kind,), k == last)
-              for k, pt in enumerate(run.curve)]
-    return _assemble(run, data, points, representation, inter, router, record, p, seed)
+              for k, pt in enumerate(curve)]
+    return _assemble(run, curve, data, points, representation, hook.inter, router, record, p, seed)
 
 
-def _assemble(run: OracleRun, data: dict, points: list[dict], representation: str, inter: InteractedFeatures,
-              router: SNRRouter, record: dict, p, seed: int) -> DeployRun:
+def _assemble(run: OracleRun, curve_pts: list, data: dict, points: list[dict], representation: str,
+              inter: InteractedFeatures, router: SNRRouter, record: dict, p, seed: int) -> DeployRun:
     """The seed's :class:`DeployRun` from the full fit (the last point) and the learning curve."""
     full, te = points[-1], data["test"]
     plan = run.families["snr"].plan
@@ -259,7 +335,7 @@ def _assemble(run: OracleRun, data: dict, points: list[dict], representation: st
             "regression_gate_components": full["regression_components"],
             "gate_train_spectra": full["n_gate"], "regression_gate_train_spectra": full["n_regression"]}
     curve = [{"n_train": int(pt.n_train), "pred": r["pred"]["test"], "val_r2": r["gate4"]["val_r2"],
-              "tau": r["tau"]} for pt, r in zip(run.curve, points)]
+              "tau": r["tau"]} for pt, r in zip(curve_pts, points)]
     feats_out = {r: data[r]["q"] for r in ("train", "val", "test")}
     targets = {r: data[r]["y"] for r in ("train", "val", "test")}
     return DeployRun(int(seed), te["y"], te["row"], te["bin"], plan.route(te["bin"]), full["pred"]["test"],
@@ -292,14 +368,16 @@ def leak_check(run: DeployRun, alphas: Sequence[float], n_boot: int = 200, seed:
 
 
 
-def check_leak(leak: dict, threshold: float, representation: str) -> str:
+def check_leak(leak: dict, threshold: float, representation: str, strict: bool = True) -> str:
     """The leak check as a line of text; :class:`Q3CheckError` when a linear model on the gate's
-    inputs predicts log g at or above the Gate-1 threshold."""
+    inputs predicts log g at or above the Gate-1 threshold (with ``strict``; else a LEAK line)."""
     line = (f"log g from the gate inputs ({representation}, {leak['n_features']} features): linear R² = "
             f"{leak['r2_linear']:.4f} {np.round(leak['interval_linear'], 4).tolist()}, non-linear R² = "
             f"{leak['r2_nonlinear']:.4f} {np.round(leak['interval_nonlinear'], 4).tolist()}; "
             f"Gate-1 threshold {threshold}")
     if not leak["r2_linear"] < threshold:
+        if not strict:
+            return "LEAK: " + line
         raise Q3CheckError(f"LEAK: the gate's inputs ({representation}) predict log g with R² = "
                            f"{leak['r2_linear']:.3f} >= {threshold}")
     if leak["r2_nonlinear"] >= threshold:
@@ -335,3 +413,44 @@ def describe_regression_gate(summary: Summary, run: DeployRun, kind: str) -> str
     d, iv = summary.difference("regression_gate", DEPLOYED)
     return (f"R²(regression gate) − R²(deployed {kind} gate) = {d:+.4f} [{iv[0]:+.4f}, {iv[1]:+.4f}]; "
             f"trained on: {run.info['regression_gate_trained_on']}; mixes {run.info['regression_gate_components']}")
+
+
+def mode_summary(runs: Sequence[DeployRun], params, n_boot: int, seed: int) -> dict:
+    """One error mode's table, gate diagnostics, waterfall and leak check (what the primary mode's cells compute)."""
+    return {"summary": summarize(runs, n_boot, seed), "diagnostics": gate_diagnostics(runs, params.gate.kind, n_boot, seed),
+            "falls": waterfall_table(runs, n_boot, seed), "leak": leak_check(runs[0], params.quality.audit_alphas, n_boot,
+                                                                              seed)}
+
+
+#: Rows of :func:`modes_table`: the oracles, the non-routing controls, the deployable models.
+MODES_ROWS = ("global", "oracle", "oracle_soft", "oracle_regression", "snr_alpha", "blend_fixed", "bagging_random",
+              DEPLOYED, "regression_gate", "whitening", "interacted", "snr_alpha_gated")
+
+
+def modes_table(reports: dict, kind: str, digits: int = 3) -> pd.DataFrame:
+    """R² [95 %] of every model, ρ against the best oracle and the gate's accuracy, one column per error mode.
+
+    ``reports``: mode → dict with ``summary`` and ``diagnostics`` (:func:`mode_summary`).
+    """
+    f = lambda v, iv: f"{v:.{digits}f} [{iv[0]:.{digits}f}, {iv[1]:.{digits}f}]" if np.isfinite(v) else "undefined"  # noqa: E731
+    cols = {}
+    for mode, rep in reports.items():
+        m = mode_metrics(rep["summary"], rep["diagnostics"], kind)
+        col = {name: f(m[f"{name}_r2"]["value"], m[f"{name}_r2"]["interval"]) for name in MODES_ROWS
+               if f"{name}_r2" in m}
+        for key, label in (("oracle_best_r2", "oracle_best"), ("rho_vs_best_oracle", "ρ vs best oracle"),
+                           ("gate_accuracy", f"{kind} gate accuracy")):
+            col[label] = f(m[key]["value"], m[key]["interval"])
+        cols[f"{mode} errors"] = col
+    return pd.DataFrame(cols)
+
+
+def prediction_columns(by_mode: dict, primary: str) -> dict:
+    """Model name → (n_seeds, n_test) test predictions of every mode (``<model>_<mode>`` beside the primary's);
+    the hard oracle is named ``oracle_hard``."""
+    out = {}
+    for mode, runs in by_mode.items():
+        sfx = "" if mode == primary else f"_{mode}"
+        for name in runs[0].pred:
+            out[("oracle_hard" if name == "oracle" else name) + sfx] = np.array([r.pred[name] for r in runs])
+    return out

@@ -20,8 +20,7 @@ from snrmoe_lib.evaluation.metrics import percentile_interval
 from snrmoe_lib.evaluation.records import metric, verdict
 
 __all__ = ["Q3CheckError", "WATERFALL_Q3", "gate4_control", "waterfall_table", "curve_table", "curve_points",
-           "check_consistency",
-           "verdicts", "results"]
+           "check_consistency", "mode_metrics", "other_mode", "verdicts", "results"]
 
 #: Q3's waterfall: Q1's steps, then the soft and regression oracles and the deployed mixture.
 WATERFALL_Q3 = ("global", *CONTROLS, "oracle", "oracle_soft", "oracle_regression", DEPLOYED)
@@ -135,10 +134,59 @@ def verdicts(summary: Summary, leak: dict, thresholds, runs: Sequence[DeployRun]
     ]
 
 
+def mode_metrics(summary: Summary, diagnostics: dict, kind: str) -> dict:
+    """The metrics of one error mode's runs (R² of every model, the oracles, ρ, gap, gate accuracy, fallback)."""
+    t = summary.table
+    d_reg, d_reg_iv = summary.difference("regression_gate", DEPLOYED)
+    rhos = oracle_rhos(summary)
+    metrics = {f"{m}_r2": metric(r.r2, (r.r2_lo, r.r2_hi), seed_std=r.r2_seed_std) for m, r in t.iterrows()}
+    metrics["oracle_hard_r2"] = metrics["oracle_r2"]
+    metrics["oracle_best_r2"] = metric(*_oracle_best(summary))
+    dep = rhos.loc[DEPLOYED]
+    metrics |= {"rho_deployed": metric(t.loc[DEPLOYED, "rho"], (t.loc[DEPLOYED, "rho_lo"], t.loc[DEPLOYED, "rho_hi"])),
+                "rho_vs_best_oracle": metric(dep["rho_best"], (dep["rho_best_lo"], dep["rho_best_hi"])),
+                "rho_vs_class_oracle": metric(dep["rho_class"], (dep["rho_class_lo"], dep["rho_class_hi"]),
+                                              oracle=dep["class_oracle"]),
+                "oracle_gap": metric(summary.oracle_gap, summary.oracle_gap_interval),
+                "fallback_rate": metric(diagnostics["fallback_rate"]),
+                "gate_accuracy": metric(*diagnostics["accuracy"][kind]),
+                "regression_minus_deployed_r2": metric(d_reg, d_reg_iv)}
+    return metrics
+
+
+def _mode_payload(runs: Sequence[DeployRun], summary: Summary, diagnostics: dict, leak: dict,
+                  falls: pd.DataFrame | None) -> dict:
+    return {"table": summary.table.reset_index().to_dict(orient="records"),
+            "rho_by_oracle": oracle_rhos(summary).reset_index().to_dict(orient="records"),
+            "waterfall": None if falls is None else falls.to_dict(orient="records"),
+            "confusion": diagnostics["confusion"].to_dict(orient="split"), "leak_check": leak,
+            "runs": [r.info for r in runs]}
+
+
+def other_mode(params, mode: str, runs: Sequence[DeployRun], summary: Summary, diagnostics: dict, leak: dict,
+               falls: pd.DataFrame | None = None) -> tuple[dict, list[dict], dict]:
+    """Metrics (suffix ``_<mode>``), verdicts (gate names "… (<mode> errors)", robustness checks beside the
+    primary mode's) and payload of the second error mode. Its leak check is recorded, never raised: the
+    estimated σ̂ is made from the noisy flux, so whether it leaks is a finding, not an invariant."""
+    sfx = f"_{mode}"
+    metrics = {k + sfx: v for k, v in mode_metrics(summary, diagnostics, params.gate.kind).items()}
+    metrics[f"leak_check_r2{sfx}"] = metric(leak["r2_linear"], leak["interval_linear"])
+    metrics[f"tau_chosen{sfx}"] = metric(float(np.median([r.info["tau"] for r in runs])),
+                                         per_seed=[r.info["tau"] for r in runs])
+    # gate and question both name the mode: the Hub lists them in its gates table, never as a node's decision
+    vs = [dict(v, gate=f"{v['gate']} ({mode} errors)", question=f"{v['question']} ({mode} errors)",
+               metric=v["metric"] + sfx)
+          for v in verdicts(summary, leak, params.thresholds, runs, params.gate.kind)]
+    return metrics, vs, _mode_payload(runs, summary, diagnostics, leak, falls)
+
+
 def results(params, runs: Sequence[DeployRun], summary: Summary, diagnostics: dict, leak: dict, per_bin_table,
             representation: str, representation_source: str, test_rows, falls: pd.DataFrame | None = None,
-            curve: list | None = None) -> dict:
+            curve: list | None = None, others: dict | None = None) -> dict:
     """Checked verdicts, metrics and payload of the notebook: ``run.finish(**results(...))``.
+
+    ``others``: error mode → :func:`other_mode`'s (metrics, verdicts, payload) for the modes reported
+    beside the primary one (``noise.error_mode: both``).
 
     Raises
     ------
@@ -153,29 +201,16 @@ def results(params, runs: Sequence[DeployRun], summary: Summary, diagnostics: di
                 else "cannot be shown leak-free (the interval reaches the threshold)")
         raise Q3CheckError(f"the gate inputs {what}: R² = {leak_verdict['value']:.4f} {leak_verdict['interval']} "
                            f"against {leak_verdict['op']} {leak_verdict['threshold']:g} ({leak_verdict['verdict']})")
-    t = summary.table
-    d_reg, d_reg_iv = summary.difference("regression_gate", DEPLOYED)
-    rhos = oracle_rhos(summary)
-    metrics = {f"{m}_r2": metric(r.r2, (r.r2_lo, r.r2_hi), seed_std=r.r2_seed_std) for m, r in t.iterrows()}
-    metrics["oracle_hard_r2"] = metrics["oracle_r2"]
-    metrics["oracle_best_r2"] = metric(*_oracle_best(summary))
-    dep = rhos.loc[DEPLOYED]
-    metrics |= {"rho_deployed": metric(t.loc[DEPLOYED, "rho"], (t.loc[DEPLOYED, "rho_lo"], t.loc[DEPLOYED, "rho_hi"])),
-                "rho_vs_best_oracle": metric(dep["rho_best"], (dep["rho_best_lo"], dep["rho_best_hi"])),
-                "rho_vs_class_oracle": metric(dep["rho_class"], (dep["rho_class_lo"], dep["rho_class_hi"]),
-                                              oracle=dep["class_oracle"]),
-                "oracle_gap": metric(summary.oracle_gap, summary.oracle_gap_interval),
-                "fallback_rate": metric(diagnostics["fallback_rate"]),
-                "gate_accuracy": metric(*diagnostics["accuracy"][params.gate.kind]),
-                "regression_minus_deployed_r2": metric(d_reg, d_reg_iv),
-                "leak_check_r2": metric(leak["r2_linear"], leak["interval_linear"]),
+    metrics = mode_metrics(summary, diagnostics, params.gate.kind)
+    metrics |= {"leak_check_r2": metric(leak["r2_linear"], leak["interval_linear"]),
                 "tau_chosen": metric(float(np.median([r.info["tau"] for r in runs])),
                                      per_seed=[r.info["tau"] for r in runs])}
     extra = {"representation": representation, "representation_source": representation_source,
-             "table": t.reset_index().to_dict(orient="records"), "per_bin": per_bin_table.to_dict(orient="records"),
-             "rho_by_oracle": rhos.reset_index().to_dict(orient="records"),
-             "waterfall": None if falls is None else falls.to_dict(orient="records"),
-             "learning_curve": curve or [],
-             "confusion": diagnostics["confusion"].to_dict(orient="split"), "leak_check": leak,
-             "runs": [r.info for r in runs]}
+             **_mode_payload(runs, summary, diagnostics, leak, falls),
+             "per_bin": per_bin_table.to_dict(orient="records"), "learning_curve": curve or [],
+             "error_mode": runs[0].info.get("error_mode", "clean"), "error_modes": {}}
+    for mode, (m, v, payload) in (others or {}).items():
+        metrics |= m
+        vs += v
+        extra["error_modes"][mode] = payload
     return {"metrics": metrics, "verdicts": vs, "extra": extra}

@@ -14,7 +14,7 @@ import pandas as pd
 
 from snrmoe_lib._util.rng import rng as _rng
 from snrmoe_lib.evaluation.metrics import (bootstrap_indices, per_bin_seed_table, percentile_interval, r2,
-                                           r2_resampled, rho)
+                                           r2_resampled, rho, seed_resample_mean)
 
 __all__ = ["DEPLOYED", "model_names", "DeployRun", "seed_bootstrap", "Summary", "summarize", "per_bin",
            "confusion", "gate_accuracy", "fallback_rate", "format_table", "ORACLE_OF", "oracle_rhos", "tau_table"]
@@ -93,8 +93,9 @@ def seed_bootstrap(y, preds: Sequence[np.ndarray], n_boot: int = 200, seed: int 
                    stat=r2) -> tuple[float, tuple[float, float], np.ndarray]:
     """Seed-averaged statistic with a bootstrap interval over test spectra.
 
-    The same resampled spectra are used for every seed (the noise seeds share the test set), so the
-    interval reflects the finite test set; the spread between seeds is reported separately.
+    The same resampled spectra are used for every seed (the noise seeds share the test set), and the
+    seeds are resampled too (:func:`~snrmoe_lib.evaluation.metrics.seed_resample_mean`), so the
+    interval carries the finite test set and the seed-to-seed variation of training.
 
     Returns
     -------
@@ -109,10 +110,11 @@ def seed_bootstrap(y, preds: Sequence[np.ndarray], n_boot: int = 200, seed: int 
     value = float(np.mean([stat(y, q) for q in preds]))
     rng = _rng("bootstrap.stars", seed)
     n = len(y)
-    draws = np.empty(n_boot)
+    per_seed = np.empty((len(preds), n_boot))
     for b in range(n_boot):
         i = rng.integers(0, n, n)
-        draws[b] = np.mean([stat(y[i], q[i]) for q in preds])
+        per_seed[:, b] = [stat(y[i], q[i]) for q in preds]
+    draws = seed_resample_mean(per_seed, seed)
     return value, percentile_interval(draws, level), draws
 
 
@@ -147,8 +149,8 @@ class Summary:
 def summarize(runs: Sequence[DeployRun], n_boot: int = 200, seed: int = 0, level: float = 0.95) -> Summary:
     """The Q3 table: one row per model with R² (seed mean, bootstrap interval, seed std), ΔR² and ρ.
 
-    Intervals resample test *stars* (the same resampled indices for every seed and every model, so
-    differences stay paired). ρ = (R² − R²_global) / (R²_oracle − R²_global) for every model, with an
+    Intervals resample test *stars* and seeds (the same resampled indices and seeds for every model,
+    so differences stay paired; :func:`~snrmoe_lib.evaluation.metrics.seed_resample_mean`). ρ = (R² − R²_global) / (R²_oracle − R²_global) for every model, with an
     interval from the same draws; NaN (undefined) when the oracle gap's interval reaches zero
     (``min_gap`` = the gap's distance to its lower bound, :func:`snrmoe_lib.metrics.rho`).
     """
@@ -162,7 +164,7 @@ def summarize(runs: Sequence[DeployRun], n_boot: int = 200, seed: int = 0, level
     iv = partial(percentile_interval, level=level)
     per_seed = {nm: np.array([r2(y, r.pred[nm]) for r in runs]) for nm in names}
     vals = {nm: float(per_seed[nm].mean()) for nm in names}
-    draws = {nm: np.mean([r2_resampled(y, r.pred[nm], idx) for r in runs], axis=0) for nm in names}
+    draws = {nm: seed_resample_mean(np.array([r2_resampled(y, r.pred[nm], idx) for r in runs]), seed) for nm in names}
     gap_draws = draws["oracle"] - draws["global"]
     gap = vals["oracle"] - vals["global"]
     gap_iv = iv(gap_draws)

@@ -18,7 +18,7 @@ from snrmoe_lib.ceiling.crlb import parameter_indices
 from snrmoe_lib.ceiling.priors import beta_density, beta_sup_ratio, prior_informations
 from snrmoe_lib.data.mock.base import PARAM_NAMES, PARAM_SPEC_FIELD
 
-__all__ = ["bayesian_crlb", "van_trees_bound", "van_trees_sampling_prior"]
+__all__ = ["bayesian_crlb", "van_trees_bound", "van_trees_sampling_prior", "van_trees_resampled"]
 
 
 def _sub(F, target, nuisance, names):
@@ -140,3 +140,49 @@ def van_trees_sampling_prior(F: np.ndarray, table: pd.DataFrame, mock_spec, targ
         if bound > best["bound"]:
             best = {"bound": float(bound), "shape": float(sh), "c": float(c), "plain": plain}
     return best
+
+
+def _vt_batch(F: np.ndarray, prior_info: np.ndarray, target, nuisance, names, W: np.ndarray) -> np.ndarray:
+    """:func:`van_trees_bound` for each row of star weights ``W`` (R, B) at once (same arithmetic)."""
+    sub, idx = _sub(F, target, nuisance, names)
+    Jp = np.asarray(prior_info, np.float64)[idx]
+    if np.isinf(Jp[0]):
+        return np.zeros(len(W))
+    keep = [0] + [i for i in range(1, len(idx)) if np.isfinite(Jp[i])]
+    ok = np.all(np.isfinite(sub.reshape(len(sub), -1)), axis=1)
+    Wk = np.where(ok[None, :], W, 0.0)
+    if not (Wk > 0).any(axis=1).all():
+        raise ValueError("no star with finite Fisher matrix and positive weight")
+    sub = np.where(ok[:, None, None], sub, 0.0)[:, keep][:, :, keep]
+    M = np.einsum("rb,bij->rij", Wk, sub) / Wk.sum(axis=1)[:, None, None] + np.diag(Jp[keep])
+    d = np.sqrt(np.diagonal(M, axis1=1, axis2=2))
+    S = M / (d[:, :, None] * d[:, None, :])
+    e = np.zeros((len(W), len(keep), 1))
+    e[:, 0] = 1.0
+    return np.linalg.solve(S, e)[:, 0, 0] / d[:, 0] ** 2
+
+
+def van_trees_resampled(F: np.ndarray, table: pd.DataFrame, mock_spec, counts: np.ndarray, shape: float,
+                        target: str = "log_g", nuisance: Sequence[str] = ("T_eff", "M_H"),
+                        names: Sequence[str] = PARAM_NAMES) -> np.ndarray:
+    """:func:`van_trees_sampling_prior` (stars drawn from the prior, surrogate shape fixed at ``shape``) on
+    every bootstrap resample of the stars at once: ``counts`` (R, B) says how often each star is drawn.
+
+    The same bound as calling it on ``F[idx]`` and ``table.iloc[idx]`` for each resample, with the
+    per-star weights computed once (the bootstrap of the per-bin bounds costs one batched solve).
+    """
+    a, b = mock_spec.beta_shape
+    est = [target, *nuisance]
+    counts = np.asarray(counts, np.float64)
+    best = _vt_batch(F, prior_informations(mock_spec, names), target, nuisance, names, counts)
+    if not (shape > 2 and shape >= max(a, b)):
+        return best
+    lam = dataclasses.replace(mock_spec, beta_shape=[float(shape), float(shape)])
+    c = 1.0
+    for n in est:
+        lo, hi = getattr(mock_spec, PARAM_SPEC_FIELD[n])
+        if hi > lo:
+            c *= beta_sup_ratio(shape, a, b)
+    w = beta_density(lam, table, est) / np.maximum(beta_density(mock_spec, table, est), 1e-300)
+    bound = _vt_batch(F, prior_informations(lam, names), target, nuisance, names, counts * w[None, :]) / c
+    return np.where(bound > best, bound, best)

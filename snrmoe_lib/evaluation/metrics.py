@@ -195,22 +195,23 @@ def seed_resample_mean(per_seed_boot: np.ndarray, seed: int = 0, resample_seeds:
 
 
 def seed_r2(y_true, preds, n_boot: int = 200, level: float = 0.95, seed: int = 0,
-            resample_seeds: bool = True) -> dict:
+            resample_seeds: bool = True, counts: np.ndarray | None = None) -> dict:
     """Seed-mean R² of ``preds`` (n_seeds, n) with a bootstrap interval (stars, and seeds: see
-    :func:`seed_resample_mean`) and the per-seed values."""
+    :func:`seed_resample_mean`) and the per-seed values. ``counts``: the resamples' row counts
+    (:func:`resample_counts` of ``bootstrap_indices(n, n_boot, seed)``) when the caller already has them."""
     y_true = np.asarray(y_true, dtype=np.float64)
     P = _as_seeds(preds, len(y_true), "preds")
     per_seed = np.array([r2(y_true, p) for p in P])
     out = {"value": float(np.mean(per_seed)), "per_seed": per_seed.tolist(), "interval": None}
     if n_boot:
-        W = resample_counts(bootstrap_indices(len(y_true), n_boot, seed))
+        W = resample_counts(bootstrap_indices(len(y_true), n_boot, seed)) if counts is None else counts
         boot = seed_resample_mean(np.array([r2_counts(y_true, p, W) for p in P]), seed, resample_seeds)
         out["interval"] = list(percentile_interval(boot, level))
     return out
 
 
 def seed_delta_r2(y_true, preds_model, preds_baseline, n_boot: int = 200, level: float = 0.95,
-                  seed: int = 0, resample_seeds: bool = True) -> dict:
+                  seed: int = 0, resample_seeds: bool = True, counts: np.ndarray | None = None) -> dict:
     """Seed-mean ΔR² = R²(model) − R²(baseline), paired bootstrap interval (the same stars and seeds
     for both models: see :func:`seed_resample_mean`), per-seed values."""
     y_true = np.asarray(y_true, dtype=np.float64)
@@ -221,7 +222,7 @@ def seed_delta_r2(y_true, preds_model, preds_baseline, n_boot: int = 200, level:
     per_seed = np.array([delta_r2(y_true, a, b) for a, b in zip(A, B)])
     out = {"value": float(np.mean(per_seed)), "per_seed": per_seed.tolist(), "interval": None}
     if n_boot:
-        W = resample_counts(bootstrap_indices(len(y_true), n_boot, seed))
+        W = resample_counts(bootstrap_indices(len(y_true), n_boot, seed)) if counts is None else counts
         D = np.array([r2_counts(y_true, a, W) - r2_counts(y_true, b, W) for a, b in zip(A, B)])
         out["interval"] = list(percentile_interval(seed_resample_mean(D, seed, resample_seeds), level))
     return out
@@ -239,23 +240,27 @@ def per_bin_seed_table(y_true, predictions: dict, bins, labels: Sequence[str], b
     if bins.shape != y_true.shape:
         raise ValueError(f"bins {bins.shape} and y_true {y_true.shape} differ in shape")
     rows = []
+    W = {}  # each bin's resample counts, drawn once for every model (the same draws as drawing them each time)
     for name, P in predictions.items():
         P = _as_seeds(P, len(y_true), name)
         for k, lab in enumerate(labels):
             sel = bins == k
             n = int(sel.sum())
+            if n >= 2 and n_boot and k not in W:
+                W[k] = resample_counts(bootstrap_indices(n, n_boot, seed))
             rec = {"model": name, "bin": lab, "n": n, "r2": np.nan, "r2_lo": np.nan, "r2_hi": np.nan,
                    "r2_seed_std": np.nan, "rmse": np.nan, "delta_r2": np.nan, "delta_lo": np.nan,
                    "delta_hi": np.nan}
             if n >= 2:
-                s = seed_r2(y_true[sel], P[:, sel], n_boot=n_boot, level=level, seed=seed)
+                s = seed_r2(y_true[sel], P[:, sel], n_boot=n_boot, level=level, seed=seed, counts=W.get(k))
                 rec.update(r2=s["value"], r2_seed_std=float(np.std(s["per_seed"], ddof=1)) if len(P) > 1 else 0.0,
                            rmse=float(np.mean([rmse(y_true[sel], p) for p in P[:, sel]])))
                 if s["interval"]:
                     rec["r2_lo"], rec["r2_hi"] = s["interval"]
                 if baseline is not None and name != baseline:
                     Bp = _as_seeds(predictions[baseline], len(y_true), baseline)
-                    d = seed_delta_r2(y_true[sel], P[:, sel], Bp[:, sel], n_boot=n_boot, level=level, seed=seed)
+                    d = seed_delta_r2(y_true[sel], P[:, sel], Bp[:, sel], n_boot=n_boot, level=level, seed=seed,
+                                      counts=W.get(k))
                     rec["delta_r2"] = d["value"]
                     if d["interval"]:
                         rec["delta_lo"], rec["delta_hi"] = d["interval"]

@@ -170,6 +170,12 @@ class OracleSettings:
         Grams cost nothing extra; each solve does). Needs ``controls``.
     size_seed : int
         Seed of the training order the sizes take their rows from (shared by every noise seed).
+    error_mode : {'clean', 'estimated'}
+        'estimated': the pass also hands every chunk σ̂, estimated from the same noise draw with
+        ``variance_model`` (:func:`~snrmoe_lib.data.passes.split_pass`); the noisy flux, hence every
+        model of this fit, is the same in both modes (only an ``on_chunk`` hook can use σ̂).
+    variance_model : VarianceModel or None
+        Needed with ``error_mode='estimated'``.
     """
 
     noise_level: float
@@ -186,6 +192,8 @@ class OracleSettings:
     controls: str | None = None
     sizes: Sequence[int] = ()
     size_seed: int = 0
+    error_mode: str = "clean"
+    variance_model: object = None
 
 
 def random_partition(bins: np.ndarray, key_row: int, seed: int) -> np.ndarray:
@@ -265,7 +273,8 @@ class _ModelStack:
 
 def _pass_kwargs(routers: dict, cfg: OracleSettings, features) -> dict:
     return dict(noise_level=cfg.noise_level, seed=cfg.seed, features=features, target=cfg.target,
-                chunk_size=cfg.chunk_size, annotate=partial(_annotate, routers))
+                chunk_size=cfg.chunk_size, annotate=partial(_annotate, routers), error_mode=cfg.error_mode,
+                variance_model=cfg.variance_model)
 
 
 def _first_pass(ds, split, routers: dict, cfg: OracleSettings, features, holdout, on_chunk, progress) -> _FirstPass:

@@ -125,9 +125,10 @@ def _hide_previous(output_dir: Path, stem: str) -> None:
 
     Until this run finishes, nothing under the notebook's name may look current: an interrupted or
     failed run leaves no old ``.json`` or ``.html`` for the Hub or a later notebook to mistake for
-    its outcome. The last results are kept aside (hidden, never read) as ``.<stem>.previous.json``.
+    its outcome. The last results are kept aside (hidden, never read) as ``.<stem>.previous.json``
+    (and its per-star predictions as ``.<stem>.previous_predictions.npz``).
     """
-    for suffix in (".json", ".html"):
+    for suffix in (".json", ".html", "_predictions.npz"):
         old = output_dir / f"{stem}{suffix}"
         if old.exists():
             old.replace(output_dir / f".{stem}.previous{suffix}")

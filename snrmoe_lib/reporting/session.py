@@ -15,6 +15,7 @@ from pathlib import Path
 from snrmoe_lib.config import Params, load_params
 from snrmoe_lib.data.io import DatasetError, PfsDataset, Split, dataset_record, frozen_test_record, split_rows
 from snrmoe_lib.data.mock import ensure_dataset
+from snrmoe_lib.evaluation.predictions import write_predictions
 from snrmoe_lib.evaluation.records import write_results
 from snrmoe_lib.reporting.plots.common import save_figure
 
@@ -51,6 +52,16 @@ class NotebookRun:
         if fname not in self.figures:
             self.figures.append(fname)
         return fname
+
+    def frozen_test(self) -> dict:
+        """The configuration's frozen test record (split seed, size, fingerprint of the test stars)."""
+        return frozen_test_record(self.dataset, self.split)
+
+    def save_predictions(self, models: dict, rows, y, seeds) -> Path:
+        """Write ``<output_dir>/<notebook>_predictions.npz``: every model's per-star test predictions
+        (name → (n_seeds, n_test)), keyed by the frozen test's fingerprint (:mod:`snrmoe_lib.evaluation.predictions`)."""
+        return write_predictions(self.output_dir, self.notebook, fingerprint=self.frozen_test()["fingerprint"],
+                                 rows=rows, y=y, seeds=seeds, models=models)
 
     def finish(self, metrics: dict, verdicts: list[dict] | None = None, extra: dict | None = None,
                dataset: dict | None = None) -> Path:
