@@ -99,7 +99,7 @@ if mock_model is not None:
 # Jacobians, marginal over T_eff and [M/H], and over all four nuisances for tier 2).
 
 # %%
-calib, calib_stats = calibration.mock_calibration(p, ds, mock_model) if mock_model is not None else (None, None)
+calib, calib_stats = calibration.mock_calibration(p, ds, mock_model, output_dir) if mock_model is not None else (None, None)
 if calib is not None:
     print(f"tier 1: {'all PASS' if calibration.tier1_passed(calib) else 'NOT all PASS'} "
           f"({calib_stats['n_random']} random-set spectra, {calib_stats['n_grid']} lattice stars, "

@@ -25,6 +25,7 @@ Definitions (stated once, used everywhere):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -224,7 +225,8 @@ def tier1_passed(table: pd.DataFrame) -> bool:
     return bool(len(t1)) and bool((t1["verdict"] == "PASS").all())
 
 
-def mock_calibration(params: Params, ds: PfsDataset, model) -> tuple[pd.DataFrame, dict]:
+def mock_calibration(params: Params, ds: PfsDataset, model,
+                     cache_dir: str | Path | None = None) -> tuple[pd.DataFrame, dict]:
     """The calibration table of a configuration's mock dataset (:func:`calibration_table`).
 
     The random-set side uses the dataset's first ``20 · fisher.n_stars`` spectra at noise_level 1 (the L2
@@ -232,10 +234,11 @@ def mock_calibration(params: Params, ds: PfsDataset, model) -> tuple[pd.DataFram
     the grid side is the one R²_max computation of the configuration
     (:func:`~snrmoe_lib.analyses.k1_ceiling.lattice_ceiling`, intervals from ``runner.n_bootstrap``
     resamples of its stars). ``stats['n_random']``, ``stats['n_grid']`` and ``stats['seconds']`` say
-    how many and how long.
+    how many and how long. ``cache_dir`` (the run's output folder) keeps the lattice Fisher matrices
+    there, so the Fisher notebook of the same run reads them instead of computing them again.
     """
     sample = ds.read(np.arange(min(ds.n, 20 * params.fisher.n_stars)))
-    lc = lattice_ceiling(params, model)
+    lc = lattice_ceiling(params, model, cache_dir=cache_dir)
     mag_table = magnitude_table(lc.frame, lc.var_logg, params.runner.n_bootstrap, params.fisher.seed)
     table, stats = calibration_table(lc.frame, mag_table, sample.flux, sample.error, sample.params["snr"].to_numpy(),
                                      noise_level=1.0, l2_all=dataset_l2_snr(ds, 1.0, params.data.chunk_size))
