@@ -207,7 +207,7 @@ def _fit_ridge(ds, split, p, representation: str, seed: int, progress, variance)
                                "n_train": dict(zip(m.names, m.n_train.tolist()))}}
 
 
-def _fit_rows(ds, split, p, family: str, representation: str, seed: int, progress, variance) -> dict:
+def _fit_in_memory(ds, split, p, family: str, representation: str, seed: int, progress, variance) -> dict:
     f = fit_rows_family(ds, split, p, family, seed, representation, variance, progress)
     f["holdout"] = {"fraction": 0.0, "note": "none: the in-memory families fit on Q4's split (no held-out carve)"}
     f["experts_record"] = {"labels": f["expert_labels"], "n_iter": f.pop("selection"),
@@ -281,7 +281,7 @@ def fit_deployed(ds, params, *, family: str = "ridge", results_root=None, level:
     if family == "ridge":
         f = _fit_ridge(ds, split, p, representation, seed, progress, variance)
     else:
-        f = _fit_rows(ds, split, p, family, representation, seed, progress, variance)
+        f = _fit_in_memory(ds, split, p, family, representation, seed, progress, variance)
     va, cal = f["data"]["val"], SplitConformalPerBin(p.snr_bins.edges, level)
     model = DeployedMixture(f["compressor"], f["gate"], f["models"], f["expert_labels"], f["expert_columns"],
                             f["global_column"], f["tau"], p.ridge.bin_pixels, p.noise.noise_level,

@@ -120,7 +120,8 @@ def _meta(model: DeployedMixture, model_path, data, noisy: bool, seed: int, resa
     return {"model": rec.get("name", ""), "modelfp": rec.get("dataset", {}).get("fingerprint", "")[:16],
             "codever": rec.get("code_version", ""), "modeldir": str(model_path), "data": str(data),
             "noisy": bool(noisy), "seed": int(seed), "resample": bool(resampled), "badrows": on_bad_rows,
-            "level": float(model.calibration.level), "tau": float(model.tau)}
+            "level": float(model.calibration.level), "tau": float(model.tau), "family": model.family,
+            "errmode": model.error_mode}
 
 
 def predict_catalogue(model: DeployedMixture | str | Path, data: str | Path, out: str | Path, *, noisy: bool = False,
