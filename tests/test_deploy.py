@@ -271,6 +271,10 @@ def test_boosted_round_trip_is_bit_identical(fitted, boosted):
     assert rec["errors"]["error_mode"] == rec["mixture"]["error_mode"] == "clean"
     assert rec["components"]["linear"]["kind"] == "model_set"
     assert set(rec["experts"]["n_iter"]) == set(model.expert_labels) | {"global"}
+    from snrmoe_lib.reporting.model_card import render_card
+
+    card = render_card(rec, "boosted")
+    assert "boosted trees" in card and "global model (boosted)" in card and "error mode &#x27;clean&#x27;" in card
     for f in path.glob("*.npz"):
         with np.load(f, allow_pickle=False) as z:
             assert all(z[k].dtype != object for k in z.files)
@@ -363,6 +367,9 @@ def test_estimated_mode_reads_sigma_hat(fitted, estimated):
     assert rec["errors"]["error_mode"] == rec["mixture"]["error_mode"] == "estimated"
     assert rec["errors"]["variance_model"]["fit_rows"] == p.noise.variance_fit_n
     assert "σ̂" in rec["errors"]["sigma_read"] and "variance" in rec["components"]
+    from snrmoe_lib.reporting.model_card import render_card
+
+    assert "error mode &#x27;estimated&#x27;" in render_card(rec) and "variance model" in render_card(rec)
     loaded = load_model(path)
     chunk = ds.read(test["row"][:120])
     a = model.predict(chunk.flux, chunk.error, noisy=False, rows=chunk.rows, seed=3)
@@ -373,3 +380,36 @@ def test_estimated_mode_reads_sigma_hat(fitted, estimated):
     b = clean.predict(chunk.flux, chunk.error, noisy=False, rows=chunk.rows, seed=3)
     assert not np.allclose(a["snr_obs"], b["snr_obs"])  # σ̂ is not the clean σ
     np.testing.assert_array_equal(model.linear.coef, clean.linear.coef)
+
+
+@pytest.mark.parametrize("variant", ["heads", "residual"])
+def test_neural_round_trip_is_bit_identical(tmp_path, variant):
+    """A tiny NeuralExperts (quality features conditioning the trunk, auxiliary heads) saved as its state_dict
+    arrays + JSON and rebuilt: every head's mean and σ bit-identical on the CPU; a tensor of another shape
+    is refused by name."""
+    pytest.importorskip("torch")
+    from snrmoe_lib.models.model_set import ModelSet
+    from snrmoe_lib.models.neural import NeuralExperts
+
+    t = np.linspace(0, 1, 300 * 66).reshape(300, 66)
+    X = np.sin(23.0 * t + 5.0 * t[:, :1])
+    y = 2.0 * t[:, 0] + 0.3 * np.cos(9 * t[:, 7])
+    bins = np.minimum((t[:, 0] * 3).astype(int), 2)
+    tiny = dict(variant=variant, n_bins=3, channels=(4, 8), kernel=3, stem_stride=2, pool=2, width=16, batch_size=32,
+                max_epochs=2, n_threads=1, device="cpu", n_quality=2)
+    est = NeuralExperts(**tiny).fit(X[:240], y[:240], bins=bins[:240], X_val=X[240:], y_val=y[240:],
+                                    aux=np.column_stack([y[:240] * 3, -y[:240]]))
+    ms = ModelSet(["net"], [est])
+    persistence.save_folder(tmp_path / "m", {"experts": ("model_set", ms)}, {})
+    _, c = persistence.load_folder(tmp_path / "m")
+    back = c["experts"].models[0]
+    for a, b in zip(est._forward(X[::-1]), back._forward(X[::-1])):
+        np.testing.assert_array_equal(b, a)
+    np.testing.assert_array_equal(back.predict_all(X), est.predict_all(X))
+    np.testing.assert_array_equal(back.predict_global(X), est.predict_global(X))
+    assert back.get_params() == est.get_params() and back.history_.keys() == est.history_.keys()
+    meta, arrays = persistence.dump_component("neural", est)
+    name = meta["meta"]["tensors"][0]
+    arrays[f"sd.{name}"] = np.zeros((1, 1), arrays[f"sd.{name}"].dtype)
+    with pytest.raises(ModelFormatError, match="does not fit the architecture"):
+        persistence.load_component(meta, arrays)

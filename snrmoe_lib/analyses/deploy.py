@@ -209,7 +209,8 @@ def _fit_ridge(ds, split, p, representation: str, seed: int, progress, variance)
 
 def _fit_in_memory(ds, split, p, family: str, representation: str, seed: int, progress, variance) -> dict:
     f = fit_rows_family(ds, split, p, family, seed, representation, variance, progress)
-    f["holdout"] = {"fraction": 0.0, "note": "none: the in-memory families fit on Q4's split (no held-out carve)"}
+    f["holdout"] = {"fraction": 0.0, "n_holdout": 0,
+                    "note": "none: the in-memory families fit on Q4's split (no held-out carve)"}
     f["experts_record"] = {"labels": f["expert_labels"], "n_iter": f.pop("selection"),
                            "n_train_rows_in_memory": f.pop("n_train_kept"),
                            "n_train_split": f.pop("n_train_split"), "hyperparameters": "params.q4 (boosted_*)"}

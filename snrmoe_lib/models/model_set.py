@@ -19,6 +19,15 @@ than this scikit-learn's ``PREDICTOR_RECORD_DTYPE``, a loss other than squared e
 features (their preprocessor is a fitted ``ColumnTransformer``), more than one tree per round.
 The scikit-learn version is recorded; the package-version check of the folder already ties a model
 to the environment it was saved in.
+
+Saving networks without pickle
+------------------------------
+A fitted :class:`~snrmoe_lib.models.neural.NeuralExperts` is its hyper-parameters (JSON), its
+standardisation statistics and its network's ``state_dict`` (every tensor as a numpy array).
+:func:`load_neural` builds the same architecture from the hyper-parameters (the estimator's own
+``_build``) and loads the tensors with ``strict=True`` (a missing, extra or misshapen tensor is an
+error naming it); predictions on the CPU are bit-identical. ``checkpoint_dir``/``resume``/``progress``
+are training-time settings and are not restored.
 """
 from __future__ import annotations
 
@@ -26,11 +35,12 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["ModelSet", "dump_boosted", "load_boosted", "dump_model_set", "load_model_set", "MEMBER_KINDS"]
+__all__ = ["ModelSet", "dump_boosted", "load_boosted", "dump_neural", "load_neural", "dump_model_set",
+           "load_model_set", "MEMBER_KINDS"]
 
 #: Class name of a member of a :class:`ModelSet` → the serializer kind that saves it
 #: (:data:`snrmoe_lib.models.persistence.SERIALIZERS`).
-MEMBER_KINDS = {"BoostedRegressor": "boosted", "StreamingRidge": "estimator"}
+MEMBER_KINDS = {"BoostedRegressor": "boosted", "StreamingRidge": "estimator", "NeuralExperts": "neural"}
 
 
 class ModelSet:
@@ -163,3 +173,47 @@ def load_model_set(meta: dict, arrays: dict) -> ModelSet:
         p = f"m{i}."
         models.append(load_component(m, {k[len(p):]: v for k, v in arrays.items() if k.startswith(p)}))
     return ModelSet(meta["names"], models)
+
+
+_NEURAL_ARRAYS = ("x_mean_", "x_scale_", "aux_mean_", "aux_scale_")
+_NEURAL_SCALARS = ("n_features_in_", "n_experts_", "n_aux_", "y_mean_", "y_scale_")
+
+
+def dump_neural(est) -> tuple[dict, dict]:
+    """(meta, arrays) of a fitted NeuralExperts: hyper-parameters, statistics, ``state_dict`` as arrays."""
+    import json
+
+    from snrmoe_lib.models.persistence import _plain
+
+    params = est.get_params(deep=False) | {"checkpoint_dir": None, "resume": False, "progress": False}
+    arrays = {f"sd.{k}": v.detach().cpu().numpy() for k, v in est.module_.state_dict().items()}
+    arrays |= {k: np.asarray(getattr(est, k)) for k in _NEURAL_ARRAYS}
+    meta = {"params": {k: _plain(v, f"NeuralExperts.{k}") for k, v in params.items()},
+            "state": {k: _plain(getattr(est, k), k) for k in _NEURAL_SCALARS},
+            "tensors": [k for k in est.module_.state_dict()],
+            "history": json.loads(json.dumps(getattr(est, "history_", {}), default=float))}
+    return meta, arrays
+
+
+def load_neural(meta: dict, arrays: dict):
+    """A NeuralExperts rebuilt from its hyper-parameters with its saved tensors (on the CPU)."""
+    import torch
+
+    from snrmoe_lib.models.neural import NeuralExperts
+
+    params = dict(meta["params"])
+    if isinstance(params.get("channels"), list):
+        params["channels"] = tuple(params["channels"])
+    est = NeuralExperts(**params)
+    for k, v in meta["state"].items():
+        setattr(est, k, v)
+    for k in _NEURAL_ARRAYS:
+        setattr(est, k, arrays[k])
+    net = est._build()
+    state = {k: torch.from_numpy(np.array(arrays[f"sd.{k}"])) for k in meta["tensors"]}
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise _error(f"the saved network does not fit the architecture of its hyper-parameters: {exc}") from None
+    est.module_, est.history_, est.device_ = net.to("cpu").eval(), meta["history"], "cpu"
+    return est

@@ -66,6 +66,7 @@ SERIALIZERS: dict[str, tuple[str, str, str]] = {
     "arrays": ("snrmoe_lib.models.persistence", "dump_arrays", "load_arrays"),
     "boosted": ("snrmoe_lib.models.model_set", "dump_boosted", "load_boosted"),
     "model_set": ("snrmoe_lib.models.model_set", "dump_model_set", "load_model_set"),
+    "neural": ("snrmoe_lib.models.model_set", "dump_neural", "load_neural"),
     "variance_model": ("snrmoe_lib.models.deployed", "dump_variance_model", "load_variance_model"),
 }
 
