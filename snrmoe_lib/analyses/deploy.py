@@ -9,6 +9,15 @@ seed. Added for deployment: the interval calibration (split-conformal per observ
 validation rows), the ranges seen in training, the frozen-test metrics per SNR bin (R² and interval
 coverage) and the leak-check verdict (Q2's results when present, plus a linear probe of log g
 from the gate's own inputs).
+
+``family='boosted'`` fits the Q4 notebook's boosted trees instead
+(:mod:`snrmoe_lib.analyses.deploy_rows`: Q4's rows and hyper-parameters; its frozen-test
+predictions are Q4's ``boosted_deployed``). ``noise.error_mode='estimated'`` makes the gate's
+quality features, the compressor and the observed SNR read σ̂ (the error estimated from the same
+noise draw through a :class:`~snrmoe_lib.data.noise.VarianceModel` fitted on ``noise.variance_fit_n``
+training rows and saved with the model); the experts read the flux only and are the clean mode's.
+The σ̂ is made here, from the noise-free chunk of each row and the same (seed, row) draw, so no change
+to Q3's pass is needed; the equality with Q3's deployed predictions is checked in clean mode.
 """
 from __future__ import annotations
 

@@ -1,7 +1,9 @@
 """The deployed mixture: one fitted pipeline that predicts log g, its σ and interval for any spectra.
 
 :class:`DeployedMixture` holds what the Q3 deployed pipeline fitted (the quality compressor, the
-gate, the per-SNR-bin Ridge experts and the global fallback, τ) plus what deployment needs: the
+gate, the per-SNR-bin experts — Ridge, or another family's regressors in a
+:class:`~snrmoe_lib.models.model_set.ModelSet` — and the global fallback, τ; in 'estimated' error
+mode the variance model that gives σ̂) plus what deployment needs: the
 wavelength grid, the ranges seen in training and the interval calibration
 (:class:`SplitConformalPerBin`). :meth:`DeployedMixture.predict` turns flux and error into the
 catalogue's columns (a DataFrame); :meth:`~DeployedMixture.save` / :func:`load_model` keep it as a
