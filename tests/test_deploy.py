@@ -355,7 +355,7 @@ def estimated(fitted, tmp_path_factory):
 
 
 @needs_smoke
-def test_estimated_mode_reads_sigma_hat(fitted, estimated):
+def test_estimated_mode_reads_sigma_hat(fitted, estimated, tmp_path):
     """error_mode 'estimated': the record says so and keeps the variance model; noise-free products are read
     through σ̂ of the drawn noise (the same numbers as giving the noisy flux and σ̂ with --noisy); the round trip
     is exact; the experts (flux only) are those of the clean mode."""
@@ -377,6 +377,11 @@ def test_estimated_mode_reads_sigma_hat(fitted, estimated):
     noisy, sigma_hat = add_noise_estimated(chunk.flux, chunk.error, model.noise_level, chunk.rows, 3,
                                            model.variance.gain(chunk.flux, chunk.error))
     _assert_frames_identical(a, model.predict(noisy, sigma_hat, noisy=True, rows=chunk.rows))
+    bad = _copy(path, tmp_path)
+    rec["mixture"]["error_mode"] = "guessed"
+    (bad / "model.json").write_text(json.dumps(rec))
+    with pytest.raises(ModelFormatError, match="error_mode must be one of"):
+        load_model(bad)
     b = clean.predict(chunk.flux, chunk.error, noisy=False, rows=chunk.rows, seed=3)
     assert not np.allclose(a["snr_obs"], b["snr_obs"])  # σ̂ is not the clean σ
     np.testing.assert_array_equal(model.linear.coef, clean.linear.coef)

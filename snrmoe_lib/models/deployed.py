@@ -338,7 +338,10 @@ def load_model(path: str | Path) -> DeployedMixture:
     m = record.get("mixture")
     if not isinstance(m, dict):
         raise ModelFormatError(f"{path}: model.json has no 'mixture' section")
-    return DeployedMixture(c["compressor"], c["gate"], c["linear"], m["expert_labels"], m["expert_columns"],
-                           m["global_column"], m["tau"], m["bin_pixels"], m["noise_level"], m["snr_definition"],
-                           c["calibration"], c["grid"]["wave"], record, m.get("family", "ridge"),
-                           m.get("error_mode", "clean"), c.get("variance"))
+    try:
+        return DeployedMixture(c["compressor"], c["gate"], c["linear"], m["expert_labels"], m["expert_columns"],
+                               m["global_column"], m["tau"], m["bin_pixels"], m["noise_level"], m["snr_definition"],
+                               c["calibration"], c["grid"]["wave"], record, m.get("family", "ridge"),
+                               m.get("error_mode", "clean"), c.get("variance"))
+    except ValueError as exc:
+        raise ModelFormatError(f"{path}: {exc}") from None
