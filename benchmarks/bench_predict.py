@@ -10,7 +10,8 @@ fit           ``snrmoe fit`` without the save: the streamed experts' pass over t
               test, the compressor, the gate, τ, the calibration, the frozen-test metrics and the leak
               probe (spectra/s over the split's rows)
 
-    .venv/bin/python benchmarks/bench_predict.py [--params params/smoke.yaml] [--rows N] [--no-fit]
+    .venv/bin/python benchmarks/bench_predict.py [--params params/smoke.yaml] [--family ridge|boosted] [--rows N]
+                                                 [--no-fit]
 """
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ def main(argv=None) -> int:
     ap.add_argument("--params", default=str(ROOT / "params" / "smoke.yaml"))
     ap.add_argument("--rows", type=int, default=None, help="spectra to predict (default: all of the dataset)")
     ap.add_argument("--no-fit", action="store_true", help="skip the fit timing")
+    ap.add_argument("--family", default="ridge", choices=("ridge", "boosted"), help="the experts' family")
     args = ap.parse_args(argv)
     from snrmoe_lib.analyses.deploy import fit_deployed
     from snrmoe_lib.orchestration.predict import predict_catalogue
@@ -60,7 +62,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp, ensure_dataset(params, progress=False) as ds:
         tmp = Path(tmp)
         t = time.perf_counter()
-        model, _ = fit_deployed(ds, params)
+        model, _ = fit_deployed(ds, params, family=args.family)
         dt = time.perf_counter() - t
         n_fit = params.split.n_train + params.split.n_val + params.split.n_test
         if not args.no_fit:
@@ -71,7 +73,8 @@ def main(argv=None) -> int:
         for key, noisy in (("predict", False), ("predict_noisy", True)):
             s = predict_catalogue(model, data, tmp / f"{key}.parquet", noisy=noisy, progress=False)
             figures[key] = s["spectra_per_s"]
-    print(f"configuration {params.name}: {n} spectra predicted, fit on {n_fit} (train + val + test)")
+    print(f"configuration {params.name}, {args.family} experts, σ read: {model.error_mode}: {n} spectra predicted, "
+          f"fit on {n_fit} (train + val + test)")
     for key, v in figures.items():
         ratio = "" if key == "read" else f"  ({v / figures['read']:.2f} × raw read)"
         print(f"{key:14s} {v:10.0f} spectra/s{ratio}")

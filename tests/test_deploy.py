@@ -233,3 +233,188 @@ def test_leak_record_reads_q2_when_present(tmp_path):
                   verdicts=[v, verdict("Gate-2", "Q1", "x", 0.1, ">=", 0.02)])
     after = leak_record(params, tmp_path, "S2", data, n_boot=50, seed=0)
     assert [x["gate"] for x in after["q2"]["verdicts"]] == ["Gate-1"] and after["q2"]["verdicts"][0]["verdict"] == "PASS"
+
+
+# ------------------------------------------------------------------------------- families and error modes
+
+
+def _assert_frames_identical(a, b):
+    assert list(a.columns) == list(b.columns)
+    for c in a.columns:
+        np.testing.assert_array_equal(b[c].to_numpy(), a[c].to_numpy(), err_msg=c)
+
+
+@pytest.fixture(scope="module")
+def boosted(fitted, tmp_path_factory):
+    """The smoke configuration's deployed mixture of boosted trees, fitted and saved."""
+    from snrmoe_lib.analyses.deploy import fit_deployed
+
+    params, ds, _, _ = fitted
+    model, test = fit_deployed(ds, params, family="boosted")
+    path = tmp_path_factory.mktemp("models") / "boosted"
+    model.save(path)
+    return model, test, path
+
+
+@needs_smoke
+def test_boosted_round_trip_is_bit_identical(fitted, boosted):
+    _, ds, _, _ = fitted
+    model, test, path = boosted
+    loaded = load_model(path)
+    assert loaded.family == "boosted" and type(loaded.linear).__name__ == "ModelSet"
+    chunk = ds.read(test["row"][:150])
+    for noisy in (False, True):
+        _assert_frames_identical(model.predict(chunk.flux, chunk.error, noisy=noisy, rows=chunk.rows),
+                                 loaded.predict(chunk.flux, chunk.error, noisy=noisy, rows=chunk.rows))
+    rec = json.loads((path / "model.json").read_text())
+    assert rec["family"] == rec["mixture"]["family"] == "boosted"
+    assert rec["errors"]["error_mode"] == rec["mixture"]["error_mode"] == "clean"
+    assert rec["components"]["linear"]["kind"] == "model_set"
+    assert set(rec["experts"]["n_iter"]) == set(model.expert_labels) | {"global"}
+    from snrmoe_lib.reporting.model_card import render_card
+
+    card = render_card(rec, "boosted")
+    assert "boosted trees" in card and "global model (boosted)" in card and "error mode &#x27;clean&#x27;" in card
+    for f in path.glob("*.npz"):
+        with np.load(f, allow_pickle=False) as z:
+            assert all(z[k].dtype != object for k in z.files)
+
+
+@needs_smoke
+def test_boosted_is_q4s_deployed_column(fitted, boosted):
+    """The deployed boosted mixture's frozen-test predictions are the Q4 table's 'boosted_deployed' of that seed,
+    and predicting the saved model with the fit's noise seed gives them back."""
+    from snrmoe_lib.analyses import q4_data, q4_families
+
+    params, ds, _, _ = fitted
+    model, test, _ = boosted
+    split = split_rows(ds.n, params.split.n_train, params.split.n_val, params.split.n_test, params.split.seed)
+    data = q4_data.collect(ds, split, params, model.record["seed"], model.record["representation"])
+    fit = q4_families.fit_family(q4_families.family("boosted"), params, data, None, control=False)
+    np.testing.assert_array_equal(data.row["test"], test["row"])
+    np.testing.assert_array_equal(fit["pred"]["test"]["deployed"], test["pred"])
+    assert fit["tau"] == model.tau
+    chunk = ds.read(test["row"])
+    df = model.predict(chunk.flux, chunk.error, noisy=False, rows=chunk.rows, seed=model.record["seed"])
+    np.testing.assert_array_equal(df["log_g_pred"].to_numpy(), test["pred"])
+
+
+@needs_smoke
+def test_unknown_family_is_a_clear_error(fitted, tmp_path, capsys):
+    from snrmoe_lib.analyses.deploy import fit_deployed
+    from snrmoe_lib.orchestration.cli import main
+
+    params, ds, _, _ = fitted
+    with pytest.raises(ValueError, match="unknown expert family 'xgb'.*ridge"):
+        fit_deployed(ds, params, family="xgb")
+    with pytest.raises(SystemExit):
+        main(["fit", "--params", str(ROOT / "params" / "smoke.yaml"), "--model", "m", "--out", str(tmp_path / "m"),
+              "--family", "xgb"])
+    assert "invalid choice: 'xgb'" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
+def test_boosted_trees_round_trip_and_refuse_another_layout(tmp_path):
+    """A model set of boosted trees: bit-identical predictions after save/load (missing values included), and a
+    node layout this scikit-learn does not use is refused by name."""
+    from snrmoe_lib.models.boosted import BoostedRegressor
+    from snrmoe_lib.models.model_set import ModelSet
+
+    r = np.linspace(0, 1, 400 * 12).reshape(400, 12)
+    X = np.sin(37.0 * r + r[:, ::-1] * 11.0)
+    y = X[:, 0] - 2 * X[:, 3] ** 2 + 0.1 * np.cos(50 * r[:, 5])
+    a = BoostedRegressor(max_iter=30, n_threads=1).fit(X[:300], y[:300], X_val=X[300:], y_val=y[300:])
+    b = BoostedRegressor(max_iter=10, n_threads=1).fit(X, y)
+    ms = ModelSet(["e", "global"], [a, b])
+    persistence.save_folder(tmp_path / "m", {"experts": ("model_set", ms)}, {})
+    _, c = persistence.load_folder(tmp_path / "m")
+    np.testing.assert_array_equal(c["experts"].predict(X[::-1] * 1.1), ms.predict(X[::-1] * 1.1))
+    Xn = X.copy()
+    Xn[::7, 2] = np.nan  # the trees' own missing-value branches
+    np.testing.assert_array_equal(c["experts"].models[0].model_.predict(Xn), a.model_.predict(Xn))
+    assert c["experts"].models[0].n_iter_ == a.n_iter_
+    meta, arrays = persistence.dump_component("boosted", a)
+    meta["meta"]["trees"]["node_dtype"] = "[('value', '<f4')]"
+    with pytest.raises(ModelFormatError, match="node layout"):
+        persistence.load_component(meta, arrays)
+
+
+@pytest.fixture(scope="module")
+def estimated(fitted, tmp_path_factory):
+    """The smoke configuration with noise.error_mode 'estimated': the Ridge deployed mixture, saved."""
+    import dataclasses
+
+    from snrmoe_lib.analyses.deploy import fit_deployed
+
+    params, ds, _, _ = fitted
+    p = dataclasses.replace(params, noise=dataclasses.replace(params.noise, error_mode="estimated"))
+    model, test = fit_deployed(ds, p)
+    path = tmp_path_factory.mktemp("models") / "estimated"
+    model.save(path)
+    return p, model, test, path
+
+
+@needs_smoke
+def test_estimated_mode_reads_sigma_hat(fitted, estimated, tmp_path):
+    """error_mode 'estimated': the record says so and keeps the variance model; noise-free products are read
+    through σ̂ of the drawn noise (the same numbers as giving the noisy flux and σ̂ with --noisy); the round trip
+    is exact; the experts (flux only) are those of the clean mode."""
+    from snrmoe_lib.data.noise import add_noise_estimated
+
+    _, ds, clean, _ = fitted
+    p, model, test, path = estimated
+    rec = json.loads((path / "model.json").read_text())
+    assert rec["errors"]["error_mode"] == rec["mixture"]["error_mode"] == "estimated"
+    assert rec["errors"]["variance_model"]["fit_rows"] == p.noise.variance_fit_n
+    assert "σ̂" in rec["errors"]["sigma_read"] and "variance" in rec["components"]
+    from snrmoe_lib.reporting.model_card import render_card
+
+    assert "error mode &#x27;estimated&#x27;" in render_card(rec) and "variance model" in render_card(rec)
+    loaded = load_model(path)
+    chunk = ds.read(test["row"][:120])
+    a = model.predict(chunk.flux, chunk.error, noisy=False, rows=chunk.rows, seed=3)
+    _assert_frames_identical(a, loaded.predict(chunk.flux, chunk.error, noisy=False, rows=chunk.rows, seed=3))
+    noisy, sigma_hat = add_noise_estimated(chunk.flux, chunk.error, model.noise_level, chunk.rows, 3,
+                                           model.variance.gain(chunk.flux, chunk.error))
+    _assert_frames_identical(a, model.predict(noisy, sigma_hat, noisy=True, rows=chunk.rows))
+    bad = _copy(path, tmp_path)
+    rec["mixture"]["error_mode"] = "guessed"
+    (bad / "model.json").write_text(json.dumps(rec))
+    with pytest.raises(ModelFormatError, match="error_mode must be one of"):
+        load_model(bad)
+    b = clean.predict(chunk.flux, chunk.error, noisy=False, rows=chunk.rows, seed=3)
+    assert not np.allclose(a["snr_obs"], b["snr_obs"])  # σ̂ is not the clean σ
+    np.testing.assert_array_equal(model.linear.coef, clean.linear.coef)
+
+
+@pytest.mark.parametrize("variant", ["heads", "residual"])
+def test_neural_round_trip_is_bit_identical(tmp_path, variant):
+    """A tiny NeuralExperts (quality features conditioning the trunk, auxiliary heads) saved as its state_dict
+    arrays + JSON and rebuilt: every head's mean and σ bit-identical on the CPU; a tensor of another shape
+    is refused by name."""
+    pytest.importorskip("torch")
+    from snrmoe_lib.models.model_set import ModelSet
+    from snrmoe_lib.models.neural import NeuralExperts
+
+    t = np.linspace(0, 1, 300 * 66).reshape(300, 66)
+    X = np.sin(23.0 * t + 5.0 * t[:, :1])
+    y = 2.0 * t[:, 0] + 0.3 * np.cos(9 * t[:, 7])
+    bins = np.minimum((t[:, 0] * 3).astype(int), 2)
+    tiny = dict(variant=variant, n_bins=3, channels=(4, 8), kernel=3, stem_stride=2, pool=2, width=16, batch_size=32,
+                max_epochs=2, n_threads=1, device="cpu", n_quality=2)
+    est = NeuralExperts(**tiny).fit(X[:240], y[:240], bins=bins[:240], X_val=X[240:], y_val=y[240:],
+                                    aux=np.column_stack([y[:240] * 3, -y[:240]]))
+    ms = ModelSet(["net"], [est])
+    persistence.save_folder(tmp_path / "m", {"experts": ("model_set", ms)}, {})
+    _, c = persistence.load_folder(tmp_path / "m")
+    back = c["experts"].models[0]
+    for a, b in zip(est._forward(X[::-1]), back._forward(X[::-1])):
+        np.testing.assert_array_equal(b, a)
+    np.testing.assert_array_equal(back.predict_all(X), est.predict_all(X))
+    np.testing.assert_array_equal(back.predict_global(X), est.predict_global(X))
+    assert back.get_params() == est.get_params() and back.history_.keys() == est.history_.keys()
+    meta, arrays = persistence.dump_component("neural", est)
+    name = meta["meta"]["tensors"][0]
+    arrays[f"sd.{name}"] = np.zeros((1, 1), arrays[f"sd.{name}"].dtype)
+    with pytest.raises(ModelFormatError, match="does not fit the architecture"):
+        persistence.load_component(meta, arrays)

@@ -70,6 +70,22 @@ def test_cli_predict_and_python_api_agree(model_dir, small, tmp_path, rows, caps
     assert "refusing to overwrite" in capsys.readouterr().err
 
 
+def test_cli_boosted_family_fit_and_predict(small, tmp_path, rows, capsys):
+    """snrmoe fit --family boosted: the catalogue says which family and σ it used, and the CLI's catalogue is
+    the Python API's prediction of the saved model (bit for bit)."""
+    out = tmp_path / "trees"
+    assert main(["fit", "--params", str(ROOT / "params" / "smoke.yaml"), "--model", "trees", "--out", str(out),
+                 "--family", "boosted"]) == 0
+    assert "boosted experts, σ read: clean" in capsys.readouterr().out
+    assert main(["predict", "--model", str(out), "--data", str(small), "--out", str(tmp_path / "c.parquet")]) == 0
+    cat, meta = read_catalogue(tmp_path / "c.parquet")
+    meta = {k.lower(): v for k, v in meta.items()}
+    assert meta["family"] == "boosted" and meta["errmode"] == "clean"
+    flux, error, mask, _, _ = rows
+    api = load_model(out).predict(flux, error, noisy=False, mask=mask)
+    np.testing.assert_array_equal(cat["log_g_pred"].to_numpy(), api["log_g_pred"].to_numpy())
+
+
 def test_shards_give_the_file_result(model_dir, small, tmp_path, rows):
     flux, error, mask, params, wave = rows
     with ShardedWriter(tmp_path / "sharded", N, wave, shard_size=50) as w:

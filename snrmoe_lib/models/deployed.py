@@ -1,7 +1,9 @@
 """The deployed mixture: one fitted pipeline that predicts log g, its σ and interval for any spectra.
 
 :class:`DeployedMixture` holds what the Q3 deployed pipeline fitted (the quality compressor, the
-gate, the per-SNR-bin Ridge experts and the global fallback, τ) plus what deployment needs: the
+gate, the per-SNR-bin experts — Ridge, or another family's regressors in a
+:class:`~snrmoe_lib.models.model_set.ModelSet` — and the global fallback, τ; in 'estimated' error
+mode the variance model that gives σ̂) plus what deployment needs: the
 wavelength grid, the ranges seen in training and the interval calibration
 (:class:`SplitConformalPerBin`). :meth:`DeployedMixture.predict` turns flux and error into the
 catalogue's columns (a DataFrame); :meth:`~DeployedMixture.save` / :func:`load_model` keep it as a
@@ -25,7 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from snrmoe_lib.data.noise import add_noise, assign_bins, effective_sigma
+from snrmoe_lib.data.noise import VarianceModel, add_noise, add_noise_estimated, assign_bins, effective_sigma
 from snrmoe_lib.features.flux import FluxFeatures
 from snrmoe_lib.features.quality import QualityInput
 from snrmoe_lib.models.gates import check_proba
@@ -33,7 +35,14 @@ from snrmoe_lib.models.mixtures import mix
 from snrmoe_lib.models.oracle_stream import LinearModels
 
 __all__ = ["observed_snr", "SplitConformalPerBin", "DeployedMixture", "load_model", "dump_linear_models",
-           "load_linear_models", "PREDICTION_COLUMNS"]
+           "load_linear_models", "dump_variance_model", "load_variance_model", "PREDICTION_COLUMNS", "FAMILIES",
+           "ERROR_MODES"]
+
+#: Expert families a deployed model can hold ('ridge': streamed LinearModels; the others: a ModelSet).
+FAMILIES = ("ridge", "boosted")
+#: Which σ the model reads: 'clean' (error · noise_level, the products' expected error) or 'estimated'
+#: (σ̂ estimated from the same noisy realisation, what an observation's pipeline gives).
+ERROR_MODES = ("clean", "estimated")
 
 #: The model's own columns of a catalogue (the gate probabilities ``p_<expert>`` and the quality
 #: features ``q_<name>`` follow them; passthrough columns of the params table come first).
@@ -129,6 +138,18 @@ def load_linear_models(meta: dict, a: dict) -> LinearModels:
                         meta["alpha_at_edge"])
 
 
+def dump_variance_model(vm: VarianceModel) -> tuple[dict, dict]:
+    """The fitted per-pixel variance model (error_mode 'estimated') as arrays."""
+    return ({"n_iter": int(vm.n_iter), "rel_rms": float(vm.rel_rms_)},
+            {"background": vm.background_, "gain": vm.gain_})
+
+
+def load_variance_model(meta: dict, a: dict) -> VarianceModel:
+    vm = VarianceModel(n_iter=meta["n_iter"])
+    vm.background_, vm.gain_, vm.rel_rms_ = a["background"], a["gain"], meta["rel_rms"]
+    return vm
+
+
 @dataclass
 class DeployedMixture:
     """The fitted deployed pipeline (see the module docstring).
@@ -137,8 +158,9 @@ class DeployedMixture:
     ----------
     compressor : fitted quality compressor (σ → quality features)
     gate : fitted classification gate (quality features → expert probabilities)
-    linear : LinearModels
-        The experts (``expert_columns``) and the global model (``global_column``), one feature map.
+    linear : LinearModels or ModelSet
+        The experts (``expert_columns``) and the global model (``global_column``), one feature map:
+        streamed Ridge (``LinearModels``) or another family's fitted regressors (``ModelSet``).
     expert_labels : list of str
     expert_columns : list of int
     global_column : int
@@ -152,6 +174,13 @@ class DeployedMixture:
     wave : ndarray (n_pix,)
     record : dict
         The ``model.json`` record (configuration, ranges, metrics, …).
+    family : str
+        The experts' family (:data:`FAMILIES`).
+    error_mode : str
+        Which σ the gate's quality features and the observed SNR read (:data:`ERROR_MODES`).
+    variance : VarianceModel or None
+        In 'estimated' mode: the variance model that turns a noise-free product's error into the σ̂ of
+        the drawn noise (the same draw as the noisy flux).
     """
 
     compressor: Any
@@ -167,6 +196,25 @@ class DeployedMixture:
     calibration: SplitConformalPerBin
     wave: np.ndarray
     record: dict
+    family: str = "ridge"
+    error_mode: str = "clean"
+    variance: VarianceModel | None = None
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"unknown expert family {self.family!r}; known: {list(FAMILIES)}")
+        if self.error_mode not in ERROR_MODES:
+            raise ValueError(f"error_mode must be one of {list(ERROR_MODES)}, got {self.error_mode!r}")
+        if self.error_mode == "estimated" and self.variance is None:
+            raise ValueError("error_mode 'estimated' needs the fitted variance model (data.noise.VarianceModel)")
+
+    def draw_noise(self, flux, error, rows, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """(noisy flux, σ the model reads) for noise-free products: the protocol's draw keyed by (seed, row);
+        σ is error · noise_level ('clean') or σ̂ estimated from the same draw ('estimated')."""
+        if self.error_mode == "estimated":
+            gain = self.variance.gain(flux, error)
+            return add_noise_estimated(flux, error, self.noise_level, rows, seed, gain)
+        return add_noise(flux, error, self.noise_level, rows, seed), effective_sigma(error, self.noise_level)
 
     @property
     def quality_names(self) -> list[str]:
@@ -193,9 +241,9 @@ class DeployedMixture:
         ----------
         flux, error : array (n, n_pix) on the model's wavelength grid
         noisy : bool
-            True: ``flux`` already carries noise and ``error`` is the pipeline's σ estimate. False:
-            noise-free products; noise is drawn by the protocol (``σ = error · noise_level``, keyed
-            by (``seed``, row)).
+            True: ``flux`` already carries noise and ``error`` is the pipeline's σ estimate (read as
+            is). False: noise-free products; noise is drawn by the protocol (keyed by (``seed``, row))
+            and σ is :meth:`draw_noise`'s (the model's ``error_mode``).
         rows : array (n,), optional
             Row numbers (the catalogue's ``row`` and the noise keys); default ``0 … n−1``.
         mask : array (n, n_pix), optional
@@ -214,8 +262,7 @@ class DeployedMixture:
         if noisy:
             y_in, sigma = flux, error
         else:
-            y_in = add_noise(flux, error, self.noise_level, rows, seed)
-            sigma = effective_sigma(error, self.noise_level)
+            y_in, sigma = self.draw_noise(flux, error, rows, seed)
         bad_pix = ~(np.isfinite(flux) & np.isfinite(error))
         if mask is not None:
             bad_pix |= np.asarray(mask) != 0
@@ -248,16 +295,21 @@ class DeployedMixture:
 
     def components(self) -> dict:
         """Name → (serializer kind, object) for :func:`~snrmoe_lib.models.persistence.save_folder`."""
-        return {"compressor": ("estimator", self.compressor), "gate": ("estimator", self.gate),
-                "linear": ("linear_models", self.linear), "calibration": ("estimator", self.calibration),
-                "grid": ("arrays", {"wave": np.asarray(self.wave, dtype=np.float64)})}
+        out = {"compressor": ("estimator", self.compressor), "gate": ("estimator", self.gate),
+               "linear": ("linear_models" if isinstance(self.linear, LinearModels) else "model_set", self.linear),
+               "calibration": ("estimator", self.calibration),
+               "grid": ("arrays", {"wave": np.asarray(self.wave, dtype=np.float64)})}
+        if self.variance is not None:
+            out["variance"] = ("variance_model", self.variance)
+        return out
 
     def full_record(self) -> dict:
         """The record with the mixture's own settings (what ``model.json`` holds, less the component list)."""
         return dict(self.record) | {"mixture": {
             "expert_labels": list(self.expert_labels), "expert_columns": [int(c) for c in self.expert_columns],
             "global_column": int(self.global_column), "tau": float(self.tau), "bin_pixels": int(self.bin_pixels),
-            "noise_level": float(self.noise_level), "snr_definition": self.snr_definition}}
+            "noise_level": float(self.noise_level), "snr_definition": self.snr_definition, "family": self.family,
+            "error_mode": self.error_mode}}
 
     def save(self, path: str | Path, overwrite: bool = False, extra_files: dict | None = None) -> Path:
         """Save as a model folder (:func:`~snrmoe_lib.models.persistence.save_folder`), atomically."""
@@ -286,6 +338,10 @@ def load_model(path: str | Path) -> DeployedMixture:
     m = record.get("mixture")
     if not isinstance(m, dict):
         raise ModelFormatError(f"{path}: model.json has no 'mixture' section")
-    return DeployedMixture(c["compressor"], c["gate"], c["linear"], m["expert_labels"], m["expert_columns"],
-                           m["global_column"], m["tau"], m["bin_pixels"], m["noise_level"], m["snr_definition"],
-                           c["calibration"], c["grid"]["wave"], record)
+    try:
+        return DeployedMixture(c["compressor"], c["gate"], c["linear"], m["expert_labels"], m["expert_columns"],
+                               m["global_column"], m["tau"], m["bin_pixels"], m["noise_level"], m["snr_definition"],
+                               c["calibration"], c["grid"]["wave"], record, m.get("family", "ridge"),
+                               m.get("error_mode", "clean"), c.get("variance"))
+    except ValueError as exc:
+        raise ModelFormatError(f"{path}: {exc}") from None

@@ -64,6 +64,10 @@ SERIALIZERS: dict[str, tuple[str, str, str]] = {
     "estimator": ("snrmoe_lib.models.persistence", "dump_estimator", "load_estimator"),
     "linear_models": ("snrmoe_lib.models.deployed", "dump_linear_models", "load_linear_models"),
     "arrays": ("snrmoe_lib.models.persistence", "dump_arrays", "load_arrays"),
+    "boosted": ("snrmoe_lib.models.model_set", "dump_boosted", "load_boosted"),
+    "model_set": ("snrmoe_lib.models.model_set", "dump_model_set", "load_model_set"),
+    "neural": ("snrmoe_lib.models.model_set", "dump_neural", "load_neural"),
+    "variance_model": ("snrmoe_lib.models.deployed", "dump_variance_model", "load_variance_model"),
 }
 
 #: Attributes of a fitted estimator that are not saved (large intermediate state, rebuilt or unused).

@@ -83,14 +83,15 @@ def _fit(args) -> int:
     reports = Path(args.reports) if args.reports else project_root() / "reports"
     t0 = time.perf_counter()
     with ensure_dataset(params, progress=True) as ds:
-        model, _ = fit_deployed(ds, params, results_root=reports, level=args.level, progress="fit")
+        model, _ = fit_deployed(ds, params, family=args.family, results_root=reports, level=args.level,
+                                progress="fit")
     dt = time.perf_counter() - t0
     model.record["name"] = args.model
     model.record["fit_seconds"] = dt
     model.save(out, overwrite=args.force, extra_files={"card.html": render_card(model.full_record(), args.model)})
     m, sp = model.record["metrics"], model.record["dataset"]["split"]
     n = sp["n_train"] + sp["n_val"] + sp["n_test"]
-    print(f"wrote {out} (frozen test: R² = {m['r2']:.3f} [{m['r2_interval'][0]:.3f}, {m['r2_interval'][1]:.3f}], "
+    print(f"wrote {out} ({model.family} experts, σ read: {model.error_mode}; frozen test: R² = {m['r2']:.3f} [{m['r2_interval'][0]:.3f}, {m['r2_interval'][1]:.3f}], "
           f"coverage {m['coverage']:.3f} of the {m['level']:g} intervals; fit {dt:.1f} s, {n / dt:.0f} spectra/s)")
     print(f"model card: {out / 'card.html'}")
     return 0
@@ -170,6 +171,9 @@ def _fit_predict_parsers(sub) -> None:
     p.add_argument("--out", default=None, help="the model folder (default: models/NAME)")
     p.add_argument("--force", action="store_true", help="replace an existing model folder")
     p.add_argument("--level", type=float, default=0.9, help="nominal coverage of the intervals (default 0.9)")
+    p.add_argument("--family", default="ridge", choices=("ridge", "boosted"),
+                   help="the experts' family: 'ridge' (Q3's streamed Ridge) or 'boosted' (Q4's boosted trees, "
+                        "hyper-parameters from the q4 section); default ridge")
     p.add_argument("--reports", default=None,
                    help="where the notebooks' results are (Q2's choice, its leak check, the K1 ceiling; "
                         "default: <project>/reports)")

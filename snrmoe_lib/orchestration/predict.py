@@ -7,8 +7,10 @@ per-star rows in a :class:`~snrmoe_lib.data.catalogue.CatalogueWriter`, which wr
 one atomic step at the end: an error, Ctrl-C or SIGTERM part-way leaves no catalogue.
 
 * ``noisy=False`` (noise-free products, as the mock and the simulator write them): noise is drawn
-  by the protocol (σ = error · the model's noise level, keyed by (``seed``, stored row)), the same
-  draw the notebooks make. ``noisy=True``: the flux is an observation and the error its pipeline's σ.
+  by the protocol (keyed by (``seed``, stored row)), the same draw the notebooks make, and σ is the
+  one the model was fitted on: error · noise level (error mode 'clean') or σ̂ estimated from that
+  same draw with the model's variance model ('estimated'). ``noisy=True``: the flux is an
+  observation and the file's error, the pipeline's σ̂, is read as is.
 * The wavelength grid must be the model's; another grid is refused unless ``resample`` (linear
   interpolation of flux, error and mask onto the model's grid, which the data must cover).
 * Bad rows (NaN/inf flux or error, error ≤ 0 on an unmasked pixel): ``on_bad_rows='refuse'`` stops
@@ -28,7 +30,6 @@ import pandas as pd
 from snrmoe_lib._util.threads import ordered_map
 from snrmoe_lib.data.catalogue import CatalogueWriter, catalogue_format
 from snrmoe_lib.data.io import BadRowsError, Chunk, DatasetError, open_dataset
-from snrmoe_lib.data.noise import add_noise, effective_sigma
 from snrmoe_lib.models.deployed import FLAG_BITS, DeployedMixture, load_model
 
 __all__ = ["GridMismatchError", "grid_map", "predict_catalogue"]
@@ -119,7 +120,8 @@ def _meta(model: DeployedMixture, model_path, data, noisy: bool, seed: int, resa
     return {"model": rec.get("name", ""), "modelfp": rec.get("dataset", {}).get("fingerprint", "")[:16],
             "codever": rec.get("code_version", ""), "modeldir": str(model_path), "data": str(data),
             "noisy": bool(noisy), "seed": int(seed), "resample": bool(resampled), "badrows": on_bad_rows,
-            "level": float(model.calibration.level), "tau": float(model.tau)}
+            "level": float(model.calibration.level), "tau": float(model.tau), "family": model.family,
+            "errmode": model.error_mode}
 
 
 def predict_catalogue(model: DeployedMixture | str | Path, data: str | Path, out: str | Path, *, noisy: bool = False,
@@ -179,9 +181,8 @@ def _stream(ds, model, writer, gmap, noisy, seed, chunk_size, max_bad_fraction, 
             return None, None, bad, None, None, None
         chunk = _concat(good)
         flux, error, mask = _resample(chunk, gmap)
-        if not noisy:  # the protocol's noise, drawn here on the reader thread (the same draw predict makes)
-            flux = add_noise(flux, error, model.noise_level, chunk.rows, seed)
-            error = effective_sigma(error, model.noise_level)
+        if not noisy:  # the protocol's noise (and σ of the model's error mode), drawn here on the reader thread
+            flux, error = model.draw_noise(flux, error, chunk.rows, seed)
         return chunk.rows, chunk.params, bad, flux, error, mask  # not the chunk: its raw arrays are freed
 
     if progress:

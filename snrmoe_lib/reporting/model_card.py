@@ -17,7 +17,8 @@ __all__ = ["render_card"]
 
 INTENDED_USE = (
     "Point estimates of log g with a calibrated interval for PFS medium-resolution red-arm spectra observed "
-    "like the training data (same wavelength grid, σ built the same way, SNR inside the training range). "
+    "like the training data (same wavelength grid, σ built the same way — see 'σ the model reads' — SNR inside "
+    "the training range). "
     "Flagged stars (SNR outside the training range, too many masked or non-finite pixels, bad rows) are "
     "outside what the model was checked on. Not for other instruments, arms or resolutions without refitting.")
 MOCK_CAVEAT = (
@@ -97,13 +98,28 @@ def _data(rec: dict) -> str:
     return _table_html("data", ["what", "value"], rows)
 
 
+FAMILY_LABELS = {"ridge": "Ridge (streamed, Q3's deployed pipeline)",
+                 "boosted": "boosted trees (Q4's family: HistGradientBoosting, rounds chosen on each bin's "
+                            "validation rows)"}
+
+
+def _sigma_row(rec: dict) -> list:
+    e = rec.get("errors", {"error_mode": "clean"})
+    vm = e.get("variance_model")
+    extra = "" if not vm else f" (variance model: {vm.get('kind')}, relative RMS of σ² {_val(vm.get('rel_rms'))})"
+    return [f"σ the model reads (error mode '{e.get('error_mode')}')", f"{e.get('sigma_read', '')}{extra}"]
+
+
 def _model(rec: dict) -> str:
     mx, gate, cal = rec.get("mixture", {}), rec.get("gate", {}), rec.get("calibration", {})
-    rows = [["experts (per SNR bin, Ridge)", ", ".join(mx.get("expert_labels", []))],
+    fam = mx.get("family", "ridge")
+    glob = "global Ridge" if fam == "ridge" else f"global model ({fam})"
+    rows = [[f"experts (per SNR bin): {FAMILY_LABELS.get(fam, fam)}", ", ".join(mx.get("expert_labels", []))],
             ["gate", f"{gate.get('kind')} on {rec.get('representation')} quality features "
                      f"({rec.get('representation_source')})"],
-            ["fallback", f"global Ridge where the gate's largest probability < τ = {mx.get('tau')} "
+            ["fallback", f"{glob} where the gate's largest probability < τ = {mx.get('tau')} "
                          "(chosen on validation)"],
+            _sigma_row(rec),
             ["intervals", f"{cal.get('method')}, level {cal.get('level')}"]]
     return _table_html("model", ["part", "what"], rows)
 
