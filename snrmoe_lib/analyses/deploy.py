@@ -265,8 +265,8 @@ def fit_deployed(ds, params, *, family: str = "ridge", results_root=None, level:
     ----------
     ds : PfsDataset
     params : Params
-        ``noise.error_mode`` chooses the σ the model reads ('estimated': σ̂ through a variance model fitted
-        on ``noise.variance_fit_n`` training rows, saved with the model).
+        ``noise.error_mode`` chooses the σ the model reads ('estimated' or 'both': σ̂ through a variance
+        model fitted on ``noise.variance_fit_n`` training rows, saved with the model; 'clean': the true σ).
     family : {'ridge', 'boosted'}
         'ridge': Q3's streamed pipeline; 'boosted': Q4's boosted trees (hyper-parameters from ``q4``).
     results_root : folder of the notebooks' results (Q2's choice of representation, its leak check and the
@@ -286,7 +286,8 @@ def fit_deployed(ds, params, *, family: str = "ridge", results_root=None, level:
     seed = int(p.seeds[0] if seed is None else seed)
     split = split_rows(ds.n, p.split.n_train, p.split.n_val, p.split.n_test, p.split.seed, n_dropped=ds.n_dropped)
     representation, why = resolve_representation(p, results_root)
-    mode = p.noise.error_mode
+    # 'both' reports the two modes side by side; a deployed model reads what a real observation has: σ̂
+    mode = "clean" if p.noise.error_mode == "clean" else "estimated"
     variance = fit_variance_model(ds, split.train, n=p.noise.variance_fit_n) if mode == "estimated" else None
     if family == "ridge":
         f = _fit_ridge(ds, split, p, representation, seed, progress, variance)
