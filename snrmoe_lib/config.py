@@ -330,7 +330,7 @@ class Q4Spec(_Section):
     neural_epochs: int = 4  # most epochs; early stopping on the validation rows after `neural_patience` flat ones
     neural_patience: int = 2
     neural_batch_size: int = 64  # small batches: more steps per epoch on a few thousand rows
-    neural_train_rows: int = 6000  # training spectra the nets see (a seeded subsample of those in memory)
+    neural_train_rows: int = 12_000  # training spectra the nets see (a seeded subsample of those in memory)
     neural_aux_weight: float = 0.1  # loss weight of the auxiliary T_eff and [M/H] heads (0: none)
     residual_base: Literal["ridge", "boosted"] = "boosted"  # the residual mixture's frozen global model (nets: own)
     corrector: Literal["ridge", "boosted"] = "ridge"  # the per-bin residual correctors
