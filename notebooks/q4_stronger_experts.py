@@ -18,10 +18,11 @@
 # # Q4 · Stronger experts — does an SNR mixture still pay once the experts are strong?
 #
 # The users' reading of Q1–Q3 was "the gate is fine, the experts are too weak". Here every expert
-# **family** (Ridge; gradient-boosted trees; the neural trunk joins the same registry) is fitted as a
-# global model, as SNR experts routed by the hard oracle, the soft oracle and Q3's deployed gate, and
-# as a single conditional model (the quality features as extra inputs: the control); a **residual
-# mixture** adds light per-bin correctors to a frozen strong global model. One table on the frozen test
+# **family** (Ridge; gradient-boosted trees; a neural 1-D CNN trunk with one head per SNR bin) is fitted
+# as a global model, as SNR experts routed by the hard oracle, the soft oracle and Q3's deployed gate,
+# and as a single conditional model (the control: the quality features as extra inputs; for the nets,
+# a FiLM-conditioned trunk); a **residual mixture** adds light per-bin correctors to a frozen strong
+# global model (the trees', and the nets' own). One table on the frozen test
 # stars with paired intervals, ρ against each family's best matched oracle, per-bin R², calibrated
 # (split-conformal) intervals with their coverage per SNR bin, and a learning curve per family. The
 # verdict per family is the routing share of Q1 and the deployed gain, both against the family's best
@@ -52,7 +53,12 @@ ds
 #   rows of each expert's own bin), the deployed mixture's τ; the test stars only score.
 # * **Gates**: Q3's deployed gate (quality features) and soft oracle (the same gate fed the true log SNR),
 #   trained once per seed, mix every family's experts.
-# * **Intervals**: split-conformal on the validation residuals of each model, per SNR bin (Mondrian).
+# * **Nets** (`q4.neural_*`): at most `q4.neural_train_rows` of the rows, T_eff and [M/H] as auxiliary
+#   targets, early stopping on validation; one trunk + K heads serves the oracles and the deployed
+#   mixture, a second trunk is the frozen global model of the nets' residual mixture (`neural_global`).
+#   Sized to run in minutes on 2 cores, far from converged: `params/experts_large.yaml` is the real test.
+# * **Intervals**: split-conformal on the validation residuals of each model, per SNR bin (Mondrian);
+#   the nets' Gaussian σ is calibrated the same way on |y − ŷ| / σ (a per-bin scale of the predicted σ).
 # * **Efficiency** against the per-bin bound is computed by the Fisher notebook (it runs after this one
 #   and reads this notebook's per-bin table, `extra.per_bin`).
 
@@ -73,20 +79,26 @@ q4.format_table(summary)
 # ## Per-bin R²
 
 # %%
-bin_models = [f"{f}_{v}" for f in fams for v in ("global", "oracle_hard", "deployed")] + ["residual_mixture"]
+residuals = [m for m in summary.table.index if m.endswith("residual_mixture")]
+bin_models = [f"{f}_{v}" for f in fams for v in ("global", "oracle_hard", "deployed")] + residuals
 pb = q4.per_bin(runs, bin_models, n_boot, boot_seed)
 run.save(plots_q4.plot_per_bin(pb, bin_models), "q4_per_bin")
 pb.pivot_table(index="model", columns="bin", values="r2", sort=False).round(3)
 
 # %% [markdown]
 # ## Calibrated intervals: coverage of the 68 % and 95 % conformal intervals per SNR bin (%), and PIT
+#
+# The nets' rows are σ-scaled (per-star widths); below, how their raw Gaussian σ covers before calibration.
 
 # %%
 cov = q4_report.coverage(runs, list(summary.table.index), n_boot, boot_seed)
-run.save(plots_q4.plot_coverage(cov, bin_models), "q4_coverage")
-pits = q4_report.pit(runs, [f"{f}_deployed" for f in fams] + ["residual_mixture"])
+run.save(plots_q4.plot_coverage(cov, [f"{f}_deployed" for f in fams] + residuals), "q4_coverage")
+pits = q4_report.pit(runs, [f"{f}_deployed" for f in fams] + residuals)
 run.save(plots_q4.plot_pit(pits), "q4_pit")
 q4_report.coverage_summary(cov)
+
+# %%
+q4_report.coverage_summary(cov, "gaussian") if (cov["method"] == "gaussian").any() else print("no model predicts a σ")
 
 # %% [markdown]
 # ## Predicted σ (the 68 % half-width) against each star's CRLB σ of log g, per SNR bin (mock only)
@@ -112,5 +124,6 @@ shares = q4_report.shares(summary, runs, fams)
 res = q4_report.results(p, runs, summary, pb, cov, curve, shares, pits, rep, rep_source, sigma)
 print_verdicts(res["verdicts"])
 assert set(f"{f}_{v}_r2" for f in fams for v in q4.VARIANTS) <= set(res["metrics"]), "a table row is missing"
+assert "neural" not in fams or "film_conditional_r2" in res["metrics"], "the nets' FiLM control is missing"
 out = run.finish(**res)
 print("results:", out.name)

@@ -169,9 +169,7 @@ class SNRBinSpec(_Section):
 class QualitySpec(_Section):
     _KEY: ClassVar[str] = "quality"
 
-    representations: list[str] = field(
-        default_factory=lambda: ["S0", "S1a", "S1b", "S2", "S2b", "S3_11", "S3_21", "S3b", "S4"]
-    )
+    representations: list[str] = field(default_factory=lambda: list(REPRESENTATION_NAMES))
     n_pca: int = 5
     chosen: str = "auto"  # 'auto': the passing representation with the best SNR R²
     # 'interval': 'auto' only picks a representation whose whole 95 % bootstrap interval passes
@@ -312,13 +310,12 @@ class FisherSpec(_Section):
 
 @dataclass
 class Q4Spec(_Section):
-    """Q4, stronger experts: the families compared (ridge, boosted; 'neural' once its room exists), the training
-    rows held in memory as binned features, the boosted trees and the residual mixture's correctors."""
+    """Q4, stronger experts: the families compared, their rows in memory, the trees, the nets, the correctors."""
 
     _KEY: ClassVar[str] = "q4"
     FAMILIES: ClassVar[tuple[str, ...]] = ("ridge", "boosted", "neural")
 
-    families: list[str] = field(default_factory=lambda: ["ridge", "boosted"])
+    families: list[str] = field(default_factory=lambda: ["ridge", "boosted", "neural"])
     n_seeds: int = 1  # the first n of `seeds` (noise realisations); each refits every family
     max_train_rows: int = 12_000  # training spectra held in memory (a seeded subsample above it)
     curve_sizes: list[int] = field(default_factory=lambda: [1000, 3000, 6000])  # learning curve (below the full set)
@@ -328,8 +325,15 @@ class Q4Spec(_Section):
     boosted_min_samples_leaf: int = 20
     boosted_l2: float = 0.0
     boosted_n_iter_no_change: int = 20
-    n_threads: int = 1  # OpenMP threads of the trees (one: on shared cores a thread team spins)
-    residual_base: Literal["ridge", "boosted", "neural"] = "boosted"  # the frozen global model of the residual mixture
+    n_threads: int = 1  # CPU threads of the trees and the nets (one: on shared cores a thread team spins)
+    neural_arch: Literal["cnn", "vit"] = "cnn"  # the neural family's trunk (models.neural), all its variants
+    neural_width: int = 64  # features the trunk hands the heads (the CNN's channels: width/4, width/2)
+    neural_epochs: int = 4  # most epochs; early stopping on the validation rows after `neural_patience` flat ones
+    neural_patience: int = 2
+    neural_batch_size: int = 64  # small batches: more steps per epoch on a few thousand rows
+    neural_train_rows: int = 12_000  # training spectra the nets see (a seeded subsample of those in memory)
+    neural_aux_weight: float = 0.1  # loss weight of the auxiliary T_eff and [M/H] heads (0: none)
+    residual_base: Literal["ridge", "boosted"] = "boosted"  # the residual mixture's frozen global model (nets: own)
     corrector: Literal["ridge", "boosted"] = "ridge"  # the per-bin residual correctors
     corrector_max_iter: int = 50  # shallow boosted correctors
     corrector_max_leaf_nodes: int = 7
@@ -337,18 +341,16 @@ class Q4Spec(_Section):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _positive(self, "q4.", ("n_seeds", "max_train_rows", "boosted_learning_rate", "boosted_max_iter",
-                                "boosted_max_leaf_nodes", "boosted_min_samples_leaf", "boosted_n_iter_no_change",
-                                "n_threads", "corrector_max_iter", "corrector_max_leaf_nodes", "crlb_stars"))
-        _positive(self, "q4.", ("boosted_l2",), strict=False)
+        counts = tuple(f.name for f in dataclasses.fields(self) if f.type == "int")  # every count is positive
+        _positive(self, "q4.", counts + ("boosted_learning_rate",))
+        _positive(self, "q4.", ("boosted_l2", "neural_aux_weight"), strict=False)
         bad = [f for f in self.families if f not in self.FAMILIES]
         if bad or not self.families or len(set(self.families)) != len(self.families):
             raise ParameterError(f"q4.families: distinct names from {list(self.FAMILIES)}, got {self.families}")
-        c = self.curve_sizes
-        if not all(0 < a < b for a, b in zip(c, c[1:] + [2 ** 62])):
-            raise ParameterError(f"q4.curve_sizes: increasing positive sizes, got {c}")
+        if not all(0 < a < b for a, b in zip(self.curve_sizes, self.curve_sizes[1:] + [2 ** 62])):
+            raise ParameterError(f"q4.curve_sizes: increasing positive sizes, got {self.curve_sizes}")
         if self.residual_base not in self.families:
-            raise ParameterError(f"q4.residual_base: {self.residual_base!r} is not one of q4.families {self.families}")
+            raise ParameterError(f"q4.residual_base: {self.residual_base!r} is not among q4.families {self.families}")
 
 
 @dataclass

@@ -88,6 +88,8 @@ STREAMS: dict[str, Stream] = _streams(
     Stream("boosted.train_subsample", ("seed", 5101, 5102), "boosted trees: the training rows kept above max_train_rows"),
     Stream("boosted.trees", ("seed", 5111, 5112), "boosted trees: the integer random_state handed to scikit-learn"),
     Stream("q4.train_rows", ("seed", 5121, 5122), "Q4: the training rows held in memory (at most q4.max_train_rows)"),
+    # Q4's neural family
+    Stream("q4.neural_rows", ("seed", 5600, 5601), "Q4: the training rows the nets see (at most q4.neural_train_rows)"),
     # evaluation / reporting
     Stream("bootstrap.stars", ("seed",), "bootstrap resamples of test stars (shared by every model of a run: paired)"),
     Stream("bootstrap.seeds", ("seed", 9001, 9002), "two-level bootstrap: the seeds (training realisations) each draw averages"),

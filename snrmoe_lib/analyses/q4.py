@@ -4,8 +4,10 @@ For each noise seed (the first ``q4.n_seeds`` of ``seeds``) :func:`run_seed` rea
 (:func:`snrmoe_lib.analyses.q4_data.collect`), fits Q3's deployed gate and soft oracle once, and for
 every family of ``q4.families`` (the registry :data:`snrmoe_lib.analyses.q4_families.FAMILIES`) the
 global model, the SNR experts (early stopping / α on the validation rows of each bin), the
-conditional control and the matched oracles; then the residual mixture on the frozen global model of
-``q4.residual_base``, and the learning curve. Only predictions are kept.
+conditional control and the matched oracles (the neural family: one trunk with K heads, a FiLM
+control and its own residual mixture, :mod:`snrmoe_lib.analyses.q4_neural`); then the residual
+mixture on the frozen global model of ``q4.residual_base``, and the learning curve. Only predictions
+are kept, and the Gaussian σ of the models that predict one (``Q4Run.sigma``).
 
 :func:`summarize` scores every model on the frozen test set with star-bootstrap intervals that are
 paired (stream ``bootstrap.stars``: the same resampled stars for every model and seed); ρ of the
@@ -24,8 +26,8 @@ import pandas as pd
 
 from snrmoe_lib.analyses.q4_data import collect
 from snrmoe_lib.analyses.q4_families import FAMILIES, VARIANTS, family, fit_curve, fit_family, fit_gates, fit_residual
+from snrmoe_lib.analyses.q4_variants import expert_plan
 from snrmoe_lib.evaluation.metrics import bootstrap_indices, per_bin_seed_table, percentile_interval, r2, r2_resampled, rho
-from snrmoe_lib.models.routing import plan_bins
 
 __all__ = ["Q4Run", "Summary", "run_seed", "run", "model_names", "summarize", "format_table", "per_bin", "FAMILIES", "VARIANTS",
            "RESIDUAL"]
@@ -36,7 +38,8 @@ RESIDUAL = ("residual_mixture", "residual_oracle_hard")
 
 @dataclass
 class Q4Run:
-    """One noise seed: every model's predictions of the validation and test rows, and what was chosen."""
+    """One noise seed: every model's predictions of the validation and test rows, and what was chosen;
+    ``sigma`` (role → model → array) holds the raw predicted σ of the models that have one."""
 
     seed: int
     y: dict
@@ -46,11 +49,11 @@ class Q4Run:
     labels: list[str]
     info: dict = field(default_factory=dict)
     curve: dict = field(default_factory=dict)
+    sigma: dict = field(default_factory=dict)
 
 
 def _plan(params, bins: np.ndarray):
-    sb = params.snr_bins
-    return plan_bins(np.bincount(bins, minlength=len(sb.labels)), sb.min_count, sb.on_small_bin, None, list(sb.labels))
+    return expert_plan(params, bins)
 
 
 def run_seed(ds, split, params, seed: int, representation: str, curve: bool = True,
@@ -62,24 +65,32 @@ def run_seed(ds, split, params, seed: int, representation: str, curve: bool = Tr
     plan = _plan(params, data.bin["train"])
     gates = fit_gates(params, data, plan)
     pred = {r: {} for r in ("val", "test")}
+    sigma = {r: {} for r in pred}
     info = {"data": data.info, "n_gate": gates["n_gate"], "expert_labels": plan.expert_labels, "families": {}}
     fits = {}
     for fam in fams:
+        t1 = time.time()
         fit = fits[fam.name] = fit_family(fam, params, data, gates)
+        fit["info"]["seconds"] = round(time.time() - t1, 1)
         if fit["plan"].expert_labels != plan.expert_labels:
             raise RuntimeError(f"{fam.name}: the experts merged the bins differently from the gate's plan")
         for r in pred:
             pred[r] |= {f"{fam.name}_{v}": a for v, a in fit["pred"][r].items()}
+            sigma[r] |= {f"{fam.name}_{v}": a for v, a in fit.get("sigma", {}).get(r, {}).items()}
         info["families"][fam.name] = fit["info"]
     res = fit_residual(params, data, fits[q.residual_base], gates)
     for r in pred:
         pred[r] |= res["pred"][r]
     info["residual"] = res["info"] | {"base": q.residual_base, "corrector": q.corrector}
     fits = None  # the fitted models are not kept
-    curves = {fam.name: fit_curve(fam, params, data, q.curve_sizes) for fam in fams} if curve else {}
+    curves = {}
+    for fam in fams if curve else []:
+        t1 = time.time()
+        curves[fam.name] = fit_curve(fam, params, data, q.curve_sizes)
+        info["families"][fam.name]["curve_seconds"] = round(time.time() - t1, 1)
     info["seconds"] = round(time.time() - t0, 1)
     return Q4Run(int(seed), {r: data.y[r] for r in pred}, {r: data.bin[r] for r in pred}, data.row["test"], pred,
-                 data.labels, info, curves)
+                 data.labels, info, curves, sigma)
 
 
 def run(ds, split, params, representation: str, curve: bool = True, progress: bool | str = False,
@@ -94,14 +105,17 @@ def run(ds, split, params, representation: str, curve: bool = True, progress: bo
 
 
 def describe_run(r: Q4Run) -> str:
-    """What validation chose in one seed's run: τ and the global model's α / boosting rounds per family."""
-    parts = [f"{n}: τ = {f['tau']:g}, global {f['selection']['global']}" for n, f in r.info["families"].items()]
+    """What validation chose in one seed's run: τ and the global model's α / boosting rounds / epochs per
+    family, and the family's fit time."""
+    parts = [f"{n}: τ = {f['tau']:g}, global {f['selection']['global']} ({f.get('seconds', float('nan')):.0f} s)"
+             for n, f in r.info["families"].items()]
     return "; ".join(parts) + f"; training rows in memory {r.info['data']['n_train_kept']}"
 
 
 def model_names(families: Sequence[str]) -> list[str]:
-    """The table's models in order: every family's variants and its conditional control, then the residual mixture."""
-    return [f"{f}_{v}" for f in families for v in (*VARIANTS, "conditional")] + list(RESIDUAL)
+    """The table's models in order: every family's variants, its conditional control and its own residual
+    mixture (the neural family's), then the residual mixture on ``q4.residual_base``."""
+    return [f"{f}_{v}" for f in families for v in (*VARIANTS, "conditional", *RESIDUAL)] + list(RESIDUAL)
 
 
 @dataclass

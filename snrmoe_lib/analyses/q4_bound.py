@@ -4,7 +4,8 @@ The per-star bound comes from K1's machinery (:mod:`snrmoe_lib.analyses.k1_bins`
 Fisher matrices of up to ``q4.crlb_stars`` frozen-test stars per SNR bin (seeded, stream
 ``fisher.bin_stars``), σ = error · noise_level, the marginal CRLB of log g with the 5-D nuisance set
 (``fisher.nuisance_5d``). A model's predicted σ is the half-width of its Mondrian-conformal 68 %
-interval. A predicted σ below the CRLB is possible only for a biased (shrinking) estimator; a ratio
+interval (for a model that predicts its own σ, the per-star σ rescaled by its bin's calibration). A
+predicted σ below the CRLB is possible only for a biased (shrinking) estimator; a ratio
 far above 1 is information the model leaves unused.
 """
 from __future__ import annotations
@@ -18,8 +19,9 @@ import pandas as pd
 from snrmoe_lib.analyses.k1 import model_of
 from snrmoe_lib.analyses.k1_bins import bin_fishers, frozen_test
 from snrmoe_lib.analyses.q4 import Q4Run
+from snrmoe_lib.analyses.q4_report import calibration
 from snrmoe_lib.ceiling.crlb import marginal_crlb
-from snrmoe_lib.evaluation.intervals import LEVELS, calibrate, predicted_sigma, sigma_vs_bound
+from snrmoe_lib.evaluation.intervals import predicted_sigma, sigma_vs_bound
 
 __all__ = ["crlb_sigma", "sigma_table"]
 
@@ -48,8 +50,8 @@ def sigma_table(run: Q4Run, models: Sequence[str], pos: np.ndarray, sigma_crlb: 
     bins, y = run.bins["test"][pos], run.y["test"][pos]
     frames = []
     for m in models:
-        cal = calibrate(run.y["val"], run.pred["val"][m], run.bins["val"], run.labels, LEVELS)
-        sp = predicted_sigma(cal, len(run.y["test"]), run.bins["test"])[pos]
+        sp = predicted_sigma(calibration(run, m), len(run.y["test"]), run.bins["test"],
+                             scale=run.sigma.get("test", {}).get(m))[pos]
         t = sigma_vs_bound(sp, sb, bins, run.labels)
         err = (run.pred["test"][m][pos] - y) ** 2
         t["rmse"] = [float(np.sqrt(err[bins == k].mean())) if (bins == k).any() else np.nan

@@ -4,8 +4,9 @@ Stronger experts (boosted trees, later networks) do not fit from sufficient stat
 rows. :func:`collect` reads them through the same split pass as Q1/Q3
 (:func:`snrmoe_lib.data.passes.split_pass`: noise keyed by (seed, row), flux binned once) and keeps,
 per role, the binned flux as float32 (N × D × 4 bytes: 20,000 rows at D = 1024 are 82 MB), the
-gate's quality features (from σ only, the representation Q2 chose), the true SNR, its bin and the
-label. At most ``q4.max_train_rows`` training rows are kept (a seeded subsample, stream
+gate's quality features (from σ only, the representation Q2 chose), the true SNR, its bin, the
+label and, where the params table has them, the auxiliary labels T_eff and [M/H] (the nets' auxiliary
+heads learn them; no model sees them as inputs). At most ``q4.max_train_rows`` training rows are kept (a seeded subsample, stream
 ``q4.train_rows``; the validation and test rows are always all of the split's).
 """
 from __future__ import annotations
@@ -16,21 +17,24 @@ import numpy as np
 
 from snrmoe_lib._util.rng import rng as _rng
 from snrmoe_lib.data.noise import effective_sigma
-from snrmoe_lib.data.passes import split_pass
+from snrmoe_lib.data.passes import split_pass, target_values
 from snrmoe_lib.features.flux import FluxFeatures
 from snrmoe_lib.features.quality import QualityInput, make_compressor
 from snrmoe_lib.models.mixtures import SpectraInput
 from snrmoe_lib.models.routing import SNRRouter
 
-__all__ = ["Q4Data", "ROLES", "train_rows", "collect"]
+__all__ = ["Q4Data", "ROLES", "AUX", "train_rows", "collect"]
 
 ROLES = ("train", "val", "test")
+#: The auxiliary labels kept when the dataset has them (targets of the nets' auxiliary heads).
+AUX = ("T_eff", "M_H")
 
 
 @dataclass
 class Q4Data:
     """Per role ('train', 'val', 'test'): ``X`` binned flux (float32), ``q`` quality features, ``snr``
-    (true), ``bin`` (true SNR bin), ``y`` (label), ``row`` (dataset rows, file order)."""
+    (true), ``bin`` (true SNR bin), ``y`` (label), ``row`` (dataset rows, file order); ``aux`` (per role,
+    (n, 2): T_eff and [M/H]) is empty when the dataset has no such columns."""
 
     X: dict
     q: dict
@@ -42,6 +46,7 @@ class Q4Data:
     seed: int
     n_train_split: int
     info: dict = field(default_factory=dict)
+    aux: dict = field(default_factory=dict)
 
     def subset(self, role: str, keep: np.ndarray) -> dict:
         """The arrays of ``role`` restricted to ``keep`` (a mask or indices)."""
@@ -93,10 +98,17 @@ def collect(ds, split, params, seed: int, representation: str, noise_level: floa
     router = SNRRouter(sb.edges, sb.labels, sb.definition, nl)
     comp = _compressor(ds, split, p, representation, nl, seed)
     roles = {"train": train_rows(split.train, p.q4.max_train_rows, p.split.seed), "val": split.val, "test": split.test}
-    acc = {r: {k: [] for k in ("X", "q", "snr", "bin", "y", "row")} for r in ROLES}
+    has_aux = set(AUX) <= set(ds.params.columns)
+    keys = ("X", "q", "snr", "bin", "y", "row") + (("aux",) if has_aux else ())
+
+    def annotate(ch):
+        aux = {"aux": np.column_stack([target_values(ch, a) for a in AUX])} if has_aux else {}
+        return {"snr": router.values(ch), "bin": router.assign(ch)} | aux
+
+    acc = {r: {k: [] for k in keys} for r in ROLES}
     for role, nc in split_pass(ds, roles, noise_level=nl, seed=seed, features=FluxFeatures(p.ridge.bin_pixels),
                                target=p.ridge.target, chunk_size=p.data.chunk_size, progress=progress,
-                               annotate=lambda ch: {"snr": router.values(ch), "bin": router.assign(ch)}):
+                               annotate=annotate):
         sigma = nc.error if nl == 1 else effective_sigma(nc.error, nl)
         a = acc[role]
         a["X"].append(np.asarray(nc.X, dtype=np.float32))
@@ -105,7 +117,9 @@ def collect(ds, split, params, seed: int, representation: str, noise_level: floa
         a["bin"].append(nc.info["bin"].astype(np.int64))
         a["y"].append(nc.y)
         a["row"].append(nc.rows)
-    cat = {k: {r: np.concatenate(acc[r][k]) for r in ROLES} for k in ("X", "q", "snr", "bin", "y", "row")}
+        if has_aux:
+            a["aux"].append(nc.info["aux"])
+    cat = {k: {r: np.concatenate(acc[r][k]) for r in ROLES} for k in keys}
     info = {"representation": representation, "noise_level": nl, "n_train_kept": int(len(roles["train"])),
             "train_subsampled": bool(len(roles["train"]) < len(split.train)), "n_features": int(cat["X"]["train"].shape[1])}
     return Q4Data(**cat, labels=list(sb.labels), seed=int(seed), n_train_split=int(len(split.train)), info=info)

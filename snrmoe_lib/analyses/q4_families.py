@@ -4,13 +4,17 @@ A **family** is a kind of regressor that serves as global model, as SNR experts 
 :class:`~snrmoe_lib.models.experts.BinnedExperts`, the one expert interface) and as the conditional
 control (the same regressor with the quality features appended). :data:`FAMILIES` is the one place
 a family is registered: ``name → Family(build)`` where ``build(params, seed)`` returns a fresh
-unfitted regressor whose ``fit`` accepts ``X_val``/``y_val`` (selection on validation only). A new
-family (the neural trunk) is one entry here (``config.Q4Spec.FAMILIES`` already accepts 'neural'); its
+unfitted regressor whose ``fit`` accepts ``X_val``/``y_val`` (selection on validation only); its
 regressor sees the rows of :class:`~snrmoe_lib.analyses.q4_data.Q4Data` (binned flux).
+
+A family whose experts are not separate regressors gives its own ``fit`` instead: the neural
+family (:mod:`snrmoe_lib.analyses.q4_neural`) trains one trunk with K heads, a FiLM control and its
+own residual mixture, on at most ``q4.neural_train_rows`` rows (``train_cap``), and returns the same
+variants plus each prediction's Gaussian σ.
 
 The deployed gate is Q3's (:mod:`snrmoe_lib.analyses.q3_models`, :mod:`snrmoe_lib.models.gates`):
 fitted once per seed on the training rows' quality features (it depends on the bins, not on the
-experts), its τ chosen on validation per family, mixed by :func:`snrmoe_lib.models.mixtures.mix`.
+experts), its τ chosen on validation per family (:mod:`snrmoe_lib.analyses.q4_variants`).
 """
 from __future__ import annotations
 
@@ -19,29 +23,34 @@ from typing import Callable
 
 import numpy as np
 
-from snrmoe_lib.analyses.q3_models import DEPLOYED, choose_tau, gate_hyperparameters, subsample, tau_sweep
+from snrmoe_lib.analyses.q3_models import DEPLOYED
 from snrmoe_lib.analyses.q4_data import Q4Data
+from snrmoe_lib.analyses.q4_neural import build as _neural
+from snrmoe_lib.analyses.q4_neural import fit_neural
+from snrmoe_lib.analyses.q4_variants import VARIANTS, fit_gates, matched
 from snrmoe_lib.models.boosted import BoostedRegressor
 from snrmoe_lib.models.experts import BinnedExperts
-from snrmoe_lib.models.gates import check_labels, make_gate
-from snrmoe_lib.models.mixtures import mix
 from snrmoe_lib.models.oracle_stream import nested_increments
 from snrmoe_lib.models.residual import ResidualMixture
 from snrmoe_lib.models.ridge import StreamingRidge
 
 __all__ = ["Family", "FAMILIES", "family", "VARIANTS", "fit_gates", "fit_family", "fit_residual", "fit_curve"]
 
-#: The table's variants of every family (results names ``{family}_{variant}_r2``), then its control.
-VARIANTS = ("global", "oracle_hard", "oracle_soft", DEPLOYED)
-
 
 @dataclass(frozen=True)
 class Family:
-    """An expert family: a label for tables and ``build(params, seed)`` → an unfitted regressor."""
+    """An expert family: a label for tables and ``build(params, seed)`` → an unfitted regressor.
+
+    ``fit(params, data, gates, control)``, when given, replaces :func:`fit_family`'s experts (and
+    returns its dict, with ``sigma`` when the family predicts one); ``train_cap(params)`` is the most
+    training rows the family's fit uses (its learning curve stops below it).
+    """
 
     name: str
     label: str
     build: Callable
+    fit: Callable | None = None
+    train_cap: Callable | None = None
 
 
 def _ridge(params, seed: int):
@@ -62,6 +71,8 @@ def _boosted(params, seed: int, corrector: bool = False):
 FAMILIES: dict[str, Family] = {
     "ridge": Family("ridge", "Ridge", _ridge),
     "boosted": Family("boosted", "boosted trees", _boosted),
+    "neural": Family("neural", "neural trunk + heads", _neural, fit=fit_neural,
+                     train_cap=lambda params: params.q4.neural_train_rows),
 }
 
 
@@ -79,36 +90,11 @@ def _experts(params) -> dict:
             "on_small_bin": sb.on_small_bin}
 
 
-def fit_gates(params, data: Q4Data, plan) -> dict:
-    """The deployed gate (quality features) and the soft oracle (the same gate kind fed the true log SNR),
-    trained on the training rows' expert bins; their probabilities for 'val' and 'test'."""
-    g, K = params.gate, plan.n_experts
-    rows = subsample(len(data.y["train"]), g.train_n, g.seed)
-    labels = check_labels(plan.route(data.bin["train"])[rows], K)[0]
-    out = {}
-    for name, F in (("gate", data.q), ("soft_oracle", data.log_snr)):
-        gate = make_gate(g.kind, n_classes=K, **gate_hyperparameters(g, g.kind)).fit(F["train"][rows], labels)
-        out[name] = {r: gate.predict_proba(F[r]) for r in ("val", "test")}
-    out["n_gate"] = int(len(rows))
-    return out
-
-
-def _taus(params) -> list[float]:
-    return sorted(set(params.controls.tau_grid) | {params.gate.tau})
-
-
-def _variants(experts: BinnedExperts, data: Q4Data, gates: dict, params, rows=None) -> dict:
+def _variants(experts: BinnedExperts, data: Q4Data, gates: dict, params) -> dict:
     """Global, hard and soft oracles and the deployed mixture of fitted experts on 'val' and 'test'."""
     P = {r: experts.predict_all(data.X[r]) for r in ("val", "test")}
     G = {r: experts.predict_global(data.X[r]) for r in ("val", "test")}
-    sweep = tau_sweep(gates["gate"]["val"], P["val"], G["val"], data.y["val"], _taus(params))
-    tau = choose_tau(sweep)
-    pred = {}
-    for r in ("val", "test"):
-        e = experts.plan_.route(data.bin[r])
-        pred[r] = {"global": G[r], "oracle_hard": P[r][np.arange(len(e)), e],
-                   "oracle_soft": mix(gates["soft_oracle"][r], P[r], G[r], tau)[0],
-                   DEPLOYED: mix(gates["gate"][r], P[r], G[r], tau)[0]}
+    pred, tau = matched(P, G, {r: experts.plan_.route(data.bin[r]) for r in P}, data.y["val"], gates, params)
     return {"pred": pred, "tau": tau, "expert_pred": P}
 
 
@@ -117,8 +103,11 @@ def fit_family(fam: Family, params, data: Q4Data, gates: dict | None = None, con
     conditional control (quality features appended) and, given the gates, every variant's predictions.
 
     Returns a dict with ``experts`` (fitted BinnedExperts), ``pred`` (role → name → array), ``tau``,
-    and ``info`` (per-model selection: α or boosting rounds chosen on validation).
+    and ``info`` (per-model selection: α or boosting rounds chosen on validation); a family with its
+    own ``fit`` returns that fit's dict (no ``experts``; ``sigma`` when it predicts one).
     """
+    if fam.fit is not None:
+        return fam.fit(params, data, gates, control)
     tr, va = "train", "val"
     experts = BinnedExperts(estimator=fam.build(params, data.seed), **_experts(params))
     experts.fit(data.X[tr], data.y[tr], bins=data.bin[tr], validation=(data.X[va], data.y[va], data.bin[va]))
@@ -152,6 +141,9 @@ def fit_residual(params, data: Q4Data, base_fit: dict, gates: dict) -> dict:
     """The residual mixture on the frozen global model of ``base_fit``: per-bin correctors of its residuals
     (``q4.corrector``), weighted by the deployed gate (deployed) or by the true bin (hard oracle)."""
     q = params.q4
+    if "experts" not in base_fit:
+        raise ValueError("the residual mixture needs a family of separate regressors as q4.residual_base "
+                         "(ridge or boosted); the neural family fits its own (neural_residual_mixture)")
     corr = _ridge(params, data.seed) if q.corrector == "ridge" else _boosted(params, data.seed, corrector=True)
     m = ResidualMixture(base=base_fit["experts"].global_, corrector=corr, prefit=True, **_experts(params))
     m.fit(data.X["train"], data.y["train"], bins=data.bin["train"], X_val=data.X["val"], y_val=data.y["val"],
@@ -166,8 +158,10 @@ def fit_residual(params, data: Q4Data, base_fit: dict, gates: dict) -> dict:
 def fit_curve(fam: Family, params, data: Q4Data, sizes) -> list[dict]:
     """The learning curve of one family: at each nested training size (seeded, stream
     ``learning_curve.order``), the experts, the global model and the gate refitted on that many rows;
-    the global, hard-oracle and deployed predictions of the test rows."""
-    sizes = [int(n) for n in sizes if n < len(data.y["train"])]
+    the global, hard-oracle and deployed predictions of the test rows. Only sizes below the rows the
+    family's full fit uses (the rows in memory, or its ``train_cap``) are refitted."""
+    most = len(data.y["train"]) if fam.train_cap is None else min(len(data.y["train"]), fam.train_cap(params))
+    sizes = [int(n) for n in sizes if n < most]
     if not sizes:
         return []
     inc = nested_increments(np.arange(len(data.y["train"])), sizes, params.split.seed)
@@ -176,7 +170,8 @@ def fit_curve(fam: Family, params, data: Q4Data, sizes) -> list[dict]:
         keep = inc <= k
         sub = Q4Data(**{a: {**getattr(data, a), "train": getattr(data, a)["train"][keep]}
                         for a in ("X", "q", "snr", "bin", "y", "row")},
-                     labels=data.labels, seed=data.seed, n_train_split=data.n_train_split, info=data.info)
+                     labels=data.labels, seed=data.seed, n_train_split=data.n_train_split, info=data.info,
+                     aux={**data.aux, "train": data.aux["train"][keep]} if data.aux else {})
         try:
             fit = fit_family(fam, params, sub, None, control=False)
         except ValueError as exc:  # too few rows for an expert or a gate at this size: said, not hidden

@@ -2,7 +2,10 @@
 
 Every model of the table gets split-conformal intervals calibrated on its validation predictions
 (:mod:`snrmoe_lib.evaluation.intervals`; per SNR bin — Mondrian — and global) and its coverage of
-68 % and 95 % intervals on the frozen test set, with star-bootstrap intervals. The verdict per
+68 % and 95 % intervals on the frozen test set, with star-bootstrap intervals. A model that predicts
+its own σ (the neural family's Gaussian heads) is calibrated post hoc on that σ: the scores are
+|y − ŷ| / σ, so each bin's quantile rescales the predicted σ (per-bin scaling) and the interval keeps
+its per-star width; its raw Gaussian intervals ŷ ± z·σ are reported too (method 'gaussian'). The verdict per
 family: **does an SNR mixture still pay?** The routing share of Q1 (R²(hard oracle) − R²(the best
 non-routing model of the family, chosen on validation: its global model or its conditional control))
 and the deployed gain (the same with the deployed mixture) against ``thresholds.gate2_delta_r2_min``,
@@ -10,6 +13,7 @@ decided on the paired interval by :func:`snrmoe_lib.evaluation.records.decide`.
 """
 from __future__ import annotations
 
+from statistics import NormalDist
 from typing import Sequence
 
 import numpy as np
@@ -18,27 +22,59 @@ import pandas as pd
 from snrmoe_lib.analyses.q3_models import DEPLOYED
 from snrmoe_lib.analyses.q4 import Q4Run, Summary, _check_runs
 from snrmoe_lib.evaluation.intervals import LEVELS, calibrate, coverage_table, pit_histogram, pit_values
+from snrmoe_lib.evaluation.intervals import coverage as inside
 from snrmoe_lib.evaluation.metrics import bootstrap_indices, percentile_interval, r2, r2_resampled
 from snrmoe_lib.evaluation.records import metric, verdict
 
-__all__ = ["coverage", "coverage_summary", "pit", "curve_table", "shares", "verdicts", "results"]
+__all__ = ["calibration", "coverage", "coverage_summary", "pit", "curve_table", "shares", "verdicts", "results"]
+
+
+
+def _sigma(r: Q4Run, m: str, role: str):
+    return r.sigma.get(role, {}).get(m) if r.sigma else None
+
+
+def calibration(r: Q4Run, m: str):
+    """The conformal calibration of model ``m`` on its validation rows, per SNR bin; σ-scaled (normalised
+    scores) when the model predicts a σ."""
+    return calibrate(r.y["val"], r.pred["val"][m], r.bins["val"], r.labels, LEVELS, scale_val=_sigma(r, m, "val"))
+
+
+def _gaussian(r: Q4Run, m: str, n_boot: int, seed: int) -> pd.DataFrame:
+    """Coverage of the raw Gaussian intervals ŷ ± z·σ (no calibration) per level and bin, bootstrap intervals."""
+    y, mu, sd, b = r.y["test"], r.pred["test"][m], _sigma(r, m, "test"), r.bins["test"]
+    rows = []
+    for lv in LEVELS:
+        z = NormalDist().inv_cdf(0.5 + lv / 2)  # the central Gaussian interval's half-width, in σ
+        ok, w = inside(y, mu - z * sd, mu + z * sd), 2 * z * sd
+        for k, lab in enumerate([*r.labels, "all"]):
+            sel = (b == k) if k < len(r.labels) else np.ones(len(y), bool)
+            c = ok[sel].astype(float)
+            lo, hi = (percentile_interval(c[bootstrap_indices(len(c), n_boot, seed)].mean(axis=1))
+                      if len(c) and n_boot else (np.nan, np.nan))
+            rows.append({"level": lv, "bin": lab, "n": int(sel.sum()), "coverage": float(c.mean()) if len(c) else np.nan,
+                         "lo": lo, "hi": hi, "width": float(w[sel].mean()) if len(c) else np.nan})
+    return pd.DataFrame(rows)
 
 
 def coverage(runs: Sequence[Q4Run], models: Sequence[str], n_boot: int = 200, seed: int = 0) -> pd.DataFrame:
     """Coverage of conformal 68 % / 95 % intervals on the test stars, per model, SNR bin (and 'all') and
-    method ('mondrian': calibrated per bin; 'global': one half-width), calibrated on the validation rows
-    of the first seed's run, with star-bootstrap intervals."""
+    method ('mondrian': calibrated per bin; 'global': one half-width; both σ-scaled where the model
+    predicts a σ, column ``scaled``; 'gaussian': the raw ŷ ± z·σ of such a model), calibrated on the
+    validation rows of the first seed's run, with star-bootstrap intervals."""
     _check_runs(runs)
     r = runs[0]
     frames = []
     for m in models:
-        cal = calibrate(r.y["val"], r.pred["val"][m], r.bins["val"], r.labels, LEVELS)
+        cal, scale = calibration(r, m), _sigma(r, m, "test")
         for method, mondrian in (("mondrian", True), ("global", False)):
-            t = coverage_table(cal, r.y["test"], r.pred["test"][m], r.bins["test"], mondrian=mondrian,
+            t = coverage_table(cal, r.y["test"], r.pred["test"][m], r.bins["test"], scale=scale, mondrian=mondrian,
                                n_boot=n_boot, seed=seed)
-            frames.append(t.assign(model=m, method=method,
+            frames.append(t.assign(model=m, method=method, scaled=scale is not None,
                                    fallback=[", ".join(cal.fallback[lv]) for lv in t["level"]]))
-    cols = ["model", "method", "level", "bin", "n", "coverage", "lo", "hi", "width", "fallback"]
+        if scale is not None:
+            frames.append(_gaussian(r, m, n_boot, seed).assign(model=m, method="gaussian", scaled=True, fallback=""))
+    cols = ["model", "method", "scaled", "level", "bin", "n", "coverage", "lo", "hi", "width", "fallback"]
     return pd.concat(frames, ignore_index=True)[cols]
 
 
@@ -54,8 +90,8 @@ def pit(runs: Sequence[Q4Run], models: Sequence[str], n_bins: int = 10) -> dict:
     r = runs[0]
     out = {}
     for m in models:
-        cal = calibrate(r.y["val"], r.pred["val"][m], r.bins["val"], r.labels, LEVELS)
-        values = pit_values(cal, r.y["test"], r.pred["test"][m], r.bins["test"])
+        values = pit_values(calibration(r, m), r.y["test"], r.pred["test"][m], r.bins["test"],
+                            scale=_sigma(r, m, "test"))
         out[m] = {"values": values, "histogram": pit_histogram(values, n_bins)}
     return out
 
@@ -83,10 +119,12 @@ def curve_table(runs: Sequence[Q4Run], n_boot: int = 200, seed: int = 0) -> pd.D
 
 
 def with_full_size(curve: pd.DataFrame, summary: Summary, runs: Sequence[Q4Run]) -> pd.DataFrame:
-    """The learning curve with the full in-memory training set as its last point (from the table)."""
+    """The learning curve with the full in-memory training set (a family's own cap, if lower) as its last
+    point (from the table)."""
     n = runs[0].info["data"]["n_train_kept"]
+    fams = runs[0].info.get("families", {})
     t = summary.table
-    rows = [{"family": f, "model": m, "n_train": n, "r2": t.loc[f"{f}_{m}", "r2"], "lo": t.loc[f"{f}_{m}", "r2_lo"],
+    rows = [{"family": f, "model": m, "n_train": fams.get(f, {}).get("n_train", n), "r2": t.loc[f"{f}_{m}", "r2"], "lo": t.loc[f"{f}_{m}", "r2_lo"],
              "hi": t.loc[f"{f}_{m}", "r2_hi"], "error": ""}
             for f in dict.fromkeys(t["family"]) for m in ("global", "oracle_hard", DEPLOYED) if f"{f}_{m}" in t.index]
     full = pd.DataFrame(rows, columns=curve.columns)
@@ -135,9 +173,13 @@ def results(params, runs: Sequence[Q4Run], summary: Summary, pb: pd.DataFrame, c
     m = {f"{name}_r2": metric(row.r2, [row.r2_lo, row.r2_hi], delta_vs_global=row.delta_r2)
          for name, row in t.iterrows()}
     for name, row in t.iterrows():
-        if name.endswith(f"_{DEPLOYED}") or name == "residual_mixture":
+        if name.endswith(f"_{DEPLOYED}") or name.endswith("residual_mixture"):
             m[f"rho_{name}"] = metric(None if not np.isfinite(row.rho) else row.rho,
                                       None if not np.isfinite(row.rho_lo) else [row.rho_lo, row.rho_hi])
+    if "neural_conditional" in t.index:  # the issue's name of the nets' single-model control
+        row = t.loc["neural_conditional"]
+        m["film_conditional_r2"] = metric(row.r2, [row.r2_lo, row.r2_hi], delta_vs_global=row.delta_r2,
+                                          model="neural_conditional")
     for f, rec in sh.items():
         for key in ("routing_share", "deployed_gain"):
             m[f"{key}_{f}"] = metric(rec[key]["value"], rec[key]["interval"], control=rec["control"])

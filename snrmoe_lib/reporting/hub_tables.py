@@ -88,8 +88,9 @@ MODELS: list[dict] = [
     {"model": "Regression gate", "notebook": "q3_deployable_gate", "metrics": r"^regression_"},
     {"model": "Single-model controls (Gate-4: whitening, interacted, α per gated bin)", "notebook": "q3_deployable_gate",
      "metrics": r"^(whitening|interacted|snr_alpha_gated)_r2"},
-    {"model": "Stronger experts (Q4: global / oracle / deployed per family, residual mixture)",
-     "notebook": "q4_stronger_experts", "metrics": r"^[a-z]+_(global|oracle_hard|oracle_soft|deployed)_r2|^residual_mixture_r2"},
+    {"model": "Stronger experts (Q4: Ridge, boosted, neural — global / oracle / deployed; FiLM; residual mixtures)",
+     "notebook": "q4_stronger_experts",
+     "metrics": r"^[a-z]+_(global|oracle_hard|oracle_soft|deployed)_r2|^([a-z]+_)?residual_mixture_r2|^film_conditional_r2"},
     {"model": "Fisher / CRLB ceiling (median R²_max, 3-D and 5-D marginal)", "notebook": "fisher_ceiling",
      "metrics": r"^r2_max_"},
 ]

@@ -1,7 +1,8 @@
 """Figures of the Q4 notebook (stronger experts): the table, per-bin R², coverage, PIT, learning curves.
 
 Each function returns a matplotlib Figure; the notebook saves it with ``run.save``. Colours: the
-Okabe–Ito palette (colour-blind safe), one colour per family.
+Okabe–Ito palette (colour-blind safe), one colour per family; the variant is the marker (points) or
+the hatch (bars), so the figures stay readable with three families.
 """
 from __future__ import annotations
 
@@ -14,7 +15,25 @@ from snrmoe_lib.reporting.plots.common import PALETTE, interval_extent
 
 __all__ = ["plot_table", "plot_per_bin", "plot_coverage", "plot_pit", "plot_learning_curve"]
 
-_MARKERS = {"global": "s", "oracle_hard": "^", "oracle_soft": "v", "deployed": "o", "conditional": "D"}
+_MARKERS = {"global": "s", "oracle_hard": "^", "oracle_soft": "v", "deployed": "o", "conditional": "D",
+            "residual_mixture": "P", "residual_oracle_hard": "X"}
+_HATCHES = {"global": "", "oracle_hard": "//", "oracle_soft": "\\\\", "deployed": "..", "conditional": "xx",
+            "residual_mixture": "oo", "residual_oracle_hard": "++"}
+
+
+def _split(model: str) -> tuple[str, str]:
+    """(family, variant) of a table model; the residual mixture on the base family is its own 'family'."""
+    if model.startswith("residual_"):
+        return "residual", model
+    fam, _, variant = model.partition("_")
+    return fam, variant
+
+
+def _styles(models: Sequence[str]) -> dict:
+    """Per model: colour (its family's), marker and hatch (its variant's)."""
+    col = _family_colors([_split(m)[0] for m in models])
+    return {m: (col[_split(m)[0]], _MARKERS.get(_split(m)[1], "o"), _HATCHES.get(_split(m)[1], ""))
+            for m in models}
 
 
 def _plt():
@@ -53,11 +72,13 @@ def plot_per_bin(pb: pd.DataFrame, models: Sequence[str]):
     bins = list(dict.fromkeys(pb["bin"]))
     fig, ax = plt.subplots(figsize=(7.5, 4))
     width = 0.8 / max(len(models), 1)
+    sty = _styles(models)
     for i, m in enumerate(models):
         t = pb[pb["model"] == m].set_index("bin").reindex(bins)
         x = np.arange(len(bins)) + (i - (len(models) - 1) / 2) * width
         err = interval_extent(t["r2"], t["r2_lo"], t["r2_hi"])
-        ax.bar(x, t["r2"], width, color=PALETTE[i % len(PALETTE)], label=m, yerr=err, capsize=2)
+        ax.bar(x, t["r2"], width, color=sty[m][0], hatch=sty[m][2], edgecolor="white", label=m,
+               yerr=err, capsize=2)
     ax.set_xticks(np.arange(len(bins)))
     ax.set_xticklabels([f"{b}\n(n = {int(n)})" for b, n in
                         zip(bins, pb.drop_duplicates("bin").set_index("bin").reindex(bins)["n"])])
@@ -70,7 +91,8 @@ def plot_per_bin(pb: pd.DataFrame, models: Sequence[str]):
 
 
 def plot_coverage(cov: pd.DataFrame, models: Sequence[str], method: str = "mondrian"):
-    """Empirical coverage of the 68 % and 95 % conformal intervals per SNR bin (95 % bootstrap interval)."""
+    """Empirical coverage of the 68 % and 95 % intervals per SNR bin (95 % bootstrap interval) for one
+    method ('mondrian', σ-scaled for models that predict a σ; 'global'; 'gaussian': raw σ)."""
     plt = _plt()
     t = cov[(cov["method"] == method) & (cov["model"].isin(models))]
     levels = sorted(t["level"].unique())
@@ -79,18 +101,20 @@ def plot_coverage(cov: pd.DataFrame, models: Sequence[str], method: str = "mondr
         sub = t[t["level"] == lv]
         bins = list(dict.fromkeys(sub["bin"]))
         width = 0.8 / max(len(models), 1)
+        sty = _styles(models)
         for i, m in enumerate(models):
             s = sub[sub["model"] == m].set_index("bin").reindex(bins)
             x = np.arange(len(bins)) + (i - (len(models) - 1) / 2) * width
             err = interval_extent(s["coverage"], s["lo"], s["hi"])
-            ax.errorbar(x, s["coverage"] * 100, yerr=err * 100, fmt="o", color=PALETTE[i % len(PALETTE)],
+            ax.errorbar(x, s["coverage"] * 100, yerr=err * 100, fmt=sty[m][1], color=sty[m][0],
                         label=m, capsize=2, ms=4)
         ax.axhline(lv * 100, color="0.3", ls="--", lw=1, label=f"nominal {lv:.0%}")
         ax.set_xticks(np.arange(len(bins)))
         ax.set_xticklabels(bins)
         ax.set_xlabel("true SNR bin")
         ax.set_ylabel("coverage of the test stars (%)")
-        ax.set_title(f"{lv:.0%} intervals ({method.capitalize()} conformal)", fontsize=10)
+        what = "raw Gaussian ŷ ± z·σ" if method == "gaussian" else f"{method.capitalize()} conformal"
+        ax.set_title(f"{lv:.0%} intervals ({what})", fontsize=10)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     return fig
