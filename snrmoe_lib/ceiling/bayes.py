@@ -94,6 +94,18 @@ def van_trees_bound(F: np.ndarray, prior_info: np.ndarray, target: str = "log_g"
     return float(np.linalg.solve(S, e)[0] / d[0] ** 2)
 
 
+def _sup_ratio(mock_spec, estimated: list[str], shape: float) -> float:
+    """sup λ/π over the estimated parameters with a range: the constant that keeps a Van Trees bound
+    under the λ-prior a bound for the π-prior (one beta ratio per estimated parameter)."""
+    a, b = mock_spec.beta_shape
+    c = 1.0
+    for n in estimated:
+        lo, hi = getattr(mock_spec, PARAM_SPEC_FIELD[n])
+        if hi > lo:
+            c *= beta_sup_ratio(shape, a, b)
+    return c
+
+
 def van_trees_sampling_prior(F: np.ndarray, table: pd.DataFrame, mock_spec, target: str = "log_g",
                              nuisance: Sequence[str] = ("T_eff", "M_H"), names: Sequence[str] = PARAM_NAMES,
                              drawn_from: str = "grid", shapes: Sequence[float] | None = None) -> dict:
@@ -124,11 +136,7 @@ def van_trees_sampling_prior(F: np.ndarray, table: pd.DataFrame, mock_spec, targ
         if sh <= 2 or sh < max(a, b):
             continue
         lam = dataclasses.replace(mock_spec, beta_shape=[float(sh), float(sh)])
-        c = 1.0
-        for n in est:
-            lo, hi = getattr(mock_spec, PARAM_SPEC_FIELD[n])
-            if hi > lo:
-                c *= beta_sup_ratio(sh, a, b)
+        c = _sup_ratio(mock_spec, est, sh)
         # λ for the estimated parameters, π for the known ones (they are only conditioned on)
         w = beta_density(lam, table, est)
         if drawn_from == "grid":
@@ -178,11 +186,7 @@ def van_trees_resampled(F: np.ndarray, table: pd.DataFrame, mock_spec, counts: n
     if not (shape > 2 and shape >= max(a, b)):
         return best
     lam = dataclasses.replace(mock_spec, beta_shape=[float(shape), float(shape)])
-    c = 1.0
-    for n in est:
-        lo, hi = getattr(mock_spec, PARAM_SPEC_FIELD[n])
-        if hi > lo:
-            c *= beta_sup_ratio(shape, a, b)
+    c = _sup_ratio(mock_spec, est, shape)
     w = beta_density(lam, table, est) / np.maximum(beta_density(mock_spec, table, est), 1e-300)
     bound = _vt_batch(F, prior_informations(lam, names), target, nuisance, names, counts * w[None, :]) / c
     return np.where(bound > best, bound, best)
