@@ -141,6 +141,6 @@ if mock_model is not None:
 # %%
 metrics, verdicts, extra = overview.overview_results(
     table, fractions, ds.n, calibration.calibration_results(calib) if calib is not None else None)
-print_verdicts(verdicts)
+print_verdicts(verdicts, mock=p.data.mock is not None)
 out = run.finish(metrics=metrics, verdicts=verdicts, extra=extra)
 print("results:", out.name)

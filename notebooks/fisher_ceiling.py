@@ -176,6 +176,6 @@ bins = {"frozen_test": ft.record, "correlation": corr, "bounds": bounds, "effici
         **{f"model_errors_{by}": e for by, e in errors.items()}}
 seconds = {"ceiling": lc.seconds, "bin_bounds": bins_s, "map_fit": map_s if model is not None else 0.0}
 metrics, verdicts, extra = k1.k1_results(p, table, calib, checks, bins, map_fit, seconds)
-print_verdicts(verdicts)
+print_verdicts(verdicts, mock=p.data.mock is not None)
 out = run.finish(metrics=metrics, verdicts=verdicts, extra=extra)
 print("results:", out.name)

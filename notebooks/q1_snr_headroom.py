@@ -161,7 +161,7 @@ q1.alpha_summary(alphas)
 
 # %%
 res = q1.results(p, head, scores, summary, tables, alphas, len(split.test), falls, contrib, curve, modes_check)
-print_verdicts(res["verdicts"])
+print_verdicts(res["verdicts"], mock=p.data.mock is not None)
 h0 = head[noise_levels[0]]
 run.save_predictions(q1.prediction_columns(h0), h0.info["row"].to_numpy(), h0.y, h0.seeds)
 out = run.finish(**res)

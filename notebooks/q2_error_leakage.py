@@ -141,7 +141,7 @@ audit.controls.drop(columns=["r2_snr"]).round(3)
 # %%
 guards = leakage.guard_chosen({"clean": sample} | ({"estimated": sample_est} if sample_est else {}), chosen, p)
 verdicts = leakage.q2_verdicts(audits, chosen, p, guards)
-print_verdicts(verdicts)
+print_verdicts(verdicts, mock=p.data.mock is not None)
 print(f"\nquality_features() representation: {chosen} ({reason})")
 leakage.check_invariants(audits, chosen, verdicts, p)
 metrics, extra = leakage.results_payload(audits, chosen, reason, decs, peaks, params=p, guards=guards)

@@ -174,7 +174,7 @@ q3.modes_table(reports, g.kind)
 # %%
 others = {m: q3.other_mode(p, m, by_mode[m], **reports[m]) for m in modes[1:]}
 res = q3.results(p, runs, summary, diag, leak, pb, rep, rep_source, split.test, falls, curve, others)
-print_verdicts(res["verdicts"])
+print_verdicts(res["verdicts"], mock=p.data.mock is not None)
 run.save_predictions(q3.prediction_columns(by_mode, modes[0]), runs[0].rows, runs[0].y, p.seeds)
 out = run.finish(**res)
 print("results:", out.name)

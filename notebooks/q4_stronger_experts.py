@@ -122,7 +122,7 @@ curve.pivot_table(index=["family", "model"], columns="n_train", values="r2", sor
 # %%
 shares = q4_report.shares(summary, runs, fams)
 res = q4_report.results(p, runs, summary, pb, cov, curve, shares, pits, rep, rep_source, sigma)
-print_verdicts(res["verdicts"])
+print_verdicts(res["verdicts"], mock=p.data.mock is not None)
 assert set(f"{f}_{v}_r2" for f in fams for v in q4.VARIANTS) <= set(res["metrics"]), "a table row is missing"
 assert "neural" not in fams or "film_conditional_r2" in res["metrics"], "the nets' FiLM control is missing"
 out = run.finish(**res)

@@ -87,3 +87,14 @@ def test_read_rejects_bad_files(tmp_path):
     (tmp_path / "b.json").write_text(json.dumps({"schema": 1}))
     with pytest.raises(ResultsError, match="missing"):
         read_results(tmp_path / "b.json")
+
+
+def test_verdict_table_on_mock_data_carries_the_provisional_caveat(capsys):
+    from snrmoe_lib.evaluation.records import MOCK_CAVEAT, print_verdicts
+
+    v = [verdict("Gate-2", "Q1", "routing_share_delta_r2", 0.03, ">=", 0.02, interval=[0.025, 0.035])]
+    print_verdicts(v, mock=True)
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == MOCK_CAVEAT and "PASS" in out
+    print_verdicts(v)
+    assert MOCK_CAVEAT not in capsys.readouterr().out

@@ -23,6 +23,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "OPS",
     "VERDICT_STATES",
+    "MOCK_CAVEAT",
     "decide",
     "decision_basis",
     "verdict",
@@ -168,8 +169,16 @@ def verdict_frame(verdicts: Iterable[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def print_verdicts(verdicts: Iterable[dict]) -> None:
-    """Print the verdict table of a notebook (see :func:`verdict_frame`)."""
+#: The line above every verdict table decided on mock data (a decision on the mock is not yet evidence).
+MOCK_CAVEAT = ("MOCK DATA: these verdicts are provisional; they say how the pipeline behaves on the simulator "
+               "and become decisions only when the same notebook runs on real PFS products.")
+
+
+def print_verdicts(verdicts: Iterable[dict], mock: bool = False) -> None:
+    """Print the verdict table of a notebook (see :func:`verdict_frame`), under :data:`MOCK_CAVEAT` when
+    ``mock`` (the run's data came from the simulator)."""
+    if mock:
+        print(MOCK_CAVEAT)
     print(verdict_frame(verdicts).to_string(index=False))
 
 
