@@ -60,7 +60,7 @@ ds
 # * **Intervals**: split-conformal on the validation residuals of each model, per SNR bin (Mondrian);
 #   the nets' Gaussian σ is calibrated the same way on |y − ŷ| / σ (a per-bin scale of the predicted σ).
 # * **Efficiency** against the per-bin bound is computed by the Fisher notebook (it runs after this one
-#   and reads this notebook's per-bin table, `extra.per_bin`).
+#   and reads this notebook's per-star test predictions, paired with the bound's own stars).
 
 # %%
 rep, rep_source = q3.resolve_representation(p, output_dir)
@@ -126,4 +126,5 @@ print_verdicts(res["verdicts"], mock=p.data.mock is not None)
 assert set(f"{f}_{v}_r2" for f in fams for v in q4.VARIANTS) <= set(res["metrics"]), "a table row is missing"
 assert "neural" not in fams or "film_conditional_r2" in res["metrics"], "the nets' FiLM control is missing"
 out = run.finish(**res)
+run.save_predictions(q4.prediction_columns(runs), runs[0].rows, runs[0].y["test"], [r.seed for r in runs])
 print("results:", out.name)

@@ -194,3 +194,12 @@ def test_neural_coverage_is_calibrated_and_named(params):
         assert name in m, name
     assert m["film_conditional_r2"]["value"] == m["neural_conditional_r2"]["value"]
     assert {v["metric"] for v in res["verdicts"]} >= {"routing_share_neural", "deployed_gain_neural"}
+
+
+def test_prediction_columns_stack_the_seeds_of_every_test_model():
+    runs = [_run(0), _run(1)]
+    cols = q4.prediction_columns(runs)
+    assert set(cols) == set(runs[0].pred["test"])
+    for m, a in cols.items():
+        assert a.shape == (2, len(runs[0].pred["test"][m]))
+        np.testing.assert_array_equal(a[1], runs[1].pred["test"][m])

@@ -109,7 +109,9 @@ def efficiency_table(models: pd.DataFrame, bounds: pd.DataFrame, tag: str = "5d"
 PAIRED_MODELS = {"q1_snr_headroom": ("global", "oracle_hard", "phys_oracle", "blend_fixed"),
                  "q3_deployable_gate": ("deployed", "oracle_soft", "oracle_regression", "regression_gate", "whitening",
                                         "interacted", "deployed_estimated", "regression_gate_estimated",
-                                        "whitening_estimated", "interacted_estimated")}
+                                        "whitening_estimated", "interacted_estimated"),
+                 "q4_stronger_experts": ("ridge_deployed", "boosted_global", "boosted_deployed", "residual_mixture",
+                                         "neural_global", "neural_deployed", "neural_conditional")}
 
 
 def load_predictions(results_dir: str | Path, fingerprint: str, notebooks: Sequence[str] = tuple(PAIRED_MODELS)

@@ -30,7 +30,7 @@ from snrmoe_lib.analyses.q4_variants import expert_plan
 from snrmoe_lib.evaluation.metrics import bootstrap_indices, per_bin_seed_table, percentile_interval, r2, r2_resampled, rho
 
 __all__ = ["Q4Run", "Summary", "run_seed", "run", "model_names", "summarize", "format_table", "per_bin", "FAMILIES", "VARIANTS",
-           "RESIDUAL"]
+           "RESIDUAL", "prediction_columns"]
 
 #: The residual mixture's rows in the table (deployed weights, and the hard oracle's).
 RESIDUAL = ("residual_mixture", "residual_oracle_hard")
@@ -201,3 +201,8 @@ def per_bin(runs: Sequence[Q4Run], models: Sequence[str], n_boot: int = 200, see
     preds = {m: np.stack([r.pred["test"][m] for r in runs]) for m in models}
     return per_bin_seed_table(runs[0].y["test"], preds, runs[0].bins["test"], runs[0].labels, n_boot=n_boot, seed=seed)
 
+
+def prediction_columns(runs: list[Q4Run]) -> dict:
+    """Model name → (n_seeds, n_test) frozen-test predictions, for the predictions file the Fisher
+    notebook reads (paired efficiency against the per-bin bounds)."""
+    return {m: np.stack([r.pred["test"][m] for r in runs]) for m in runs[0].pred["test"]}
