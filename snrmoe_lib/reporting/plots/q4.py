@@ -66,16 +66,22 @@ def plot_table(table: pd.DataFrame):
     return fig
 
 
+def _side_by_side(frame: pd.DataFrame, models: Sequence[str], bins: list):
+    """Per model: its rows indexed by ``bins``, the x positions of its markers beside the other models'
+    at each bin, and the width each model gets."""
+    width = 0.8 / max(len(models), 1)
+    for i, m in enumerate(models):
+        yield (m, frame[frame["model"] == m].set_index("bin").reindex(bins),
+               np.arange(len(bins)) + (i - (len(models) - 1) / 2) * width, width)
+
+
 def plot_per_bin(pb: pd.DataFrame, models: Sequence[str]):
     """Per-SNR-bin R² (95 % interval) of ``models``."""
     plt = _plt()
     bins = list(dict.fromkeys(pb["bin"]))
     fig, ax = plt.subplots(figsize=(7.5, 4))
-    width = 0.8 / max(len(models), 1)
     sty = _styles(models)
-    for i, m in enumerate(models):
-        t = pb[pb["model"] == m].set_index("bin").reindex(bins)
-        x = np.arange(len(bins)) + (i - (len(models) - 1) / 2) * width
+    for m, t, x, width in _side_by_side(pb, models, bins):
         err = interval_extent(t["r2"], t["r2_lo"], t["r2_hi"])
         ax.bar(x, t["r2"], width, color=sty[m][0], hatch=sty[m][2], edgecolor="white", label=m,
                yerr=err, capsize=2)
@@ -100,11 +106,8 @@ def plot_coverage(cov: pd.DataFrame, models: Sequence[str], method: str = "mondr
     for ax, lv in zip(axes[0], levels):
         sub = t[t["level"] == lv]
         bins = list(dict.fromkeys(sub["bin"]))
-        width = 0.8 / max(len(models), 1)
         sty = _styles(models)
-        for i, m in enumerate(models):
-            s = sub[sub["model"] == m].set_index("bin").reindex(bins)
-            x = np.arange(len(bins)) + (i - (len(models) - 1) / 2) * width
+        for m, s, x, _ in _side_by_side(sub, models, bins):
             err = interval_extent(s["coverage"], s["lo"], s["hi"])
             ax.errorbar(x, s["coverage"] * 100, yerr=err * 100, fmt=sty[m][1], color=sty[m][0],
                         label=m, capsize=2, ms=4)
