@@ -36,6 +36,20 @@ def test_read_any_order_and_chunks_cover_rows(tiny):
         ds.read([50])
 
 
+def test_scattered_rows_read_as_runs_equal_point_selection(tmp_path):
+    """A sparse subsample (span > 4× its size) is read as slabs of nearby rows: the same values, any order."""
+    path = tmp_path / "wide.h5"
+    _, flux, error, *_ = write_dataset(path, n=400, p=16)
+    ds = open_dataset(path)
+    rows = np.array([390, 3, 4, 12, 200, 3, 211, 0, 399, 150])  # runs, gaps above and below 8, a repeat
+    ch = ds.read(rows)
+    np.testing.assert_array_equal(ch.flux, flux[rows])
+    np.testing.assert_array_equal(ch.error, error[rows])
+    with h5py.File(path, "r") as f:  # the point selection it replaces gives the same rows
+        uniq = np.unique(rows)
+        np.testing.assert_array_equal(f[FLUX_KEY][uniq], flux[uniq])
+
+
 def test_shards_read_like_one_file(tmp_path):
     wave, flux, error, mask, params = make_arrays(23, 16)
     with ShardedWriter(tmp_path / "sharded", 23, wave, shard_size=10) as w:
