@@ -44,7 +44,8 @@ from snrmoe_lib.models.routing import SNRRouter
 from snrmoe_lib.analyses.q1_waterfall import carve_holdout
 from snrmoe_lib.analyses.q3 import _fit_rows, resolve_representation
 from snrmoe_lib.analyses.q3_models import choose_tau, gate_hyperparameters, subsample, tau_sweep
-from snrmoe_lib.analyses.deploy_rows import fit_rows_family, sigma_read, template_sigma
+from snrmoe_lib.analyses.deploy_rows import fit_rows_family
+from snrmoe_lib.analyses.q4_data import sigma_read, template_sigma
 
 __all__ = ["DEFAULT_LEVEL", "fit_deployed", "grid_record", "leak_record", "ceiling_record"]
 
