@@ -1,4 +1,4 @@
-"""The deployed model of an in-memory expert family (boosted trees): Q4's rows, experts, gate and τ.
+"""The deployed model of an in-memory expert family (boosted trees, networks): Q4's rows, experts, gate and τ.
 
 Families that do not fit from sufficient statistics hold their training rows. This path fits the
 deployed mixture exactly as the Q4 notebook evaluates it for one noise seed: Q4's split (no held-out
@@ -12,6 +12,13 @@ and τ chosen on validation. In clean error mode its frozen-test predictions are
 (:func:`~snrmoe_lib.analyses.q4_data.collect`), which also gives what deployment needs: the observed
 SNR of every row (interval bins and flags), the template rows' bad-pixel fraction, and in 'estimated'
 error mode the σ̂ of the same noise draw as the gate's and the observed SNR's input.
+
+The neural family is one trunk with K SNR heads, not per-bin regressors: its experts are the heads of
+Q4's 'heads' network and its global model the global head of Q4's residual network
+(:func:`~snrmoe_lib.analyses.q4_neural.fit_nets`, hyper-parameters ``q4.neural_*``), kept as a
+:class:`~snrmoe_lib.models.model_set.NeuralHeads`; the expert plan is Q4's
+(:func:`~snrmoe_lib.analyses.q4_variants.expert_plan`), so its frozen-test predictions are Q4's
+``neural_deployed`` in clean mode.
 """
 from __future__ import annotations
 
@@ -19,11 +26,12 @@ import numpy as np
 
 from snrmoe_lib.models.experts import BinnedExperts
 from snrmoe_lib.models.gates import check_labels, make_gate
-from snrmoe_lib.models.model_set import ModelSet
+from snrmoe_lib.models.model_set import ModelSet, NeuralHeads
 from snrmoe_lib.analyses.q3_models import choose_tau, gate_hyperparameters, subsample, tau_sweep
 from snrmoe_lib.analyses.q4_data import ROLES, Q4Data, collect
 from snrmoe_lib.analyses.q4_families import family
-from snrmoe_lib.analyses.q4_variants import taus
+from snrmoe_lib.analyses.q4_neural import fit_nets, net_history
+from snrmoe_lib.analyses.q4_variants import expert_plan, taus
 
 __all__ = ["role_arrays", "fit_rows_family"]
 
@@ -63,12 +71,14 @@ def fit_rows_family(ds, split, params, name: str, seed: int, representation: str
                     progress: bool | str = False) -> dict:
     """Fit family ``name``'s deployed mixture on Q4's rows (module docstring).
 
-    Returns a dict: ``compressor``, ``gate``, ``tau``, ``models`` (:class:`ModelSet`: experts then
-    'global'), ``expert_labels``, ``expert_columns``,
+    Returns a dict: ``compressor``, ``gate``, ``tau``, ``models`` (:class:`ModelSet`, or
+    :class:`NeuralHeads` for 'neural': experts then 'global'), ``expert_labels``, ``expert_columns``,
     ``global_column``, ``data`` (role → arrays), ``val_pred`` / ``test_pred`` (every model's
     predictions), ``selection`` (what validation chose).
     """
     d = collect(ds, split, params, seed, representation, progress=progress, variance=variance)
+    if name == "neural":
+        return _fit_neural(d, split, params)
     fam, data = family(name), role_arrays(d)
     tr, va = data["train"], data["val"]
     sb = params.snr_bins
@@ -83,3 +93,17 @@ def fit_rows_family(ds, split, params, name: str, seed: int, representation: str
     out["selection"] = {lab: int(getattr(m, "n_iter_", -1)) for lab, m in zip(models.names, models.models)}
     return out
 
+
+def _fit_neural(d: Q4Data, split, params) -> dict:
+    """The neural family: Q4's two networks (:func:`~snrmoe_lib.analyses.q4_neural.fit_nets`): the K SNR
+    heads of the 'heads' trunk as the experts, the residual net's global head as the global model."""
+    plan = expert_plan(params, d.bin["train"])
+    res, heads, keep = fit_nets(params, d, plan)
+    models = NeuralHeads(list(plan.expert_labels) + ["global"], heads, res)
+    data = role_arrays(d)
+    val_pred = models.predict(data["val"]["X"])
+    gate, tau = _gate_and_tau(params, data, plan, val_pred)
+    out = _result(d, data, plan, models, gate, tau, split, val_pred)
+    out["selection"] = {"heads": net_history(heads), "global": net_history(res)}
+    out["n_train_net"] = int(len(keep))
+    return out

@@ -1,8 +1,9 @@
 """The deployed mixture: one fitted pipeline that predicts log g, its σ and interval for any spectra.
 
 :class:`DeployedMixture` holds what the Q3 deployed pipeline fitted (the quality compressor, the
-gate, the per-SNR-bin experts — Ridge, or another family's regressors in a
-:class:`~snrmoe_lib.models.model_set.ModelSet` — and the global fallback, τ; in 'estimated' error
+gate, the per-SNR-bin experts — Ridge, another family's regressors in a
+:class:`~snrmoe_lib.models.model_set.ModelSet`, or the SNR heads of a network
+(:class:`~snrmoe_lib.models.model_set.NeuralHeads`) — and the global fallback, τ; in 'estimated' error
 mode the variance model that gives σ̂) plus what deployment needs: the
 wavelength grid, the ranges seen in training and the interval calibration
 (:class:`SplitConformalPerBin`). :meth:`DeployedMixture.predict` turns flux and error into the
@@ -32,14 +33,16 @@ from snrmoe_lib.features.flux import FluxFeatures
 from snrmoe_lib.features.quality import QualityInput
 from snrmoe_lib.models.gates import check_proba
 from snrmoe_lib.models.mixtures import mix
+from snrmoe_lib.models.model_set import NeuralHeads
 from snrmoe_lib.models.oracle_stream import LinearModels
 
 __all__ = ["observed_snr", "SplitConformalPerBin", "DeployedMixture", "load_model", "dump_linear_models",
            "load_linear_models", "dump_variance_model", "load_variance_model", "PREDICTION_COLUMNS", "FAMILIES",
            "ERROR_MODES"]
 
-#: Expert families a deployed model can hold ('ridge': streamed LinearModels; the others: a ModelSet).
-FAMILIES = ("ridge", "boosted")
+#: Expert families a deployed model can hold ('ridge': streamed LinearModels; 'boosted': a ModelSet;
+#: 'neural': NeuralHeads, the K SNR heads of one trunk and a global head).
+FAMILIES = ("ridge", "boosted", "neural")
 #: Which σ the model reads: 'clean' (error · noise_level, the products' expected error) or 'estimated'
 #: (σ̂ estimated from the same noisy realisation, what an observation's pipeline gives).
 ERROR_MODES = ("clean", "estimated")
@@ -158,9 +161,10 @@ class DeployedMixture:
     ----------
     compressor : fitted quality compressor (σ → quality features)
     gate : fitted classification gate (quality features → expert probabilities)
-    linear : LinearModels or ModelSet
+    linear : LinearModels, ModelSet or NeuralHeads
         The experts (``expert_columns``) and the global model (``global_column``), one feature map:
-        streamed Ridge (``LinearModels``) or another family's fitted regressors (``ModelSet``).
+        streamed Ridge (``LinearModels``), another family's fitted regressors (``ModelSet``) or a
+        network's SNR heads and global head (``NeuralHeads``).
     expert_labels : list of str
     expert_columns : list of int
     global_column : int
@@ -295,8 +299,10 @@ class DeployedMixture:
 
     def components(self) -> dict:
         """Name → (serializer kind, object) for :func:`~snrmoe_lib.models.persistence.save_folder`."""
+        kind = ("linear_models" if isinstance(self.linear, LinearModels) else
+                "neural_heads" if isinstance(self.linear, NeuralHeads) else "model_set")
         out = {"compressor": ("estimator", self.compressor), "gate": ("estimator", self.gate),
-               "linear": ("linear_models" if isinstance(self.linear, LinearModels) else "model_set", self.linear),
+               "linear": (kind, self.linear),
                "calibration": ("estimator", self.calibration),
                "grid": ("arrays", {"wave": np.asarray(self.wave, dtype=np.float64)})}
         if self.variance is not None:
