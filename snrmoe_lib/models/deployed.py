@@ -12,12 +12,13 @@ folder of plain arrays and JSON (:mod:`snrmoe_lib.models.persistence`).
 
 Interval calibration
 --------------------
-:class:`SplitConformalPerBin` is this module's own, deliberately simple split-conformal
-calibration: per bin of the *observed* SNR (computable for any spectrum), the ⌈(n+1)·level⌉-th
-smallest absolute validation residual is the interval's half-width, and the bin's validation RMS
-residual is the reported σ. A bin with too few validation spectra for the level uses all of them
-(recorded as ``pooled``). It is separate from ``evaluation/intervals.py`` (the Q4 notebook's); the
-two are to be unified.
+:class:`SplitConformalPerBin` is split-conformal calibration per bin of the *observed* SNR
+(computable for any spectrum): the ⌈(n+1)·level⌉-th smallest absolute validation residual is the
+interval's half-width (:func:`snrmoe_lib.models.conformal.conformal_quantile`, the quantile the
+notebooks' ``evaluation/intervals.py`` uses too), and the bin's validation RMS residual is the
+reported σ. A bin with too few validation spectra for the level uses all of them (recorded as
+``pooled``; with too few in all, the largest residual), so every star gets a finite interval where
+the notebooks' calibration would report an infinite one.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ import pandas as pd
 from snrmoe_lib.data.noise import VarianceModel, add_noise, add_noise_estimated, assign_bins, effective_sigma
 from snrmoe_lib.features.flux import FluxFeatures
 from snrmoe_lib.features.quality import QualityInput
+from snrmoe_lib.models.conformal import conformal_quantile, per_bin_quantile
 from snrmoe_lib.models.gates import check_proba
 from snrmoe_lib.models.mixtures import mix
 from snrmoe_lib.models.model_set import NeuralHeads
@@ -110,19 +112,13 @@ class SplitConformalPerBin:
         b = assign_bins(np.asarray(snr, dtype=np.float64), self.edges)
         k = len(self.edges) + 1
         self.counts_ = np.bincount(b, minlength=k)
-        self.half_width_, self.sigma_ = np.empty(k), np.empty(k)
-        self.pooled_ = np.zeros(k, dtype=bool)
-        for j in range(k):
-            sel = r[b == j]
-            if np.ceil((len(sel) + 1) * self.level) > len(sel):
-                sel, self.pooled_[j] = r, True
-            self.half_width_[j] = self._quantile(sel)
-            self.sigma_[j] = float(np.sqrt(np.mean(sel ** 2)))
+        q = per_bin_quantile(r, b, k, self.level)
+        self.pooled_ = ~np.isfinite(q)
+        # fewer validation spectra in all than the level needs: the largest residual (the finite limit)
+        q_all = conformal_quantile(r, self.level)
+        self.half_width_ = np.where(self.pooled_, q_all if np.isfinite(q_all) else float(r.max()), q)
+        self.sigma_ = np.array([np.sqrt(np.mean((r if self.pooled_[j] else r[b == j]) ** 2)) for j in range(k)])
         return self
-
-    def _quantile(self, r: np.ndarray) -> float:
-        k = int(np.ceil((len(r) + 1) * self.level))
-        return float(np.sort(r)[min(k, len(r)) - 1])
 
     def predict(self, snr) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(bin, σ, half-width) for each observed SNR."""
