@@ -1,15 +1,14 @@
 """The deployed neural family: a tiny trunk with SNR heads fitted on the smoke mock, saved, loaded, applied."""
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from conftest import assert_same_catalogue, fit_smoke_clean
 
-from snrmoe_lib.config import load_params
 from snrmoe_lib.data.catalogue import read_catalogue
 from snrmoe_lib.data.io import DatasetWriter, open_dataset, split_rows
 from snrmoe_lib.models.deployed import PREDICTION_COLUMNS, load_model
@@ -32,46 +31,32 @@ def _cuda() -> bool:
 
 
 @pytest.fixture(scope="module")
-def fitted():
-    """(params, dataset, model, frozen-test predictions) of the tiny neural deployed model, clean σ."""
-    from snrmoe_lib.analyses.deploy import fit_deployed
-
-    params = load_params(ROOT / "params" / "smoke.yaml", {"q4": TINY})
-    params = dataclasses.replace(params, noise=dataclasses.replace(params.noise, error_mode="clean"))
-    ds = open_dataset(SMOKE)
-    model, test = fit_deployed(ds, params, family="neural")
-    yield params, ds, model, test
+def fitted(tmp_path_factory):
+    """(params, dataset, model, frozen-test predictions, saved folder) of the tiny neural deployed model,
+    clean σ."""
+    params, ds, model, test = fit_smoke_clean("neural", {"q4": TINY})
+    path = tmp_path_factory.mktemp("neural") / "net"
+    model.save(path)
+    yield params, ds, model, test, path
     ds.close()
 
 
-@pytest.fixture(scope="module")
-def saved(fitted, tmp_path_factory):
-    path = tmp_path_factory.mktemp("neural") / "net"
-    fitted[2].save(path)
-    return path
-
-
-def test_saved_neural_model_predicts_what_the_fitted_one_does(fitted, saved):
-    _, ds, model, test = fitted
+def test_saved_neural_model_predicts_what_the_fitted_one_does(fitted):
+    _, ds, model, test, saved = fitted
     loaded = load_model(saved)
     assert loaded.family == "neural" and isinstance(loaded.linear, NeuralHeads)
     chunk = ds.read(test["row"][:200])
     atol = 1e-6 if _cuda() else 0.0  # bit-identical on the CPU
     for noisy in (False, True):
         a = model.predict(chunk.flux, chunk.error, noisy=noisy, rows=chunk.rows, seed=0)
-        b = loaded.predict(chunk.flux, chunk.error, noisy=noisy, rows=chunk.rows, seed=0)
-        assert list(a.columns) == list(b.columns)
-        for c in a.columns:
-            if a[c].dtype.kind == "f":
-                np.testing.assert_allclose(b[c].to_numpy(), a[c].to_numpy(), rtol=0, atol=atol, err_msg=c)
-            else:
-                assert (a[c].to_numpy() == b[c].to_numpy()).all(), c
+        assert_same_catalogue(a, loaded.predict(chunk.flux, chunk.error, noisy=noisy, rows=chunk.rows, seed=0), atol)
     assert set(PREDICTION_COLUMNS) <= set(a.columns)
     assert [c for c in a.columns if c.startswith("p_")] == [f"p_{e}" for e in model.expert_labels]
     assert set(a["expert"]) <= set(model.expert_labels) | {"global"}
 
 
-def test_model_json_says_neural_and_the_nets_are_saved_as_neural(fitted, saved):
+def test_model_json_says_neural_and_the_nets_are_saved_as_neural(fitted):
+    saved = fitted[4]
     rec = json.loads((saved / "model.json").read_text())
     assert rec["family"] == "neural" and rec["mixture"]["family"] == "neural"
     assert rec["components"]["linear"]["kind"] == "neural_heads"
@@ -88,7 +73,7 @@ def test_frozen_test_predictions_are_q4s_neural_deployed_and_intervals_cover(fit
     from snrmoe_lib.analyses.q4_families import FAMILIES, fit_family
     from snrmoe_lib.analyses.q4_variants import expert_plan, fit_gates
 
-    params, ds, model, test = fitted
+    params, ds, model, test, _ = fitted
     chunk = ds.read(test["row"])
     df = model.predict(chunk.flux, chunk.error, noisy=False, rows=chunk.rows, seed=model.record["seed"])
     np.testing.assert_array_equal(df["log_g_pred"].to_numpy(), test["pred"])
@@ -110,7 +95,7 @@ def test_frozen_test_predictions_are_q4s_neural_deployed_and_intervals_cover(fit
 def test_neural_heads_refuse_a_mismatch_and_a_saved_set_without_heads(fitted):
     from snrmoe_lib.features.flux import FluxFeatures
 
-    _, ds, model, test = fitted
+    _, ds, model, test, _ = fitted
     nh = model.linear
     X = np.asarray(FluxFeatures(model.bin_pixels).transform(ds.read(test["row"][:50]).flux), dtype=np.float32)
     own = NeuralHeads(nh.names, nh.heads).predict(X)  # without a second net: the heads net's own global head
