@@ -10,7 +10,7 @@ fit           ``snrmoe fit`` without the save: the streamed experts' pass over t
               test, the compressor, the gate, τ, the calibration, the frozen-test metrics and the leak
               probe (spectra/s over the split's rows)
 
-    .venv/bin/python benchmarks/bench_predict.py [--params params/smoke.yaml] [--family ridge|boosted] [--rows N]
+    .venv/bin/python benchmarks/bench_predict.py [--params params/smoke.yaml] [--family ridge|boosted|neural] [--rows N]
                                                  [--no-fit]
 """
 from __future__ import annotations
@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     ap.add_argument("--params", default=str(ROOT / "params" / "smoke.yaml"))
     ap.add_argument("--rows", type=int, default=None, help="spectra to predict (default: all of the dataset)")
     ap.add_argument("--no-fit", action="store_true", help="skip the fit timing")
-    ap.add_argument("--family", default="ridge", choices=("ridge", "boosted"), help="the experts' family")
+    ap.add_argument("--family", default="ridge", choices=("ridge", "boosted", "neural"), help="the experts' family")
     args = ap.parse_args(argv)
     from snrmoe_lib.analyses.deploy import fit_deployed
     from snrmoe_lib.orchestration.predict import predict_catalogue

@@ -35,3 +35,29 @@ def tiny(tmp_path):
     """(path, arrays…) of a 50 × 64 dataset."""
     path = tmp_path / "tiny.h5"
     return (path, *write_dataset(path))
+
+
+def fit_smoke_clean(family: str = "ridge", overrides: dict | None = None):
+    """(params, dataset, model, frozen-test predictions) of the smoke configuration's deployed mixture with
+    clean σ (so it compares with Q3's and Q4's clean-mode columns); the caller closes the dataset."""
+    import dataclasses
+
+    from snrmoe_lib.analyses.deploy import fit_deployed
+    from snrmoe_lib.config import load_params
+    from snrmoe_lib.data.io import open_dataset
+
+    params = load_params(ROOT / "params" / "smoke.yaml", overrides)
+    params = dataclasses.replace(params, noise=dataclasses.replace(params.noise, error_mode="clean"))
+    ds = open_dataset(ROOT / "data" / "mock_smoke.h5")
+    model, test = fit_deployed(ds, params, family=family)
+    return params, ds, model, test
+
+
+def assert_same_catalogue(a: pd.DataFrame, b: pd.DataFrame, atol: float) -> None:
+    """Two predictions' catalogue columns: the same names in order, floats within ``atol``, the rest equal."""
+    assert list(a.columns) == list(b.columns)
+    for c in a.columns:
+        if a[c].dtype.kind == "f":
+            np.testing.assert_allclose(b[c].to_numpy(), a[c].to_numpy(), rtol=0, atol=atol, err_msg=c)
+        else:
+            assert (a[c].to_numpy() == b[c].to_numpy()).all(), c

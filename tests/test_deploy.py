@@ -1,16 +1,16 @@
 """The deployed model: fit on the smoke configuration, safe save / load, clear errors, interval calibration."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import assert_same_catalogue, fit_smoke_clean
 
 from snrmoe_lib.config import load_params
-from snrmoe_lib.data.io import open_dataset, split_rows
+from snrmoe_lib.data.io import split_rows
 from snrmoe_lib.features.quality import QualityInput, make_compressor
 from snrmoe_lib.models import persistence
 from snrmoe_lib.models.deployed import PREDICTION_COLUMNS, SplitConformalPerBin, load_model
@@ -28,15 +28,9 @@ def fitted():
     """(params, dataset, model, frozen-test predictions) of the smoke configuration's deployed mixture."""
     if not SMOKE.exists():
         pytest.skip("no smoke dataset")
-    from snrmoe_lib.analyses.deploy import fit_deployed
-
-    params = load_params(ROOT / "params" / "smoke.yaml")
-    # clean σ, so the deployed model can be compared with Q3's and Q4's clean-mode columns
-    params = dataclasses.replace(params, noise=dataclasses.replace(params.noise, error_mode="clean"))
-    ds = open_dataset(SMOKE)
-    model, test = fit_deployed(ds, params)
-    yield params, ds, model, test
-    ds.close()
+    out = fit_smoke_clean("ridge")
+    yield out
+    out[1].close()
 
 
 @pytest.fixture(scope="module")
@@ -53,13 +47,7 @@ def test_round_trip_predictions_equal(fitted, saved):
     chunk = ds.read(test["row"][:150])
     for noisy in (False, True):
         a = model.predict(chunk.flux, chunk.error, noisy=noisy, rows=chunk.rows, seed=0)
-        b = loaded.predict(chunk.flux, chunk.error, noisy=noisy, rows=chunk.rows, seed=0)
-        assert list(a.columns) == list(b.columns)
-        for c in a.columns:
-            if a[c].dtype.kind == "f":
-                np.testing.assert_allclose(b[c].to_numpy(), a[c].to_numpy(), rtol=0, atol=1e-12, err_msg=c)
-            else:
-                assert (a[c].to_numpy() == b[c].to_numpy()).all(), c
+        assert_same_catalogue(a, loaded.predict(chunk.flux, chunk.error, noisy=noisy, rows=chunk.rows, seed=0), 1e-12)
     assert set(PREDICTION_COLUMNS) <= set(a.columns)
     assert [c for c in a.columns if c.startswith("p_")] == [f"p_{e}" for e in model.expert_labels]
 

@@ -84,3 +84,29 @@ def test_sigma_against_a_bound_per_bin():
 def test_bad_input_is_named(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_deployed_and_notebook_calibrations_share_the_quantile_and_keep_their_small_bin_policies():
+    """One conformal quantile (models.conformal) under both: the deployed model's per-observed-SNR-bin
+    half-widths and the notebooks' Mondrian ones agree wherever a bin has enough rows; a bin too small
+    pools every residual (deployed: always finite) or takes the global quantile (notebooks: inf when
+    even all rows are too few)."""
+    from snrmoe_lib.models import conformal
+    from snrmoe_lib.models.deployed import SplitConformalPerBin
+
+    assert conformal.conformal_quantile is conformal_quantile
+    assert conformal.conformal_rank(9, 0.5) == 5 and conformal.conformal_rank(2, 0.95) == 3
+    r = np.r_[np.linspace(0.1, 3.0, 30), np.linspace(0.2, 0.6, 4)]
+    snr = np.r_[np.full(30, 1.0), np.full(4, 5.0)]
+    dep = SplitConformalPerBin([2.0], level=0.9).fit(r, snr)
+    nb = calibrate(r, np.zeros(len(r)), np.r_[np.zeros(30, int), np.ones(4, int)], ["low", "high"], levels=(0.9,))
+    assert dep.half_width_[0] == nb.q_bin[0.9][0] == np.sort(r[:30])[27]  # ⌈31 · 0.9⌉ = 28th smallest
+    assert dep.pooled_.tolist() == [False, True] and nb.fallback[0.9] == ["high"]
+    assert dep.half_width_[1] == nb.q_bin[0.9][1] == conformal_quantile(r, 0.9)
+    assert dep.sigma_[1] == np.sqrt(np.mean(r ** 2))  # a pooled bin reports the RMS of all residuals
+    tiny = SplitConformalPerBin([2.0], level=0.9).fit([0.5, -2.0, 1.0], [1.0, 1.0, 5.0])
+    assert tiny.half_width_.tolist() == [2.0, 2.0] and tiny.pooled_.all()  # too few in all: the largest
+    few = calibrate([0.0, 0.0, 0.0], [0.5, -2.0, 1.0], [0, 0, 1], ["a", "b"], levels=(0.9,))
+    assert np.isinf(few.q_global[0.9]) and np.isinf(few.q_bin[0.9]).all()
+    with pytest.raises(ValueError, match="NaN"):
+        conformal.per_bin_quantile([1.0, np.nan], [0, 1], 2, 0.9)

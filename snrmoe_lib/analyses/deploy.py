@@ -10,9 +10,9 @@ validation rows), the ranges seen in training, the frozen-test metrics per SNR b
 coverage) and the leak-check verdict (Q2's results when present, plus a linear probe of log g
 from the gate's own inputs).
 
-``family='boosted'`` fits the Q4 notebook's boosted trees instead
-(:mod:`snrmoe_lib.analyses.deploy_rows`: Q4's rows and hyper-parameters; its frozen-test
-predictions are Q4's ``boosted_deployed``). ``noise.error_mode='estimated'`` makes the gate's
+``family='boosted'`` or ``'neural'`` fits the Q4 notebook's boosted trees or networks instead
+(:mod:`snrmoe_lib.analyses.deploy_rows`: Q4's rows and hyper-parameters; in clean error mode the
+frozen-test predictions are Q4's ``boosted_deployed`` / ``neural_deployed``). ``noise.error_mode='estimated'`` makes the gate's
 quality features, the compressor and the observed SNR read σ̂ (the error estimated from the same
 noise draw through a :class:`~snrmoe_lib.data.noise.VarianceModel` fitted on ``noise.variance_fit_n``
 training rows and saved with the model); the experts read the flux only and are the clean mode's.
@@ -44,7 +44,8 @@ from snrmoe_lib.models.routing import SNRRouter
 from snrmoe_lib.analyses.q1_waterfall import carve_holdout
 from snrmoe_lib.analyses.q3 import _fit_rows, resolve_representation
 from snrmoe_lib.analyses.q3_models import choose_tau, gate_hyperparameters, subsample, tau_sweep
-from snrmoe_lib.analyses.deploy_rows import fit_rows_family, sigma_read, template_sigma
+from snrmoe_lib.analyses.deploy_rows import fit_rows_family
+from snrmoe_lib.analyses.q4_data import sigma_read, template_sigma
 
 __all__ = ["DEFAULT_LEVEL", "fit_deployed", "grid_record", "leak_record", "ceiling_record"]
 
@@ -220,9 +221,15 @@ def _fit_in_memory(ds, split, p, family: str, representation: str, seed: int, pr
     f = fit_rows_family(ds, split, p, family, seed, representation, variance, progress)
     f["holdout"] = {"fraction": 0.0, "n_holdout": 0,
                     "note": "none: the in-memory families fit on Q4's split (no held-out carve)"}
-    f["experts_record"] = {"labels": f["expert_labels"], "n_iter": f.pop("selection"),
+    neural = family == "neural"
+    f["experts_record"] = {"labels": f["expert_labels"], ("epochs" if neural else "n_iter"): f.pop("selection"),
                            "n_train_rows_in_memory": f.pop("n_train_kept"),
-                           "n_train_split": f.pop("n_train_split"), "hyperparameters": "params.q4 (boosted_*)"}
+                           "n_train_split": f.pop("n_train_split"),
+                           "hyperparameters": f"params.q4 ({family}_*)"}
+    if neural:
+        f["experts_record"] |= {"n_train_rows_net": f.pop("n_train_net"),
+                                "networks": "the K SNR heads of Q4's 'heads' trunk; the global head of Q4's "
+                                            "residual network"}
     return f
 
 
@@ -267,8 +274,9 @@ def fit_deployed(ds, params, *, family: str = "ridge", results_root=None, level:
     params : Params
         ``noise.error_mode`` chooses the σ the model reads ('estimated' or 'both': σ̂ through a variance
         model fitted on ``noise.variance_fit_n`` training rows, saved with the model; 'clean': the true σ).
-    family : {'ridge', 'boosted'}
-        'ridge': Q3's streamed pipeline; 'boosted': Q4's boosted trees (hyper-parameters from ``q4``).
+    family : {'ridge', 'boosted', 'neural'}
+        'ridge': Q3's streamed pipeline; 'boosted': Q4's boosted trees; 'neural': Q4's networks (a trunk
+        with K SNR heads, the residual net's global head as the fallback); hyper-parameters from ``q4``.
     results_root : folder of the notebooks' results (Q2's choice of representation, its leak check and the
         K1 ceiling are read there when present)
     level : nominal coverage of the intervals

@@ -35,7 +35,7 @@ from snrmoe_lib.analyses.q4_variants import expert_plan, fit_gates, matched
 from snrmoe_lib.models.mixtures import mix
 from snrmoe_lib.models.neural import NeuralExperts
 
-__all__ = ["neural_rows", "build", "fit_neural", "RESIDUAL_VARIANTS"]
+__all__ = ["neural_rows", "build", "net_history", "fit_nets", "fit_neural", "RESIDUAL_VARIANTS"]
 
 #: The family's own residual-mixture rows (results names ``neural_{variant}_r2``).
 RESIDUAL_VARIANTS = ("residual_mixture", "residual_oracle_hard")
@@ -66,7 +66,8 @@ def _mix_sigma(W: np.ndarray, mu: np.ndarray, sd: np.ndarray, fell: np.ndarray |
     return s if fell is None else np.where(fell, sd_global, s)
 
 
-def _history(model: NeuralExperts) -> dict:
+def net_history(model: NeuralExperts) -> dict:
+    """Per training stage: the epochs run and the best (validation) epoch."""
     out = {}
     for stage, h in model.history_.items():
         val = [e["val_loss"] for e in h if e.get("val_loss") is not None]
@@ -84,6 +85,15 @@ def _inputs(data: Q4Data, keep: np.ndarray, plan, with_q: bool = False) -> dict:
             "bins": plan.route(data.bin["train"][keep]), "val_bins": plan.route(data.bin["val"])}
 
 
+def fit_nets(params, data: Q4Data, plan) -> tuple[NeuralExperts, NeuralExperts, np.ndarray]:
+    """The family's two networks for one seed: the residual net (its global head is the family's global
+    model) and the trunk with K heads (the experts), on the same training rows (returned too)."""
+    keep = neural_rows(len(data.y["train"]), params.q4.neural_train_rows, data.seed)
+    a = _inputs(data, keep, plan)
+    K = plan.n_experts
+    return build(params, data.seed, "residual", K).fit(**a), build(params, data.seed, "heads", K).fit(**a), keep
+
+
 def fit_neural(params, data: Q4Data, gates: dict | None = None, control: bool = True) -> dict:
     """Fit the neural family for one seed (see the module docstring).
 
@@ -93,11 +103,8 @@ def fit_neural(params, data: Q4Data, gates: dict | None = None, control: bool = 
     plan = expert_plan(params, data.bin["train"])
     if gates is None:
         gates = fit_gates(params, data, plan)
-    K, seed = plan.n_experts, data.seed
-    keep = neural_rows(len(data.y["train"]), params.q4.neural_train_rows, seed)
-    a = _inputs(data, keep, plan)
-    res = build(params, seed, "residual", K).fit(**a)
-    heads = build(params, seed, "heads", K).fit(**a)
+    seed = data.seed
+    res, heads, keep = fit_nets(params, data, plan)
     out = {r: {} for r in ("val", "test")}
     for r in out:
         G, sG = res.predict_global(data.X[r], return_std=True)
@@ -114,7 +121,7 @@ def fit_neural(params, data: Q4Data, gates: dict | None = None, control: bool = 
                     "residual_mixture": _mix_sigma(gates["gate"][r], Pr, sPr, None, o["sG"])}
         for v, W in (("oracle_soft", gates["soft_oracle"][r]), (DEPLOYED, gates["gate"][r])):
             sigma[r][v] = _mix_sigma(W, Ph, sPh, mix(W, Ph, o["G"], tau)[1], o["sG"])
-    info = {"selection": {"global": _history(res)["trunk"], "residual": _history(res), "heads": _history(heads)},
+    info = {"selection": {"global": net_history(res)["trunk"], "residual": net_history(res), "heads": net_history(heads)},
             "tau": tau, "n_train": int(len(keep)), "aux": bool(data.aux)}
     if control:
         a = _inputs(data, keep, plan, with_q=True)
@@ -123,5 +130,5 @@ def fit_neural(params, data: Q4Data, gates: dict | None = None, control: bool = 
         for r in out:
             pred[r]["conditional"], sigma[r]["conditional"] = film.predict(
                 np.hstack([data.X[r], data.q[r]]), return_std=True)
-        info["selection"]["film"] = _history(film)
+        info["selection"]["film"] = net_history(film)
     return {"plan": plan, "pred": pred, "sigma": sigma, "tau": tau, "info": info}

@@ -9,7 +9,10 @@ average) or over all rows. With a per-star ``scale`` (a predicted σ) the scores
 Split-conformal guarantee: for exchangeable calibration and test rows, the interval ŷ ± q with q the
 ⌈(n + 1)·level⌉-th smallest of the n calibration scores covers at least ``level`` of the test rows
 (and at most level + 1/(n + 1)). Where a bin has too few calibration rows for a finite quantile the
-bin falls back to the global quantile (recorded in :attr:`Calibration.fallback`).
+bin falls back to the global quantile (recorded in :attr:`Calibration.fallback`; ``inf`` when even
+all rows are too few). The quantile itself is :func:`snrmoe_lib.models.conformal.conformal_quantile`,
+the one the deployed model's :class:`~snrmoe_lib.models.deployed.SplitConformalPerBin` uses too
+(there a too-small bin pools every validation residual instead, so every star gets a finite interval).
 
 Also here: coverage per bin with star-bootstrap intervals (:func:`coverage_table`), PIT values of
 the test residuals under the calibration residuals (:func:`pit_values`, uniform when calibrated),
@@ -26,29 +29,13 @@ import numpy as np
 import pandas as pd
 
 from snrmoe_lib.evaluation.metrics import bootstrap_indices, percentile_interval
+from snrmoe_lib.models.conformal import as_vector, check_level, conformal_quantile, per_bin_quantile
 
 __all__ = ["Calibration", "conformal_quantile", "calibrate", "interval", "coverage", "coverage_table",
            "pit_values", "pit_histogram", "predicted_sigma", "sigma_vs_bound", "LEVELS"]
 
 #: The nominal levels reported by default: ±1σ and ±2σ of a Gaussian.
 LEVELS = (0.68, 0.95)
-
-
-def _vector(a, name: str, n: int | None = None) -> np.ndarray:
-    v = np.asarray(a, dtype=np.float64)
-    if v.ndim != 1:
-        raise ValueError(f"{name} must be one value per star (1-D), got shape {v.shape}")
-    if n is not None and len(v) != n:
-        raise ValueError(f"{name} has {len(v)} values for {n} stars")
-    if not np.all(np.isfinite(v)):
-        raise ValueError(f"{name} holds NaN or infinite values")
-    return v
-
-
-def _level(level: float) -> float:
-    if not 0.0 < float(level) < 1.0:
-        raise ValueError(f"a coverage level is a fraction in (0, 1), got {level}")
-    return float(level)
 
 
 def _bins(bins, n: int, n_bins: int) -> np.ndarray:
@@ -61,20 +48,13 @@ def _bins(bins, n: int, n_bins: int) -> np.ndarray:
 
 
 def _scores(y, pred, scale, n) -> np.ndarray:
-    r = _vector(y, "y", n) - _vector(pred, "pred", n)
+    r = as_vector(y, "y", n) - as_vector(pred, "pred", n)
     if scale is None:
         return r
-    s = _vector(scale, "scale", n)
+    s = as_vector(scale, "scale", n)
     if np.any(s <= 0):
         raise ValueError("scale (a predicted σ) must be positive")
     return r / s
-
-
-def conformal_quantile(scores, level: float) -> float:
-    """The ⌈(n + 1)·level⌉-th smallest of ``scores`` (inf when n is too small for the level)."""
-    s = np.sort(np.abs(_vector(scores, "scores")))
-    k = int(np.ceil((len(s) + 1) * _level(level)))
-    return float(s[k - 1]) if 1 <= k <= len(s) else float("inf")
 
 
 @dataclass
@@ -132,7 +112,7 @@ def calibrate(y_val, pred_val, bins_val=None, labels: Sequence[str] | None = Non
     if n < 2:
         raise ValueError(f"conformal calibration needs validation rows, got {n}")
     r = _scores(y_val, pred_val, scale_val, n)
-    levels = tuple(_level(lv) for lv in levels)
+    levels = tuple(check_level(lv) for lv in levels)
     if not levels:
         raise ValueError("give at least one coverage level")
     labels = list(labels) if labels is not None else ["all"]
@@ -141,7 +121,7 @@ def calibrate(y_val, pred_val, bins_val=None, labels: Sequence[str] | None = Non
     q_global = {lv: conformal_quantile(r, lv) for lv in levels}
     q_bin, fallback = {}, {}
     for lv in levels:
-        q = np.array([conformal_quantile(p, lv) if len(p) else np.inf for p in parts])
+        q = per_bin_quantile(r, b, len(labels), lv)
         bad = ~np.isfinite(q)
         fallback[lv] = [labels[k] for k in np.flatnonzero(bad)]
         q_bin[lv] = np.where(bad, q_global[lv], q)
@@ -152,18 +132,18 @@ def calibrate(y_val, pred_val, bins_val=None, labels: Sequence[str] | None = Non
 def interval(cal: Calibration, pred, level: float, bins=None, scale=None, mondrian: bool = True
              ) -> tuple[np.ndarray, np.ndarray]:
     """The (lo, hi) interval of every prediction at ``level`` (per bin with ``mondrian`` and ``bins``)."""
-    p = _vector(pred, "pred")
+    p = as_vector(pred, "pred")
     if cal.normalised and scale is None:
         raise ValueError("the calibration is normalised by a predicted σ: pass scale=")
     h = np.broadcast_to(np.asarray(cal.half_width(level, bins, mondrian), dtype=np.float64), p.shape)
     if scale is not None:
-        h = h * _vector(scale, "scale", len(p))
+        h = h * as_vector(scale, "scale", len(p))
     return p - h, p + h
 
 
 def coverage(y, lo, hi) -> np.ndarray:
     """Whether each label lies inside its interval (bool per star)."""
-    y = _vector(y, "y")
+    y = as_vector(y, "y")
     return (y >= np.asarray(lo)) & (y <= np.asarray(hi))
 
 
@@ -185,7 +165,7 @@ def coverage_table(cal: Calibration, y, pred, bins, scale=None, mondrian: bool =
     Columns: level, bin, n, coverage, lo, hi (star-bootstrap ``ci_level`` interval), width (mean
     interval width, in the label's units).
     """
-    y = _vector(y, "y")
+    y = as_vector(y, "y")
     b = _bins(bins, len(y), cal.n_bins)
     rows = []
     for lv in cal.levels:
@@ -221,7 +201,7 @@ def pit_values(cal: Calibration, y, pred, bins=None, scale=None, mondrian: bool 
 def pit_histogram(pit, n_bins: int = 10) -> dict:
     """Histogram data of PIT values: counts, edges, the uniform expectation and the largest
     relative deviation from it."""
-    p = _vector(pit, "pit")
+    p = as_vector(pit, "pit")
     if n_bins < 2:
         raise ValueError(f"n_bins must be >= 2, got {n_bins}")
     counts, edges = np.histogram(p, bins=n_bins, range=(0.0, 1.0))
@@ -233,14 +213,14 @@ def pit_histogram(pit, n_bins: int = 10) -> dict:
 def predicted_sigma(cal: Calibration, n: int, bins=None, scale=None, mondrian: bool = True) -> np.ndarray:
     """Each star's predicted σ: the half-width of its 68 % interval (level 0.68 must be calibrated)."""
     h = np.broadcast_to(np.asarray(cal.half_width(0.68, bins, mondrian), dtype=np.float64), (n,))
-    return h * (1.0 if scale is None else _vector(scale, "scale", n))
+    return h * (1.0 if scale is None else as_vector(scale, "scale", n))
 
 
 def sigma_vs_bound(sigma_pred, sigma_bound, bins, labels: Sequence[str]) -> pd.DataFrame:
     """Predicted σ against a per-star bound σ (CRLB or Van Trees) per bin: medians, their ratio, and the
     fraction of stars whose predicted σ is below the bound (possible only for a biased estimator)."""
-    sp = _vector(sigma_pred, "sigma_pred")
-    sb = _vector(sigma_bound, "sigma_bound", len(sp))
+    sp = as_vector(sigma_pred, "sigma_pred")
+    sb = as_vector(sigma_bound, "sigma_bound", len(sp))
     if np.any(sb <= 0):
         raise ValueError("sigma_bound must be positive")
     b = _bins(bins, len(sp), len(labels))

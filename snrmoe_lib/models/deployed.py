@@ -1,8 +1,9 @@
 """The deployed mixture: one fitted pipeline that predicts log g, its σ and interval for any spectra.
 
 :class:`DeployedMixture` holds what the Q3 deployed pipeline fitted (the quality compressor, the
-gate, the per-SNR-bin experts — Ridge, or another family's regressors in a
-:class:`~snrmoe_lib.models.model_set.ModelSet` — and the global fallback, τ; in 'estimated' error
+gate, the per-SNR-bin experts — Ridge, another family's regressors in a
+:class:`~snrmoe_lib.models.model_set.ModelSet`, or the SNR heads of a network
+(:class:`~snrmoe_lib.models.model_set.NeuralHeads`) — and the global fallback, τ; in 'estimated' error
 mode the variance model that gives σ̂) plus what deployment needs: the
 wavelength grid, the ranges seen in training and the interval calibration
 (:class:`SplitConformalPerBin`). :meth:`DeployedMixture.predict` turns flux and error into the
@@ -11,12 +12,13 @@ folder of plain arrays and JSON (:mod:`snrmoe_lib.models.persistence`).
 
 Interval calibration
 --------------------
-:class:`SplitConformalPerBin` is this module's own, deliberately simple split-conformal
-calibration: per bin of the *observed* SNR (computable for any spectrum), the ⌈(n+1)·level⌉-th
-smallest absolute validation residual is the interval's half-width, and the bin's validation RMS
-residual is the reported σ. A bin with too few validation spectra for the level uses all of them
-(recorded as ``pooled``). It is separate from ``evaluation/intervals.py`` (the Q4 notebook's); the
-two are to be unified.
+:class:`SplitConformalPerBin` is split-conformal calibration per bin of the *observed* SNR
+(computable for any spectrum): the ⌈(n+1)·level⌉-th smallest absolute validation residual is the
+interval's half-width (:func:`snrmoe_lib.models.conformal.conformal_quantile`, the quantile the
+notebooks' ``evaluation/intervals.py`` uses too), and the bin's validation RMS residual is the
+reported σ. A bin with too few validation spectra for the level uses all of them (recorded as
+``pooled``; with too few in all, the largest residual), so every star gets a finite interval where
+the notebooks' calibration would report an infinite one.
 """
 from __future__ import annotations
 
@@ -30,16 +32,19 @@ import pandas as pd
 from snrmoe_lib.data.noise import VarianceModel, add_noise, add_noise_estimated, assign_bins, effective_sigma
 from snrmoe_lib.features.flux import FluxFeatures
 from snrmoe_lib.features.quality import QualityInput
+from snrmoe_lib.models.conformal import conformal_quantile, per_bin_quantile
 from snrmoe_lib.models.gates import check_proba
 from snrmoe_lib.models.mixtures import mix
+from snrmoe_lib.models.model_set import NeuralHeads
 from snrmoe_lib.models.oracle_stream import LinearModels
 
 __all__ = ["observed_snr", "SplitConformalPerBin", "DeployedMixture", "load_model", "dump_linear_models",
            "load_linear_models", "dump_variance_model", "load_variance_model", "PREDICTION_COLUMNS", "FAMILIES",
            "ERROR_MODES"]
 
-#: Expert families a deployed model can hold ('ridge': streamed LinearModels; the others: a ModelSet).
-FAMILIES = ("ridge", "boosted")
+#: Expert families a deployed model can hold ('ridge': streamed LinearModels; 'boosted': a ModelSet;
+#: 'neural': NeuralHeads, the K SNR heads of one trunk and a global head).
+FAMILIES = ("ridge", "boosted", "neural")
 #: Which σ the model reads: 'clean' (error · noise_level, the products' expected error) or 'estimated'
 #: (σ̂ estimated from the same noisy realisation, what an observation's pipeline gives).
 ERROR_MODES = ("clean", "estimated")
@@ -107,19 +112,13 @@ class SplitConformalPerBin:
         b = assign_bins(np.asarray(snr, dtype=np.float64), self.edges)
         k = len(self.edges) + 1
         self.counts_ = np.bincount(b, minlength=k)
-        self.half_width_, self.sigma_ = np.empty(k), np.empty(k)
-        self.pooled_ = np.zeros(k, dtype=bool)
-        for j in range(k):
-            sel = r[b == j]
-            if np.ceil((len(sel) + 1) * self.level) > len(sel):
-                sel, self.pooled_[j] = r, True
-            self.half_width_[j] = self._quantile(sel)
-            self.sigma_[j] = float(np.sqrt(np.mean(sel ** 2)))
+        q = per_bin_quantile(r, b, k, self.level)
+        self.pooled_ = ~np.isfinite(q)
+        # fewer validation spectra in all than the level needs: the largest residual (the finite limit)
+        q_all = conformal_quantile(r, self.level)
+        self.half_width_ = np.where(self.pooled_, q_all if np.isfinite(q_all) else float(r.max()), q)
+        self.sigma_ = np.array([np.sqrt(np.mean((r if self.pooled_[j] else r[b == j]) ** 2)) for j in range(k)])
         return self
-
-    def _quantile(self, r: np.ndarray) -> float:
-        k = int(np.ceil((len(r) + 1) * self.level))
-        return float(np.sort(r)[min(k, len(r)) - 1])
 
     def predict(self, snr) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(bin, σ, half-width) for each observed SNR."""
@@ -158,9 +157,10 @@ class DeployedMixture:
     ----------
     compressor : fitted quality compressor (σ → quality features)
     gate : fitted classification gate (quality features → expert probabilities)
-    linear : LinearModels or ModelSet
+    linear : LinearModels, ModelSet or NeuralHeads
         The experts (``expert_columns``) and the global model (``global_column``), one feature map:
-        streamed Ridge (``LinearModels``) or another family's fitted regressors (``ModelSet``).
+        streamed Ridge (``LinearModels``), another family's fitted regressors (``ModelSet``) or a
+        network's SNR heads and global head (``NeuralHeads``).
     expert_labels : list of str
     expert_columns : list of int
     global_column : int
@@ -295,8 +295,10 @@ class DeployedMixture:
 
     def components(self) -> dict:
         """Name → (serializer kind, object) for :func:`~snrmoe_lib.models.persistence.save_folder`."""
+        kind = ("linear_models" if isinstance(self.linear, LinearModels) else
+                "neural_heads" if isinstance(self.linear, NeuralHeads) else "model_set")
         out = {"compressor": ("estimator", self.compressor), "gate": ("estimator", self.gate),
-               "linear": ("linear_models" if isinstance(self.linear, LinearModels) else "model_set", self.linear),
+               "linear": (kind, self.linear),
                "calibration": ("estimator", self.calibration),
                "grid": ("arrays", {"wave": np.asarray(self.wave, dtype=np.float64)})}
         if self.variance is not None:

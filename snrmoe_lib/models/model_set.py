@@ -28,6 +28,11 @@ standardisation statistics and its network's ``state_dict`` (every tensor as a n
 ``_build``) and loads the tensors with ``strict=True`` (a missing, extra or misshapen tensor is an
 error naming it); predictions on the CPU are bit-identical. ``checkpoint_dir``/``resume``/``progress``
 are training-time settings and are not restored.
+
+:class:`NeuralHeads` is the neural family's deployed experts: the K SNR heads of one trunk (a 'heads'
+network) and a global head (of another network, Q4's residual net, or of the same), as the named
+columns a deployed mixture mixes. :func:`dump_neural_heads` saves each network through
+:func:`dump_neural` (kind ``neural``) and only adds which network gives which columns.
 """
 from __future__ import annotations
 
@@ -35,8 +40,8 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["ModelSet", "dump_boosted", "load_boosted", "dump_neural", "load_neural", "dump_model_set",
-           "load_model_set", "MEMBER_KINDS"]
+__all__ = ["ModelSet", "NeuralHeads", "dump_boosted", "load_boosted", "dump_neural", "load_neural",
+           "dump_model_set", "load_model_set", "dump_neural_heads", "load_neural_heads", "MEMBER_KINDS"]
 
 #: Class name of a member of a :class:`ModelSet` → the serializer kind that saves it
 #: (:data:`snrmoe_lib.models.persistence.SERIALIZERS`).
@@ -64,6 +69,38 @@ class ModelSet:
 
     def predict(self, X) -> np.ndarray:
         return np.column_stack([np.asarray(m.predict(X), dtype=np.float64).ravel() for m in self.models])
+
+
+class NeuralHeads:
+    """The K SNR heads of one fitted network and a global head as named columns (the neural family's
+    deployed experts); ``predict(X)`` is (n, K + 1): the heads, then the global head.
+
+    Parameters
+    ----------
+    names : sequence of str
+        The K experts' labels, then ``'global'``.
+    heads : fitted NeuralExperts
+        A binned network ('heads' or 'residual' variant) with K = ``len(names) - 1`` experts.
+    global_net : fitted NeuralExperts, optional
+        The network whose global head is the global column (default ``heads``).
+    """
+
+    def __init__(self, names: Sequence[str], heads, global_net=None):
+        names = [str(n) for n in names]
+        if len(set(names)) != len(names) or names[-1:] != ["global"]:
+            raise ValueError(f"neural heads need distinct names ending with 'global', got {names}")
+        if int(getattr(heads, "n_experts_", -1)) != len(names) - 1:
+            raise ValueError(f"the heads network has {getattr(heads, 'n_experts_', None)} experts for "
+                             f"{len(names) - 1} expert names")
+        self.names, self.heads, self.global_net = names, heads, global_net
+
+    def index(self, name: str) -> int:
+        return self.names.index(name)
+
+    def predict(self, X) -> np.ndarray:
+        """(n, K + 1): the K heads' predictions, then the global head's."""
+        G = (self.heads if self.global_net is None else self.global_net).predict_global(X)
+        return np.column_stack([self.heads.predict_all(X), G]).astype(np.float64)
 
 
 def _error(msg: str):
@@ -217,3 +254,26 @@ def load_neural(meta: dict, arrays: dict):
         raise _error(f"the saved network does not fit the architecture of its hyper-parameters: {exc}") from None
     est.module_, est.history_, est.device_ = net.to("cpu").eval(), meta["history"], "cpu"
     return est
+
+
+def dump_neural_heads(nh: NeuralHeads) -> tuple[dict, dict]:
+    """(meta, arrays) of a :class:`NeuralHeads`: each network through :func:`dump_neural`."""
+    nets = {"heads": nh.heads} | ({} if nh.global_net is None else {"global": nh.global_net})
+    meta, arrays = {"names": nh.names, "nets": {}}, {}
+    for key, net in nets.items():
+        meta["nets"][key], sub = dump_neural(net)
+        arrays |= {f"{key}.{k}": v for k, v in sub.items()}
+    return meta, arrays
+
+
+def load_neural_heads(meta: dict, arrays: dict) -> NeuralHeads:
+    nets = {}
+    for key, m in meta["nets"].items():
+        p = f"{key}."
+        nets[key] = load_neural(m, {k[len(p):]: v for k, v in arrays.items() if k.startswith(p)})
+    if "heads" not in nets:
+        raise _error("saved neural heads hold no 'heads' network")
+    try:
+        return NeuralHeads(meta["names"], nets["heads"], nets.get("global"))
+    except ValueError as exc:
+        raise _error(f"saved neural heads: {exc}") from None

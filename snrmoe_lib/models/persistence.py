@@ -67,6 +67,7 @@ SERIALIZERS: dict[str, tuple[str, str, str]] = {
     "boosted": ("snrmoe_lib.models.model_set", "dump_boosted", "load_boosted"),
     "model_set": ("snrmoe_lib.models.model_set", "dump_model_set", "load_model_set"),
     "neural": ("snrmoe_lib.models.model_set", "dump_neural", "load_neural"),
+    "neural_heads": ("snrmoe_lib.models.model_set", "dump_neural_heads", "load_neural_heads"),
     "variance_model": ("snrmoe_lib.models.deployed", "dump_variance_model", "load_variance_model"),
 }
 

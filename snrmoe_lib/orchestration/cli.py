@@ -171,9 +171,10 @@ def _fit_predict_parsers(sub) -> None:
     p.add_argument("--out", default=None, help="the model folder (default: models/NAME)")
     p.add_argument("--force", action="store_true", help="replace an existing model folder")
     p.add_argument("--level", type=float, default=0.9, help="nominal coverage of the intervals (default 0.9)")
-    p.add_argument("--family", default="ridge", choices=("ridge", "boosted"),
-                   help="the experts' family: 'ridge' (Q3's streamed Ridge) or 'boosted' (Q4's boosted trees, "
-                        "hyper-parameters from the q4 section); default ridge")
+    p.add_argument("--family", default="ridge", choices=("ridge", "boosted", "neural"),
+                   help="the experts' family: 'ridge' (Q3's streamed Ridge), 'boosted' (Q4's boosted trees) or "
+                        "'neural' (Q4's trunk with SNR heads; CUDA when present), hyper-parameters from the q4 "
+                        "section; default ridge")
     p.add_argument("--reports", default=None,
                    help="where the notebooks' results are (Q2's choice, its leak check, the K1 ceiling; "
                         "default: <project>/reports)")

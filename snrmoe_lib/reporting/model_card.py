@@ -100,7 +100,9 @@ def _data(rec: dict) -> str:
 
 FAMILY_LABELS = {"ridge": "Ridge (streamed, Q3's deployed pipeline)",
                  "boosted": "boosted trees (Q4's family: HistGradientBoosting, rounds chosen on each bin's "
-                            "validation rows)"}
+                            "validation rows)",
+                 "neural": "neural network (Q4's family: one 1-D trunk with a Gaussian head per SNR bin, "
+                           "epochs chosen on validation)"}
 
 
 def _sigma_row(rec: dict) -> list:
