@@ -134,6 +134,27 @@ def test_shard_with_other_grid_is_refused_by_name(tmp_path):
         open_dataset(d)
 
 
+@pytest.mark.parametrize("fault, words", [
+    ("shard_twice", "shard 'a' is listed twice"),
+    ("no_label", r"no column(s) ['log_g']"),
+])
+def test_run_refuses_a_bad_dataset_once_before_any_notebook(tmp_path, capsys, fault, words):
+    if fault == "shard_twice":
+        data = _two_shards(tmp_path, "a\nb\na\n")
+    else:
+        wave, flux, error, mask, params = make_arrays(20, 16)
+        data = tmp_path / "nolabel.h5"
+        with DatasetWriter(data, 20, wave) as w:
+            w.write(flux, error, params.drop(columns=["log_g"]), mask)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"name: c\ndata: {{path: {data}}}\nsplit: {{n_train: 6, n_val: 2, n_test: 4}}\n")
+    reports = tmp_path / "reports"
+    assert cli.main(["run", "--params", str(cfg), "--reports", str(reports)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and words in err, err  # one line, said once, not once per notebook
+    assert not (reports / "c").exists(), "nothing is written for a run that cannot start"
+
+
 # ------------------------------------------------------------------------------- 11. fingerprint
 
 
