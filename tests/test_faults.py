@@ -265,6 +265,25 @@ def test_second_writer_of_a_path_waits_then_refuses(tmp_path):
     assert leftovers(tmp_path) == []
 
 
+def test_simulate_that_loses_the_race_keeps_the_winners_dataset(tmp_path, monkeypatch, capsys):
+    import snrmoe_lib.orchestration.cli as cli_mod
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("name: c\ndata:\n  path: m.h5\n  mock: {mode: random, n: 40, seed: 1, chunk_size: 20}\n"
+                   "split: {n_train: 20, n_val: 8, n_test: 12}\n")
+    real = cli_mod.simulate
+
+    def lose_the_race(spec, out, overwrite=False, progress=True):
+        real(spec, out, overwrite=overwrite, progress=False)  # the other simulate holds the lock and writes
+        return real(spec, out, overwrite=overwrite, progress=False)  # this one then finds the file: refused
+
+    monkeypatch.setattr(cli_mod, "simulate", lose_the_race)
+    assert cli.main(["simulate", "--params", str(cfg)]) == 0
+    captured = capsys.readouterr()
+    assert "exists and matches the configuration; keeping it" in captured.out, captured
+    assert captured.err == "" and leftovers(tmp_path) == []
+
+
 def test_lock_held_by_a_live_process_times_out_with_a_message(tmp_path):
     with FileLock(tmp_path / "x.h5"):
         with pytest.raises(FileExistsError, match=r"being written by pid \d+ .*lock file"):
