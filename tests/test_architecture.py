@@ -190,3 +190,40 @@ def test_importing_the_package_stays_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     loaded = out.stdout.split()
     assert not loaded, f"`import {PACKAGE}` loads {loaded}; import them inside the functions that need them"
+
+
+#: The package imports that stay inside a function, each with the reason it cannot be hoisted to the top
+#: of its module; every other package import is at module level, where a reader sees it.
+DEFERRED_IMPORTS = {
+    ("snrmoe_lib", "snrmoe_lib.models.deployed"): "`import snrmoe_lib` stays light; load_model loads on use",
+    ("snrmoe_lib.models.neural.estimator", "snrmoe_lib.models.neural.nets"): "nets imports torch at its top",
+    ("snrmoe_lib.orchestration.cli", "snrmoe_lib.analyses.deploy"): "only `snrmoe fit` needs the analyses; "
+                                                                     "every other command starts faster",
+    ("snrmoe_lib.orchestration.cli", "snrmoe_lib.config"): "`snrmoe fit` only",
+    ("snrmoe_lib.orchestration.cli", "snrmoe_lib.data.mock"): "`snrmoe fit` only",
+    ("snrmoe_lib.orchestration.cli", "snrmoe_lib.reporting.model_card"): "`snrmoe fit` only",
+    ("snrmoe_lib.orchestration.cli", "snrmoe_lib.orchestration.predict"): "`snrmoe predict` only",
+}
+
+
+def deferred_imports() -> list[str]:
+    modules = _modules()
+    bad = []
+    for module, path in modules.items():
+        for fn in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                names = ([node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level
+                         else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+                for name in names:
+                    target = _resolve(name, modules)
+                    if target and (module, target) not in DEFERRED_IMPORTS:
+                        bad.append(f"{path.relative_to(ROOT)}:{node.lineno} {fn.name}: import {target}")
+    return bad
+
+
+def test_package_imports_are_at_module_level_unless_a_reason_is_given():
+    bad = deferred_imports()
+    assert not bad, _report("package import(s) inside a function without a reason in DEFERRED_IMPORTS "
+                            "(hoist them, or give the reason)", bad)

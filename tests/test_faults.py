@@ -134,6 +134,27 @@ def test_shard_with_other_grid_is_refused_by_name(tmp_path):
         open_dataset(d)
 
 
+@pytest.mark.parametrize("fault, words", [
+    ("shard_twice", "shard 'a' is listed twice"),
+    ("no_label", r"no column(s) ['log_g']"),
+])
+def test_run_refuses_a_bad_dataset_once_before_any_notebook(tmp_path, capsys, fault, words):
+    if fault == "shard_twice":
+        data = _two_shards(tmp_path, "a\nb\na\n")
+    else:
+        wave, flux, error, mask, params = make_arrays(20, 16)
+        data = tmp_path / "nolabel.h5"
+        with DatasetWriter(data, 20, wave) as w:
+            w.write(flux, error, params.drop(columns=["log_g"]), mask)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"name: c\ndata: {{path: {data}}}\nsplit: {{n_train: 6, n_val: 2, n_test: 4}}\n")
+    reports = tmp_path / "reports"
+    assert cli.main(["run", "--params", str(cfg), "--reports", str(reports)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and words in err, err  # one line, said once, not once per notebook
+    assert not (reports / "c").exists(), "nothing is written for a run that cannot start"
+
+
 # ------------------------------------------------------------------------------- 11. fingerprint
 
 
@@ -242,6 +263,25 @@ def test_second_writer_of_a_path_waits_then_refuses(tmp_path):
     t.join(10)
     assert "exists; refusing to overwrite" in outcome["error"]
     assert leftovers(tmp_path) == []
+
+
+def test_simulate_that_loses_the_race_keeps_the_winners_dataset(tmp_path, monkeypatch, capsys):
+    import snrmoe_lib.orchestration.cli as cli_mod
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("name: c\ndata:\n  path: m.h5\n  mock: {mode: random, n: 40, seed: 1, chunk_size: 20}\n"
+                   "split: {n_train: 20, n_val: 8, n_test: 12}\n")
+    real = cli_mod.simulate
+
+    def lose_the_race(spec, out, overwrite=False, progress=True):
+        real(spec, out, overwrite=overwrite, progress=False)  # the other simulate holds the lock and writes
+        return real(spec, out, overwrite=overwrite, progress=False)  # this one then finds the file: refused
+
+    monkeypatch.setattr(cli_mod, "simulate", lose_the_race)
+    assert cli.main(["simulate", "--params", str(cfg)]) == 0
+    captured = capsys.readouterr()
+    assert "exists and matches the configuration; keeping it" in captured.out, captured
+    assert captured.err == "" and leftovers(tmp_path) == []
 
 
 def test_lock_held_by_a_live_process_times_out_with_a_message(tmp_path):

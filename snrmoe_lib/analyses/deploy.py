@@ -40,6 +40,7 @@ from snrmoe_lib.models.deployed import FAMILIES, DeployedMixture, SplitConformal
 from snrmoe_lib.models.experts import OracleSettings, fit_oracle_stream
 from snrmoe_lib.models.gates import check_labels, make_gate
 from snrmoe_lib.models.mixtures import mix
+from snrmoe_lib.models.ridge import AlphaPathRidge
 from snrmoe_lib.models.routing import SNRRouter
 from snrmoe_lib.analyses.q1_waterfall import carve_holdout
 from snrmoe_lib.analyses.q3 import _fit_rows, resolve_representation
@@ -160,8 +161,6 @@ def grid_record(wave: np.ndarray) -> dict:
 def leak_record(params, results_root, representation: str, data: dict, n_boot: int, seed: int) -> dict:
     """The leak check: Q2's Gate-1 verdicts from its results (else 'not run'), and a linear probe of log g
     from the deployed gate's own inputs (Ridge on the training rows, R² on the frozen test)."""
-    from snrmoe_lib.models.ridge import AlphaPathRidge
-
     q2 = "not run"
     if results_root is not None and Path(results_root).exists():
         recs = find_results(results_root, notebook="q2_error_leakage", config=params.name)

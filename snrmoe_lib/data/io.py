@@ -32,6 +32,7 @@ __all__ = [
     "Chunk",
     "PfsDataset",
     "open_dataset",
+    "require_labels",
     "DatasetWriter",
     "ShardedWriter",
     "Split",
@@ -390,6 +391,19 @@ class PfsDataset:
 def open_dataset(path: str | Path, on_bad_rows: str = "raise") -> PfsDataset:
     """Open a pfsspec dataset (file or sharded folder). See :class:`PfsDataset`."""
     return PfsDataset(path, on_bad_rows=on_bad_rows)
+
+
+def require_labels(ds: PfsDataset, target: str = "log_g") -> PfsDataset:
+    """``ds`` if its params table holds the label ``log_g`` and the regression ``target``.
+
+    Otherwise ``ds`` is closed and :class:`DatasetError` names the missing column(s) and those it holds.
+    """
+    need = [c for c in dict.fromkeys(["log_g", target]) if c not in ds.params.columns]
+    if need:
+        ds.close()
+        raise DatasetError(f"{ds.path}: the params table has no column(s) {need} (it holds "
+                           f"{list(ds.params.columns)}); the notebooks need the label log_g (and ridge.target)")
+    return ds
 
 
 # ------------------------------------------------------------------------------------ splits

@@ -37,6 +37,7 @@ from snrmoe_lib.models.gates import check_proba
 from snrmoe_lib.models.mixtures import mix
 from snrmoe_lib.models.model_set import NeuralHeads
 from snrmoe_lib.models.oracle_stream import LinearModels
+from snrmoe_lib.models.persistence import ModelFormatError, load_folder, save_folder
 
 __all__ = ["observed_snr", "SplitConformalPerBin", "DeployedMixture", "load_model", "dump_linear_models",
            "load_linear_models", "dump_variance_model", "load_variance_model", "PREDICTION_COLUMNS", "FAMILIES",
@@ -315,8 +316,6 @@ class DeployedMixture:
 
     def save(self, path: str | Path, overwrite: bool = False, extra_files: dict | None = None) -> Path:
         """Save as a model folder (:func:`~snrmoe_lib.models.persistence.save_folder`), atomically."""
-        from snrmoe_lib.models.persistence import save_folder
-
         return save_folder(path, self.components(), self.full_record(), overwrite=overwrite, extra_files=extra_files)
 
 
@@ -334,8 +333,6 @@ def load_model(path: str | Path) -> DeployedMixture:
     Raises :class:`~snrmoe_lib.models.persistence.ModelFormatError` for an incomplete or damaged
     folder, or one written by another format or package version.
     """
-    from snrmoe_lib.models.persistence import ModelFormatError, load_folder
-
     record, c = load_folder(path)
     m = record.get("mixture")
     if not isinstance(m, dict):

@@ -40,6 +40,10 @@ from typing import Sequence
 
 import numpy as np
 
+from snrmoe_lib.models.boosted import BoostedRegressor
+from snrmoe_lib.models.neural import NeuralExperts
+from snrmoe_lib.models.persistence import ModelFormatError, _plain, dump_component, load_component
+
 __all__ = ["ModelSet", "NeuralHeads", "dump_boosted", "load_boosted", "dump_neural", "load_neural",
            "dump_model_set", "load_model_set", "dump_neural_heads", "load_neural_heads", "MEMBER_KINDS"]
 
@@ -104,8 +108,6 @@ class NeuralHeads:
 
 
 def _error(msg: str):
-    from snrmoe_lib.models.persistence import ModelFormatError
-
     return ModelFormatError(msg)
 
 
@@ -113,8 +115,6 @@ def _hgb_dump(h) -> tuple[dict, dict]:
     """(meta, arrays) of a fitted HistGradientBoostingRegressor (trees as arrays)."""
     import sklearn
     from sklearn.ensemble._hist_gradient_boosting.common import PREDICTOR_RECORD_DTYPE
-
-    from snrmoe_lib.models.persistence import _plain
 
     if h.loss != "squared_error" or getattr(h, "_preprocessor", None) is not None or h.n_trees_per_iteration_ != 1:
         raise _error("only squared-error boosted trees on numerical features (one tree per round) can be saved")
@@ -168,8 +168,6 @@ def _hgb_load(meta: dict, a: dict):
 
 def dump_boosted(est) -> tuple[dict, dict]:
     """(meta, arrays) of a fitted :class:`~snrmoe_lib.models.boosted.BoostedRegressor`."""
-    from snrmoe_lib.models.persistence import _plain
-
     hm, arrays = _hgb_dump(est.model_)
     params = {k: _plain(v, f"BoostedRegressor.{k}") for k, v in est.get_params(deep=False).items()}
     state = {k: _plain(getattr(est, k), k) for k in ("n_iter_", "early_stopped_", "n_train_used_", "subsampled_",
@@ -178,8 +176,6 @@ def dump_boosted(est) -> tuple[dict, dict]:
 
 
 def load_boosted(meta: dict, arrays: dict):
-    from snrmoe_lib.models.boosted import BoostedRegressor
-
     est = BoostedRegressor(**meta["params"])
     est.model_ = _hgb_load(meta["trees"], arrays)
     for k, v in meta["state"].items():
@@ -189,8 +185,6 @@ def load_boosted(meta: dict, arrays: dict):
 
 def dump_model_set(ms: ModelSet) -> tuple[dict, dict]:
     """(meta, arrays) of a :class:`ModelSet`: each member through its own kind (:data:`MEMBER_KINDS`)."""
-    from snrmoe_lib.models.persistence import dump_component
-
     members, arrays = [], {}
     for i, m in enumerate(ms.models):
         kind = MEMBER_KINDS.get(type(m).__name__)
@@ -203,8 +197,6 @@ def dump_model_set(ms: ModelSet) -> tuple[dict, dict]:
 
 
 def load_model_set(meta: dict, arrays: dict) -> ModelSet:
-    from snrmoe_lib.models.persistence import load_component
-
     models = []
     for i, m in enumerate(meta["members"]):
         p = f"m{i}."
@@ -220,8 +212,6 @@ def dump_neural(est) -> tuple[dict, dict]:
     """(meta, arrays) of a fitted NeuralExperts: hyper-parameters, statistics, ``state_dict`` as arrays."""
     import json
 
-    from snrmoe_lib.models.persistence import _plain
-
     params = est.get_params(deep=False) | {"checkpoint_dir": None, "resume": False, "progress": False}
     arrays = {f"sd.{k}": v.detach().cpu().numpy() for k, v in est.module_.state_dict().items()}
     arrays |= {k: np.asarray(getattr(est, k)) for k in _NEURAL_ARRAYS}
@@ -235,8 +225,6 @@ def dump_neural(est) -> tuple[dict, dict]:
 def load_neural(meta: dict, arrays: dict):
     """A NeuralExperts rebuilt from its hyper-parameters with its saved tensors (on the CPU)."""
     import torch
-
-    from snrmoe_lib.models.neural import NeuralExperts
 
     params = dict(meta["params"])
     if isinstance(params.get("channels"), list):

@@ -26,14 +26,24 @@ def _simulate(args) -> int:
         return 2
     out = Path(args.output) if args.output else params.dataset_path
     if out.exists() and not args.overwrite and spec.mode == "random":
-        current = mock_is_current(spec, out)
-        ensure_mock(spec, out, on_stale="raise").close()  # a stale dataset is an error, not kept silently
-        if current:
-            print(f"{out} exists and matches the configuration; keeping it (pass --overwrite to replace it)")
-        return 0
-    paths = simulate(spec, out, overwrite=args.overwrite, progress=True)
+        return _keep_existing(spec, out)
+    try:
+        paths = simulate(spec, out, overwrite=args.overwrite, progress=True)
+    except FileExistsError:
+        if args.overwrite or spec.mode != "random" or not out.exists():
+            raise
+        return _keep_existing(spec, out)  # another simulate of this path held the lock and wrote it first
     for p in paths:
         print(f"wrote {p}")
+    return 0
+
+
+def _keep_existing(spec, out: Path) -> int:
+    """An existing random mock: kept when it matches ``spec``; a stale one is an error, not kept silently."""
+    current = mock_is_current(spec, out)
+    ensure_mock(spec, out, on_stale="raise").close()
+    if current:
+        print(f"{out} exists and matches the configuration; keeping it (pass --overwrite to replace it)")
     return 0
 
 

@@ -24,10 +24,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from snrmoe_lib.config import PLAIN_NAME, load_params
+from snrmoe_lib.config import PLAIN_NAME, Params, load_params
+from snrmoe_lib.data.io import open_dataset, require_labels
 from snrmoe_lib.data.writers import atomic_write_text
 
-__all__ = ["NOTEBOOK_ORDER", "NotebookStatus", "RunLog", "check_name", "discover_notebooks", "run_notebook",
+__all__ = ["NOTEBOOK_ORDER", "NotebookStatus", "RunLog", "check_dataset", "check_name", "discover_notebooks", "run_notebook",
            "render_notebook_html", "run_config", "project_root"]
 
 #: Execution order: later notebooks read earlier notebooks' results.
@@ -234,6 +235,18 @@ class RunLog:
         self.write()
 
 
+def check_dataset(params: Params) -> None:
+    """Open the configuration's dataset once, before any notebook, when it exists.
+
+    A bad dataset (a shard listed twice, another wavelength grid, bad rows under ``on_bad_rows: raise``,
+    no ``log_g`` column) is then one clear error and nothing is written, rather than the same traceback
+    from every notebook. A missing dataset is left to the notebooks, which generate a configured mock.
+    """
+    if params.dataset_path.exists():
+        require_labels(open_dataset(params.dataset_path, on_bad_rows=params.data.on_bad_rows),
+                       params.ridge.target).close()
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -252,6 +265,7 @@ def run_config(params_path: str | Path, notebooks: Iterable[str] | None = None, 
     notebooks_dir = Path(notebooks_dir) if notebooks_dir else root / "notebooks"
     output_dir = reports_dir / params.name
     paths = discover_notebooks(notebooks_dir, list(notebooks) if notebooks else None)
+    check_dataset(params)
     output_dir.mkdir(parents=True, exist_ok=True)
     log = RunLog(output_dir, params.name, Path(params_path).resolve(), [p.stem for p in paths])
     statuses: list[NotebookStatus] = []

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from snrmoe_lib.config import Params, load_params
-from snrmoe_lib.data.io import DatasetError, PfsDataset, Split, dataset_record, frozen_test_record, split_rows
+from snrmoe_lib.data.io import PfsDataset, Split, dataset_record, frozen_test_record, require_labels, split_rows
 from snrmoe_lib.data.mock import ensure_dataset
 from snrmoe_lib.evaluation.predictions import write_predictions
 from snrmoe_lib.evaluation.records import write_results
@@ -89,10 +89,5 @@ def start_run(notebook: str, params_path: str | Path, output_dir: str | Path, pr
     params = load_params(params_path)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    ds = ensure_dataset(params, progress=progress)
-    need = [c for c in dict.fromkeys(["log_g", params.ridge.target]) if c not in ds.params.columns]
-    if need:
-        ds.close()
-        raise DatasetError(f"{ds.path}: the params table has no column(s) {need} (it holds "
-                           f"{list(ds.params.columns)}); the notebooks need the label log_g (and ridge.target)")
+    ds = require_labels(ensure_dataset(params, progress=progress), params.ridge.target)
     return NotebookRun(notebook, params, ds, out)

@@ -20,6 +20,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
+from snrmoe_lib._util.rng import torch_generator
+
 from snrmoe_lib.models.neural.training import TrainSettings, reblock, resolve_device, torch_session, train_network
 from snrmoe_lib.models.routing import SmallBinError
 
@@ -338,7 +340,6 @@ class NeuralExperts(RegressorMixin, BaseEstimator):
                              on_epoch_end=getattr(self, "_on_epoch_end", None))
 
     def _build(self):
-        from snrmoe_lib._util.rng import torch_generator
         from snrmoe_lib.models.neural.nets import build_network, init_weights
 
         lay = self._layout(self.n_aux_)
