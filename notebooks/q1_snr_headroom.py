@@ -30,18 +30,14 @@ params_path = "../params/smoke.yaml"
 output_dir = "../reports/interactive"
 
 # %%
-import numpy as np
-
 from snrmoe_lib import print_verdicts
 from snrmoe_lib.analyses import error_modes, q1
 from snrmoe_lib.reporting.plots import q1 as plots_q1
 from snrmoe_lib.reporting.session import start_run
 
 run = start_run("q1_snr_headroom", params_path, output_dir)
-p, ds = run.params, run.dataset
-split = run.split
-noise_levels = [p.noise.noise_level, *p.noise.extra_noise_levels]
-n_boot = p.runner.n_bootstrap
+p, ds, split = run.params, run.dataset, run.split
+nl0, n_boot = p.noise.noise_level, p.runner.n_bootstrap  # nl0: the primary noise level
 ds
 
 # %% [markdown]
@@ -64,70 +60,59 @@ ds
 #   best control is chosen on the validation rows. (The experts' bin plans are in the results file.)
 
 # %%
-head = {nl: q1.run_headroom(ds, split, p, nl, curve=nl == noise_levels[0]) for nl in noise_levels}
+head = q1.run_noise_levels(ds, split, p)  # noise level → the fits of every seed
 q1.run_overview(head)
 
 # %% [markdown]
 # ## Global vs oracle experts
 
 # %%
-scores = {nl: h.scores(n_boot=n_boot, seed=p.split.seed) for nl, h in head.items()}
-summary = q1.scores_table(scores)
+scores, summary, falls, tables = q1.score_levels(head, n_boot, p.split.seed)  # every noise level
 summary.round(4)
 
 # %% [markdown]
 # ## Routing or blending? The attribution waterfall (same test stars, paired intervals)
 
 # %%
-falls = {nl: h.waterfall(n_boot, p.split.seed) for nl, h in head.items()}
-fall, share = falls[noise_levels[0]]
-run.save(plots_q1.waterfall_bars(fall, f"Where the gain comes from, noise_level {noise_levels[0]:g}"), "q1_waterfall")
-print(f"routing share = oracle − {share['control']} = {share['value']:.4f} {[round(x, 4) for x in share['interval']]}")
-fall.round(4)
+run.save(plots_q1.waterfall_bars(falls[nl0][0], f"Where the gain comes from, noise_level {nl0:g}"), "q1_waterfall")
+print(q1.describe_share(falls[nl0][1]))
+falls[nl0][0].round(4)
 
 # %% [markdown]
 # ## Per-bin R² (bins of the true SNR)
 
 # %%
-tables = {nl: h.per_bin("snr", n_boot=n_boot, seed=p.split.seed) for nl, h in head.items()}
-for nl, t in tables.items():
-    fig = plots_q1.per_bin_bars(t, f"log g R² per true-SNR bin, noise_level {nl:g} ({len(p.seeds)} seeds)")
-    run.save(fig, f"q1_per_bin_nl{nl:g}")
-tables[noise_levels[0]].round(4)
+run.save_all(plots_q1.per_bin_figures(tables, len(p.seeds)))
+tables[nl0].round(4)
 
 # %% [markdown]
 # ## Predicted vs true log g, coloured by the true SNR (first seed, primary noise level)
 
 # %%
-h0 = head[noise_levels[0]]
-preds0 = {k: v[0] for k, v in h0.predictions().items() if k in q1.HEADROOM_MODELS}
-fig = plots_q1.pred_vs_true(h0.y, preds0, h0.info["snr"].to_numpy(), f"true SNR ({p.snr_bins.definition})")
-run.save(fig, "q1_pred_vs_true")
+run.save(plots_q1.headroom_pred_vs_true(head[nl0], q1.HEADROOM_MODELS, p.snr_bins.definition), "q1_pred_vs_true")
 
 # %% [markdown]
 # ## Where the headroom is: ΔR² by SNR bin and noise level
 
 # %%
 run.save(plots_q1.delta_heatmap(list(tables.values())), "q1_delta_r2_heatmap")
-deltas = summary[summary["model"] != "global"].rename(columns={"delta_lo": "lo", "delta_hi": "hi"})
-run.save(plots_q1.headroom_vs_noise(deltas, p.thresholds.gate2_delta_r2_min), "q1_headroom_vs_noise")
+run.save(plots_q1.headroom_vs_noise(q1.delta_rows(summary), p.thresholds.gate2_delta_r2_min), "q1_headroom_vs_noise")
 
 # %% [markdown]
 # ## Q1.2 · Is the headroom mainly from the low-SNR bins? Each bin's contribution to the whole-set ΔR²
 # (bin fraction × within-bin error reduction / Var log g; they sum to ΔR²), and the low bins' share.
 
 # %%
-contrib = head[noise_levels[0]].bin_contributions(q1.low_bins(p.snr_bins.edges, p.snr_bins.labels), n_boot, p.split.seed)
+contrib = head[nl0].bin_contributions(q1.low_bins(p.snr_bins.edges, p.snr_bins.labels), n_boot, p.split.seed)
 run.save(plots_q1.contribution_bars(contrib[0], "Contribution of each bin to the oracle's ΔR²"), "q1_bin_contributions")
-print(f"share from {contrib[1]['bins']}: {contrib[1]['value']:.3f} {np.round(contrib[1]['interval'], 3).tolist()}")
+print(q1.describe_low_share(contrib[1]))
 contrib[0].round(4)
 
 # %% [markdown]
 # ## Learning curve: Gate-2 at nested training sizes (`controls.curve_sizes`, primary noise level)
 
 # %%
-curve = head[noise_levels[0]].curve(n_boot, p.split.seed)
-pts = q1.curve_points(curve)
+curve, pts = q1.learning_curve(head[nl0], n_boot, p.split.seed)
 run.save(plots_q1.learning_curve(pts, p.thresholds.gate2_delta_r2_min, "ΔR² of log g"), "q1_learning_curve")
 pts.round(4)
 
@@ -141,8 +126,7 @@ pts.round(4)
 
 # %%
 print(q1.ERROR_MODES_NOTE, "\n\nVariance model:", error_modes.ASSUMPTION)
-modes_check = error_modes.flux_check(ds, split, p, error_modes.variance_model(ds, split, p))
-assert (modes_check[["noisy_flux_max_abs_diff", "features_max_abs_diff"]] == 0).all().all()
+modes_check = q1.error_modes_check(ds, split, p)  # stops here unless both modes' flux and features agree
 modes_check
 
 # %% [markdown]
@@ -162,7 +146,5 @@ q1.alpha_summary(alphas)
 # %%
 res = q1.results(p, head, scores, summary, tables, alphas, len(split.test), falls, contrib, curve, modes_check)
 print_verdicts(res["verdicts"], mock=p.data.mock is not None)
-h0 = head[noise_levels[0]]
-run.save_predictions(q1.prediction_columns(h0), h0.info["row"].to_numpy(), h0.y, h0.seeds)
-out = run.finish(**res)
-print("results:", out.name)
+run.save_predictions(**q1.prediction_record(head[nl0]))
+print("results:", run.finish(**res).name)

@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from snrmoe_lib.analyses import error_modes as em
 from snrmoe_lib.analyses.q1_waterfall import (CONTROLS, WATERFALL_Q1, bin_contributions, carve_holdout,
                                               control_predictions, low_bins, routing_share, seed_draws, waterfall)
 from snrmoe_lib.evaluation.metrics import mae, per_bin_seed_table, r2, rmse, seed_delta_r2, seed_r2
@@ -28,8 +29,15 @@ __all__ = [
     "HEADROOM_MODELS",
     "Headroom",
     "run_headroom",
+    "run_noise_levels",
+    "score_levels",
+    "learning_curve",
+    "error_modes_check",
     "run_overview",
-    "plans_table",
+    "describe_share",
+    "describe_low_share",
+    "delta_rows",
+    "prediction_record",
     "alpha_table",
     "alpha_summary",
     "scores_table",
@@ -237,6 +245,123 @@ def prediction_columns(h: Headroom) -> dict:
     return {("oracle_hard" if k == "snr_oracle" else k): v for k, v in h.predictions().items()}
 
 
+def run_noise_levels(ds, split, params) -> dict[float, Headroom]:
+    """:func:`run_headroom` at every noise level of the configuration.
+
+    Parameters
+    ----------
+    ds, split, params
+        As for :func:`run_headroom`.
+
+    Returns
+    -------
+    dict
+        Noise level → :class:`Headroom`: the primary ``noise.noise_level`` first (the only one with the
+        learning curve), then every ``noise.extra_noise_levels``.
+    """
+    levels = [params.noise.noise_level, *params.noise.extra_noise_levels]
+    return {nl: run_headroom(ds, split, params, nl, curve=nl == levels[0]) for nl in levels}
+
+
+def score_levels(head: dict, n_boot: int, seed: int) -> tuple[dict, pd.DataFrame, dict, dict]:
+    """Every noise level's scores, the scores table, the attribution waterfalls and the per-bin tables.
+
+    Parameters
+    ----------
+    head : dict
+        Noise level → :class:`Headroom` (:func:`run_noise_levels`).
+    n_boot, seed : int
+        Bootstrap draws and seed of the paired intervals (the same draws for every model).
+
+    Returns
+    -------
+    scores : dict
+        Noise level → :meth:`Headroom.scores`.
+    summary : pandas.DataFrame
+        :func:`scores_table` of ``scores``.
+    falls : dict
+        Noise level → :meth:`Headroom.waterfall` (table, routing share).
+    tables : dict
+        Noise level → :meth:`Headroom.per_bin` over the true-SNR bins.
+    """
+    scores = {nl: h.scores(n_boot=n_boot, seed=seed) for nl, h in head.items()}
+    summary = scores_table(scores)
+    falls = {nl: h.waterfall(n_boot, seed) for nl, h in head.items()}
+    tables = {nl: h.per_bin("snr", n_boot=n_boot, seed=seed) for nl, h in head.items()}
+    return scores, summary, falls, tables
+
+
+def learning_curve(h: Headroom, n_boot: int, seed: int) -> tuple[list[dict], pd.DataFrame]:
+    """Gate-2 at the nested training sizes of one noise level: :meth:`Headroom.curve` and its
+    :func:`curve_points` table."""
+    curve = h.curve(n_boot, seed)
+    return curve, curve_points(curve)
+
+
+def error_modes_check(ds, split, params) -> pd.DataFrame:
+    """:func:`~snrmoe_lib.analyses.error_modes.flux_check` with the configuration's variance model.
+
+    Raises
+    ------
+    Q1CheckError
+        When the two error modes hand the models a different noisy flux or different features (Q1's
+        numbers would then not hold for both modes).
+    """
+    check = em.flux_check(ds, split, params, em.variance_model(ds, split, params))
+    if not (check[["noisy_flux_max_abs_diff", "features_max_abs_diff"]] == 0).all().all():
+        raise Q1CheckError(f"the error modes' passes differ in the noisy flux or the features:\n{check}")
+    return check
+
+
+def prediction_record(h: Headroom) -> dict:
+    """Keyword arguments of ``NotebookRun.save_predictions`` for one noise level's runs.
+
+    Parameters
+    ----------
+    h : Headroom
+        The runs of one noise level.
+
+    Returns
+    -------
+    dict
+        ``models`` (:func:`prediction_columns`), ``rows``, ``y`` and ``seeds`` of the test stars.
+    """
+    return {"models": prediction_columns(h), "rows": h.info["row"].to_numpy(), "y": h.y, "seeds": h.seeds}
+
+
+def describe_share(share: dict) -> str:
+    """One line: the routing share (oracle − best non-routing control) with its interval.
+
+    Parameters
+    ----------
+    share : dict
+        The second item of :meth:`Headroom.waterfall` (``control``, ``value``, ``interval``).
+    """
+    return f"routing share = oracle − {share['control']} = {share['value']:.4f} {[round(x, 4) for x in share['interval']]}"
+
+
+def describe_low_share(low: dict) -> str:
+    """One line: the share of the whole-set ΔR² that comes from the low-SNR bins, with its interval.
+
+    Parameters
+    ----------
+    low : dict
+        The second item of :meth:`Headroom.bin_contributions` (``bins``, ``value``, ``interval``).
+    """
+    return f"share from {low['bins']}: {low['value']:.3f} {np.round(low['interval'], 3).tolist()}"
+
+
+def delta_rows(summary: pd.DataFrame) -> pd.DataFrame:
+    """The rows of :func:`scores_table` other than the global model, ΔR² bounds named ``lo`` / ``hi``.
+
+    Parameters
+    ----------
+    summary : pandas.DataFrame
+        The output of :func:`scores_table`.
+    """
+    return summary[summary["model"] != "global"].rename(columns={"delta_lo": "lo", "delta_hi": "hi"})
+
+
 def scores_table(scores: dict) -> pd.DataFrame:
     """One row per noise level × model from ``{noise_level: Headroom.scores()}``: R² (interval), MAE,
     RMSE and ΔR² against the global model (interval)."""
@@ -283,12 +408,6 @@ def run_overview(head: dict) -> pd.DataFrame:
     """Seeds, feature count and wall time of each noise level's fits."""
     return pd.DataFrame([{"noise_level": nl, "seeds": h.seeds, "features": h.runs[0].models.coef.shape[1],
                           "seconds": round(h.seconds, 1)} for nl, h in head.items()])
-
-
-def plans_table(head: dict) -> pd.DataFrame:
-    """Every family's experts after the small-bin policy, per noise level."""
-    return pd.DataFrame([{"noise_level": nl, "family": f, **e} for nl, h in head.items()
-                         for f, plan in h.plans().items() for e in plan])
 
 
 def alpha_table(head: dict) -> pd.DataFrame:

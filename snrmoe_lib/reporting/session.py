@@ -53,6 +53,10 @@ class NotebookRun:
             self.figures.append(fname)
         return fname
 
+    def save_all(self, figures: dict) -> list[str]:
+        """Save every figure of ``figures`` (file name → Figure) with :meth:`save`, in order."""
+        return [self.save(fig, name) for name, fig in figures.items()]
+
     def frozen_test(self) -> dict:
         """The configuration's frozen test record (split seed, size, fingerprint of the test stars)."""
         return frozen_test_record(self.dataset, self.split)

@@ -1,7 +1,7 @@
 """Figures of the Q1 notebook (oracle experts vs the global model). Each returns a Figure."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pandas as pd
@@ -9,8 +9,11 @@ import pandas as pd
 from snrmoe_lib.reporting.plots.common import PALETTE, interval_extent
 from snrmoe_lib._util.rng import rng as _rng
 
+if TYPE_CHECKING:
+    from snrmoe_lib.analyses.q1 import Headroom
+
 __all__ = ["MODEL_STYLE", "per_bin_bars", "pred_vs_true", "delta_heatmap", "headroom_vs_noise", "waterfall_bars",
-           "learning_curve", "contribution_bars"]
+           "learning_curve", "contribution_bars", "per_bin_figures", "headroom_pred_vs_true"]
 
 #: Display name and colour of each compared model (Okabe–Ito).
 MODEL_STYLE = {
@@ -192,3 +195,35 @@ def contribution_bars(table: pd.DataFrame, title: str = ""):
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def per_bin_figures(tables: dict[float, pd.DataFrame], n_seeds: int, prefix: str = "q1_per_bin") -> dict:
+    """One :func:`per_bin_bars` figure per noise level, keyed by its file name ``<prefix>_nl<level>``.
+
+    Parameters
+    ----------
+    tables : dict
+        Noise level → per-bin table (:meth:`~snrmoe_lib.analyses.q1.Headroom.per_bin`).
+    n_seeds : int
+        Number of noise seeds behind the tables (shown in the titles).
+    prefix : str
+        Start of every file name.
+    """
+    return {f"{prefix}_nl{nl:g}": per_bin_bars(t, f"log g R² per true-SNR bin, noise_level {nl:g} ({n_seeds} seeds)")
+            for nl, t in tables.items()}
+
+
+def headroom_pred_vs_true(h: Headroom, models: Sequence[str], snr_definition: str):
+    """:func:`pred_vs_true` of the first seed of one noise level's runs, for ``models``.
+
+    Parameters
+    ----------
+    h : Headroom
+        The runs of one noise level.
+    models : sequence of str
+        Models to show (one panel each), e.g. ``HEADROOM_MODELS``.
+    snr_definition : str
+        The SNR definition (``snr_bins.definition``), named in the colour bar.
+    """
+    preds = {k: v[0] for k, v in h.predictions().items() if k in models}
+    return pred_vs_true(h.y, preds, h.info["snr"].to_numpy(), f"true SNR ({snr_definition})")
