@@ -28,3 +28,14 @@ def test_parameters_cell_first_and_outputs_stripped(py):
     assert "parameters" in code[0].metadata.get("tags", []), "the first code cell must be tagged 'parameters'"
     assert "params_path" in code[0].source and "output_dir" in code[0].source
     assert all(not c.get("outputs") for c in code), f"{py.stem}.ipynb has committed outputs"
+
+
+#: A notebook reads like the Hub page it answers: loops, tables and figure set-ups live in snrmoe_lib.
+MAX_NOTEBOOK_LINES = 150
+
+
+@pytest.mark.parametrize("py", PYS, ids=[p.stem for p in PYS])
+def test_notebook_stays_short(py):
+    n = len(py.read_text(encoding="utf-8").splitlines())
+    assert n <= MAX_NOTEBOOK_LINES, (f"{py.name} has {n} lines (> {MAX_NOTEBOOK_LINES}): move loops, tables and "
+                                     "figure set-ups into snrmoe_lib.analyses / reporting.plots")

@@ -156,17 +156,6 @@ def test_a_file_of_older_mock_physics_is_regenerated_not_reused(tmp_path, monkey
     assert stored_mock_spec(path)["seed"] == 5 and stored_mock_spec(path)[PHYSICS_KEY] == "simple:v8"
 
 
-def test_mock_grid_name_follows_the_physics(tmp_path, monkeypatch):
-    from snrmoe_lib.data.mock.grids import mock_grid_base
-    from snrmoe_lib.data.mock.simple import SimpleMock
-
-    spec = MockSpec(mode="grid", model="simple")
-    before = mock_grid_base(spec, tmp_path)
-    assert mock_grid_base(spec, tmp_path) == before
-    monkeypatch.setattr(SimpleMock, "physics_version", 99)
-    assert mock_grid_base(spec, tmp_path) != before
-
-
 def test_calibrated_fingerprint_follows_its_settings():
     from snrmoe_lib.data.mock.calibrated import CalibratedMock
 

@@ -10,12 +10,11 @@ import pandas as pd
 from snrmoe_lib._util.rng import rng as _rng
 from snrmoe_lib.config import Params
 from snrmoe_lib.data.io import PfsDataset, split_rows
-from snrmoe_lib.data.noise import VarianceModel, add_noise_estimated
 from snrmoe_lib.data.noise import snr as snr_values
 from snrmoe_lib.features.quality import QualityInput, quality_input
 from snrmoe_lib.models.ridge import MethodChangeWarning
 
-__all__ = ["AuditWarning", "AuditSample", "LEAK_LABELS", "audit_sizes", "load_audit_sample", "estimated_sample"]
+__all__ = ["AuditWarning", "AuditSample", "LEAK_LABELS", "audit_sizes", "load_audit_sample"]
 
 #: Stellar labels audited besides log g (when the dataset's parameter table has them).
 LEAK_LABELS = ("T_eff", "M_H")
@@ -112,24 +111,3 @@ def load_audit_sample(ds: PfsDataset, params: Params, label: str = "clean",
         targets[k].update({c: table[c].to_numpy(np.float64) for c in LEAK_LABELS if c in table})
     return AuditSample(label, blocks["train"], blocks["val"], blocks["test"], targets, ds.wave.copy(), rows,
                        path=str(ds.path), snr_definition=params.snr_bins.definition)
-
-
-def estimated_sample(sample: AuditSample, params: Params, seed: int | None = None) -> AuditSample:
-    """The audit sample with σ replaced by σ̂, the error a pipeline would estimate from the noisy flux
-    of noise seed ``seed`` (default: the run's first), through the variance model σ² = background +
-    gain · flux (:class:`~snrmoe_lib.data.noise.VarianceModel`, fitted on the training block's clean
-    errors). Targets stay the true ones (the SNR from the clean σ). Label ``'estimated (model)'``.
-    """
-    seed = params.seeds[0] if seed is None else int(seed)
-    level = params.noise.noise_level
-    tr = sample.train
-    vm = VarianceModel().fit(tr.flux, tr.sigma / level)
-    blocks = {}
-    for k in ("train", "val", "test"):
-        q = getattr(sample, k)
-        err = (q.sigma / level).astype(np.float32)
-        _, sh = add_noise_estimated(q.flux.astype(np.float32), err, level, sample.rows[k], seed,
-                                    vm.gain(q.flux, err))
-        blocks[k] = quality_input(sh, 1.0, flux=q.flux, mask=q.mask)
-    return AuditSample("estimated (model)", blocks["train"], blocks["val"], blocks["test"], sample.targets,
-                       sample.wave, sample.rows, path=sample.path, snr_definition=sample.snr_definition)

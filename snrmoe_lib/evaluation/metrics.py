@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 from snrmoe_lib._util.rng import rng as _rng
 
-__all__ = ["r2", "mae", "rmse", "percentile_interval", "bootstrap_interval", "paired_bootstrap", "per_bin_table",
-           "delta_r2", "rho", "seed_summary", "bootstrap_indices", "seed_resample_mean", "resample_counts", "r2_counts",
+__all__ = ["r2", "mae", "rmse", "percentile_interval", "bootstrap_interval", "per_bin_table",
+           "delta_r2", "rho", "bootstrap_indices", "seed_resample_mean", "resample_counts", "r2_counts",
            "r2_resampled", "seed_r2",
            "seed_delta_r2", "per_bin_seed_table"]
 
@@ -76,14 +76,6 @@ def bootstrap_interval(y_true, y_pred, stat: Callable = r2, n_boot: int = 200, l
     return percentile_interval(np.array([stat(y_true[i], y_pred[i]) for i in idx]), level)
 
 
-def paired_bootstrap(y_true, pred_a, pred_b, n_boot: int = 200, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Bootstrap interval of R²(a) − R²(b) with the same resampled spectra for both models."""
-    y_true, pred_a = _check(y_true, pred_a)
-    _, pred_b = _check(y_true, pred_b)
-    W = resample_counts(bootstrap_indices(len(y_true), n_boot, seed))
-    return percentile_interval(r2_counts(y_true, pred_a, W) - r2_counts(y_true, pred_b, W), level)
-
-
 def delta_r2(y_true, pred_model, pred_baseline) -> float:
     """R²(model) − R²(baseline) on the same spectra."""
     return r2(y_true, pred_model) - r2(y_true, pred_baseline)
@@ -122,13 +114,6 @@ def per_bin_table(y_true, predictions: dict[str, np.ndarray], bins: np.ndarray, 
                     rec["r2_lo"], rec["r2_hi"] = bootstrap_interval(yt, yp, n_boot=n_boot, seed=seed)
             rows.append(rec)
     return pd.DataFrame(rows)
-
-
-def seed_summary(values: Sequence[float]) -> dict:
-    """Mean, standard deviation and min–max over seeds."""
-    v = np.asarray(values, dtype=float)
-    return {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
-            "min": float(np.min(v)), "max": float(np.max(v)), "values": [float(x) for x in v]}
 
 
 # ------------------------------------------------------------------ several noise seeds, one test set
