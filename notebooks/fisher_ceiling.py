@@ -57,13 +57,11 @@ ds
 
 # %%
 lc, table = k1.ceiling_by_magnitude(p, model, output_dir)  # shares the lattice Fishers of the run's output folder
-how = "read from the run's output folder" if lc.fishers.seconds.get("loaded") else "computed"
-print(f"{lc.frame.groupby('mag').size().iloc[0]} stars per magnitude, {how}, {lc.seconds:.1f} s")
+print(k1.describe_ceiling(lc))
 table.set_index("mag").T
 
 # %%
-run.save(plots.plot_cliff(lc.frame, table), "fisher_cliff")
-run.save(plots.plot_ceiling_map({m: g for m, g in lc.frame.groupby("mag") if m in (21.5, 22.5)}), "fisher_map_teff_logg")
+run.save_all(plots.ceiling_figures(lc.frame, table))
 
 # %% [markdown]
 # ## Checks: step halving, Schur against the inverse, the error scaled
@@ -74,14 +72,12 @@ run.save(plots.plot_ceiling_map({m: g for m, g in lc.frame.groupby("mag") if m i
 # (`extra.convergence`). Then Schur against the explicit inverse, and R²_max with σ × `fisher.error_scales`.
 
 # %%
-conv = schur = scaling = None
-if model is not None:  # checks of the forward model's derivatives: mock only
-    conv, conv_s = k1_ceiling.fd_convergence(p, model, p.runner.n_bootstrap)
-    schur, scaling = k1_ceiling.schur_vs_inverse(lc, p), k1_ceiling.error_scaling(lc, p)
-    run.save(plots.plot_fd_convergence(conv), "fisher_fd_convergence")
+checks, conv_s = k1_ceiling.derivative_checks(p, model, lc)  # checks of the forward model's derivatives: mock only
+if model is not None:
+    run.save(plots.plot_fd_convergence(checks["convergence"]), "fisher_fd_convergence")
     print(f"step halving: {conv_s:.1f} s")
-    display(k1_ceiling.convergence_summary(conv, "3d"), k1_ceiling.convergence_summary(conv, "5d"), schur)
-scaling.pivot(index="mag", columns="error_scale", values="r2_3d") if scaling is not None else None
+    display(*k1_ceiling.check_tables(checks))
+k1_ceiling.scaling_table(checks["scaling"])
 
 # %% [markdown]
 # ## Calibration: the table's median R²_max against the user's real BOSZ + PFS-simulator grids
@@ -105,8 +101,7 @@ draws = {}  # the bounds' bootstrap draws, for the paired efficiency below
 ft, corr, bounds, bins_s = k1.bins_and_bounds(p, ds, model, draws)
 print(f"frozen test: {ft.record}; bound stars: {bins_s:.1f} s")
 display(corr)
-cols = ["bin", "tag", "n_stars", "n_test", "var_bin"] + [c for c in bounds if c.endswith("_r2") or c.endswith("_r2_lo") or c.endswith("_r2_hi")]
-bounds[cols] if len(bounds) else "per-bin bounds need the forward model (mock only)"
+k1.bounds_view(bounds)
 
 # %% [markdown]
 # ## Efficiency: bound MSE / model MSE, same stars, same variance
@@ -117,9 +112,8 @@ bounds[cols] if len(bounds) else "per-bin bounds need the forward model (mock on
 
 # %%
 eff = k1.model_efficiency(p, bounds, output_dir)
-if len(bounds):
-    run.save(plots.plot_bin_bounds(bounds, eff, "5d"), "fisher_bin_bounds")
-eff[["model", "bin", "r2", "n_matches", "vantrees_eff", "vantrees_eff_lo", "vantrees_eff_hi", "bayes_eff", "crlb_mean_eff"]]
+run.save_all(plots.bin_bounds_figures(bounds, eff, "5d"))  # none on real data
+eff[k1.EFFICIENCY_COLUMNS]
 
 # %% [markdown]
 # ### Paired: the models' per-star predictions on the bound's own stars
@@ -140,11 +134,8 @@ paired.round(3) if len(paired) else "no paired efficiency (no per-star predictio
 # R² hides shrinkage toward the mean at low SNR: the bias and the residual-against-truth panels show it.
 
 # %%
-errors = {by: k1.model_errors(preds, ft, p.runner.n_bootstrap, p.fisher.seed, by) if preds else pd.DataFrame()
-          for by in (("bin", "mag") if "mag" in ft.table else ("bin",))}
-for nb, m, title in (("q1_snr_headroom", "global", "Q1 global Ridge"), ("q3_deployable_gate", "deployed", "Q3 deployed mixture")):
-    if nb in preds and m in preds[nb].models:
-        run.save(plots.plot_residuals(k1.residual_frame(preds[nb], ft, m), ft.labels, "pred", title), f"fisher_residuals_{m}")
+errors = k1.errors_by(preds, ft, p.runner.n_bootstrap, p.fisher.seed)  # by true-SNR bin (and magnitude)
+run.save_all(plots.residual_figures(preds, ft))
 display(*(e.round(3) for e in errors.values()))
 
 # %% [markdown]
@@ -155,14 +146,11 @@ display(*(e.round(3) for e in errors.values()))
 # R² and the empirical / Laplace σ ratio (1 = the Fisher σ describes the errors). Mock only.
 
 # %%
-map_fit = None
-if model is not None:
-    map_stars, map_s = k1_map.run_map(p, ds, model, ft)
-    map_bins = k1_map.map_bin_table(map_stars, ft.labels, p.runner.n_bootstrap, p.fisher.seed)
-    map_fit = {"map_bins": map_bins, "map_stars": map_stars[["row", "bin", "log_g", "logg_map", "sigma_laplace"]]}
+map_fit, map_stars, map_s = k1_map.map_summary(p, ds, model, ft)  # None on real data: mock only
+if map_fit is not None:
     run.save(plots.plot_residuals(map_stars, ft.labels), "fisher_map_residuals")
     print(f"{len(map_stars)} stars, {map_s:.1f} s")
-    display(map_bins)
+    display(map_fit["map_bins"])
 
 # %% [markdown]
 # ## Summary
@@ -171,11 +159,8 @@ if model is not None:
 # mock are provisional.
 
 # %%
-checks = {"convergence": conv, "schur": schur, "scaling": scaling}
-bins = {"frozen_test": ft.record, "correlation": corr, "bounds": bounds, "efficiency": eff, "paired_efficiency": paired,
-        **{f"model_errors_{by}": e for by, e in errors.items()}}
-seconds = {"ceiling": lc.seconds, "bin_bounds": bins_s, "map_fit": map_s if model is not None else 0.0}
+bins = k1.bins_payload(ft, corr, bounds, eff, paired, errors)
+seconds = {"ceiling": lc.seconds, "bin_bounds": bins_s, "map_fit": map_s}
 metrics, verdicts, extra = k1.k1_results(p, table, calib, checks, bins, map_fit, seconds)
 print_verdicts(verdicts, mock=p.data.mock is not None)
-out = run.finish(metrics=metrics, verdicts=verdicts, extra=extra)
-print("results:", out.name)
+print("results:", run.finish(metrics=metrics, verdicts=verdicts, extra=extra).name)

@@ -32,23 +32,19 @@ params_path = "../params/smoke.yaml"
 output_dir = "../reports/interactive"
 
 # %%
-import time
-
 from snrmoe_lib import print_verdicts
-from snrmoe_lib.analyses import q1, q3
+from snrmoe_lib.analyses import q3
 from snrmoe_lib.reporting.plots import q1 as plots_q1, q3 as plots_q3
 from snrmoe_lib.reporting.session import start_run
 
 run = start_run("q3_deployable_gate", params_path, output_dir)
-p, ds = run.params, run.dataset
-split = run.split
+p, ds, split = run.params, run.dataset, run.split
 th, g, n_boot = p.thresholds, p.gate, p.runner.n_bootstrap
 names = q3.model_names(g.kind)
 ds
 
 # %% [markdown]
 # ## Method
-#
 # * **One pass per noise seed** (sufficient statistics, nothing N × pixels in memory) fits the Q1 Ridge
 #   experts and global model, the controls' Grams and the gate's quality features, at every
 #   learning-curve size (`controls.curve_sizes`, nested random subsets) from the same Grams.
@@ -67,17 +63,8 @@ ds
 #   first mode's; the section "Clean and estimated errors" sets the two side by side.
 
 # %%
-rep, rep_source = q3.resolve_representation(p, output_dir)
-print(f"gate input representation: {rep_source}")
-modes = q3.error_modes(p)
-vm = q3.variance_model(ds, split, p)  # σ² = background + gain · flux, fitted on training clean errors
-by_mode, t0 = {m: [] for m in modes}, time.time()
-for s in p.seeds:
-    for m, r in q3.run_deployable_modes(ds, split, p, s, rep, curve=True, variance_model=vm).items():
-        by_mode[m].append(r)
-    print(f"seed {s}: done after {time.time() - t0:.0f} s; {q3.describe_run(by_mode[modes[0]][-1])}")
-runs = by_mode[modes[0]]
-print(f"error modes {modes}" + (f"; σ² model reproduces the clean σ² to {vm.rel_rms_:.1%} rms" if vm else ""))
+by_mode, rep, rep_source = q3.run_seeds(ds, split, p, output_dir)  # error mode → one run per seed
+runs = by_mode[q3.error_modes(p)[0]]  # the primary error mode's runs
 
 # %% [markdown]
 # ## Are the gate's inputs leak-free? The Gate-1 audit's Ridge (and a non-linear probe) on exactly the
@@ -88,17 +75,12 @@ leak = q3.leak_check(runs[0], p.quality.audit_alphas, n_boot, p.seeds[0])
 print(q3.check_leak(leak, th.gate1_logg_r2_max, rep))  # stops here if the inputs leak
 
 # %% [markdown]
-# ## Results: one table
+# ## Results: one table, then ρ against each matched oracle (`over_1`: that oracle is no upper bound for the model)
 
 # %%
 summary = q3.summarize(runs, n_boot, p.seeds[0])
 run.save(plots_q3.plot_r2_table(summary.table, names), "q3_r2_table")
-q3.format_table(summary, g.kind)
-
-# %% [markdown]
-# ## ρ against each matched oracle (`over_1`: that oracle is no upper bound for the model)
-
-# %%
+display(q3.format_table(summary, g.kind))
 q3.oracle_rhos(summary).round(3)
 
 # %% [markdown]
@@ -115,9 +97,7 @@ falls.round(4)
 # %%
 diag = q3.gate_diagnostics(runs, g.kind, n_boot, p.seeds[0])
 print(q3.describe_gates(diag, [r.info["tau"] for r in runs]))
-fig = plots_q3.plot_confusion(diag["confusion"], f"{g.kind} gate: confusion matrix (test spectra, {len(runs)} seeds)")
-run.save(fig, "q3_confusion")
-run.save(plots_q3.plot_gate_confidence(diag["max_proba"], runs[0].info["tau"]), "q3_gate_confidence")
+run.save_all(plots_q3.gate_figures(diag, g.kind, runs[0].info["tau"], len(runs)))
 
 # %% [markdown]
 # ## Q3.2 · Does the fallback help? R² against coverage over the τ grid (τ chosen on validation)
@@ -131,26 +111,20 @@ taus.round(4)
 # ## Per-bin R² and ρ
 
 # %%
-bin_models = ["global", "oracle", "oracle_soft", q3.DEPLOYED, "regression_gate", "whitening", "interacted"]
-pb = q3.per_bin(runs, bin_models, runs[0].info["bin_labels"], n_boot, p.seeds[0])
-run.save(plots_q3.plot_per_bin(pb, bin_models, names), "q3_per_bin")
-rho_models = [m for m in summary.table.index if m not in ("global", "oracle")]
-fig = plots_q3.plot_rho(summary.table, rho_models, th.gate3_rho_min, names, summary.oracle_gap_interval)
-run.save(fig, "q3_rho")
+pb = q3.per_bin(runs, q3.BIN_MODELS, runs[0].info["bin_labels"], n_boot, p.seeds[0])
+run.save_all(plots_q3.bin_figures(pb, q3.BIN_MODELS, summary, th.gate3_rho_min, names))
 print(q3.describe_regression_gate(summary, runs[0], g.kind))
 
 # %% [markdown]
 # ## Learning curve: Gate-3 and Gate-4 at nested training sizes
 
 # %%
-curve = q3.curve_table(runs, n_boot, p.seeds[0])
-pts = q3.curve_points(curve)
+curve, pts = q3.learning_curve(runs, n_boot, p.seeds[0])
 run.save(plots_q1.learning_curve(pts, None, "ρ (Gate-3) · ΔR² (Gate-4)"), "q3_learning_curve")
 pts.round(4)
 
 # %% [markdown]
 # ## Clean and estimated errors
-#
 # The same table for every error mode: the oracles and the non-routing controls see no σ and agree
 # by construction; the gate, the regression gate, whitening and the interacted control change. The
 # leak check is repeated on the estimated mode's gate inputs (σ̂ is made from the noisy flux, so it
@@ -158,23 +132,18 @@ pts.round(4)
 
 # %%
 print(q3.ASSUMPTION)
-reports = {modes[0]: {"summary": summary, "diagnostics": diag, "falls": falls, "leak": leak}}
-reports |= {m: q3.mode_summary(by_mode[m], p, n_boot, p.seeds[0]) for m in modes[1:]}
-for m in modes[1:]:
-    print(f"{m} errors: {q3.check_leak(reports[m]['leak'], th.gate1_logg_r2_max, rep, strict=False)}")
+reports = q3.mode_reports(by_mode, p, n_boot, p.seeds[0], summary=summary, diagnostics=diag, falls=falls, leak=leak)
+print(q3.describe_mode_leaks(reports, th.gate1_logg_r2_max, rep))
 q3.modes_table(reports, g.kind)
 
 # %% [markdown]
 # ## Verdicts
-#
 # Gate-3 on ρ against the best matched oracle (and as first posed); Gate-4: R²(deployed) − R²(control
 # chosen on validation) ≤ `thresholds.gate4_margin`, **PASS = the simpler route wins**; Q3.2; the
 # leak check. The runs are checked first (same test stars, oracle gap, confusion counts).
 
 # %%
-others = {m: q3.other_mode(p, m, by_mode[m], **reports[m]) for m in modes[1:]}
-res = q3.results(p, runs, summary, diag, leak, pb, rep, rep_source, split.test, falls, curve, others)
+res = q3.results_of_modes(p, by_mode, reports, pb, rep, rep_source, split.test, curve)
 print_verdicts(res["verdicts"], mock=p.data.mock is not None)
-run.save_predictions(q3.prediction_columns(by_mode, modes[0]), runs[0].rows, runs[0].y, p.seeds)
-out = run.finish(**res)
-print("results:", out.name)
+run.save_predictions(q3.prediction_columns(by_mode, q3.error_modes(p)[0]), runs[0].rows, runs[0].y, p.seeds)
+print("results:", run.finish(**res).name)

@@ -37,7 +37,8 @@ from snrmoe_lib.evaluation.records import metric, verdict
 
 __all__ = ["grid_files", "grid_ceiling", "model_of", "ceiling_by_magnitude", "bins_and_bounds", "model_efficiency",
            "load_predictions", "paired_efficiency", "model_errors", "residual_frame",
-           "interval_of_abs", "k1_verdicts", "k1_metrics", "k1_results"]
+           "interval_of_abs", "k1_verdicts", "k1_metrics", "k1_results", "describe_ceiling", "bounds_view",
+           "EFFICIENCY_COLUMNS", "errors_by", "bins_payload"]
 
 
 def model_of(params: Params) -> ForwardModel | None:
@@ -110,6 +111,40 @@ def model_efficiency(params: Params, bounds: pd.DataFrame, results_dir: str | Pa
     """Efficiency of every Q1/Q3 model of this configuration (results in ``results_dir``) per bin."""
     models = model_bin_scores(results_dir, config=params.name, noise_level=params.noise.noise_level)
     return efficiency_table(models, bounds, tag) if len(bounds) else efficiency_table(models.iloc[:0], bounds, tag)
+
+
+def describe_ceiling(lc: LatticeCeiling) -> str:
+    """One line: stars per magnitude, whether the lattice Fishers were computed or read back, seconds."""
+    how = "read from the run's output folder" if lc.fishers.seconds.get("loaded") else "computed"
+    return f"{lc.frame.groupby('mag').size().iloc[0]} stars per magnitude, {how}, {lc.seconds:.1f} s"
+
+
+def bounds_view(bounds: pd.DataFrame) -> pd.DataFrame | str:
+    """The per-bin bounds' identifying columns and R² bounds with their intervals (or why there are none)."""
+    if not len(bounds):
+        return "per-bin bounds need the forward model (mock only)"
+    cols = ["bin", "tag", "n_stars", "n_test", "var_bin"] + [c for c in bounds if c.endswith("_r2") or
+                                                             c.endswith("_r2_lo") or c.endswith("_r2_hi")]
+    return bounds[cols]
+
+
+#: Columns of the efficiency table shown in the notebook.
+EFFICIENCY_COLUMNS = ["model", "bin", "r2", "n_matches", "vantrees_eff", "vantrees_eff_lo", "vantrees_eff_hi",
+                      "bayes_eff", "crlb_mean_eff"]
+
+
+def errors_by(preds: dict, ft: FrozenTest, n_boot: int, seed: int) -> dict[str, pd.DataFrame]:
+    """:func:`~snrmoe_lib.analyses.k1_efficiency.model_errors` per true-SNR bin, and per magnitude slice
+    when the frozen test has magnitudes; empty tables without per-star predictions."""
+    return {by: model_errors(preds, ft, n_boot, seed, by) if preds else pd.DataFrame()
+            for by in (("bin", "mag") if "mag" in ft.table else ("bin",))}
+
+
+def bins_payload(ft: FrozenTest, corr: pd.DataFrame, bounds: pd.DataFrame, eff: pd.DataFrame,
+                 paired: pd.DataFrame, errors: dict) -> dict:
+    """The ``bins`` argument of :func:`k1_results`: the frozen test's record and every per-bin table."""
+    return {"frozen_test": ft.record, "correlation": corr, "bounds": bounds, "efficiency": eff,
+            "paired_efficiency": paired, **{f"model_errors_{by}": e for by, e in errors.items()}}
 
 
 def interval_of_abs(lo: float, hi: float) -> list[float]:

@@ -36,7 +36,8 @@ from snrmoe_lib.data.writers import AtomicWriter
 from snrmoe_lib.evaluation.metrics import bootstrap_indices, percentile_interval
 
 __all__ = ["LATTICE_CACHE", "LatticeCeiling", "lattice_stars", "nuisance_sets", "lattice_ceiling", "magnitude_table",
-           "calibration_rows", "fd_convergence", "convergence_summary", "schur_vs_inverse", "error_scaling"]
+           "calibration_rows", "fd_convergence", "convergence_summary", "schur_vs_inverse", "error_scaling",
+           "derivative_checks", "check_tables", "scaling_table"]
 
 
 @dataclass
@@ -262,3 +263,40 @@ def error_scaling(lc: LatticeCeiling, params: Params) -> pd.DataFrame:
         med = fr.groupby("mag")[["sigma_3d", "r2_3d", "r2_5d"]].median()
         rows += [{"error_scale": s, "mag": float(m), **r} for m, r in med.to_dict(orient="index").items()]
     return pd.DataFrame(rows)
+
+
+def derivative_checks(params: Params, model: ForwardModel | None, lc: LatticeCeiling) -> tuple[dict, float]:
+    """The checks of the forward model's derivatives: step halving, Schur against the inverse, σ scaled.
+
+    Parameters
+    ----------
+    params : Params
+        The validated parameters (``fisher.*``, ``runner.n_bootstrap``).
+    model : ForwardModel or None
+        The mock's forward model; ``None`` on real data, where there is nothing to check.
+    lc : LatticeCeiling
+        The per-magnitude ceiling (:func:`lattice_ceiling`).
+
+    Returns
+    -------
+    checks : dict
+        ``convergence`` (:func:`fd_convergence`), ``schur`` (:func:`schur_vs_inverse`), ``scaling``
+        (:func:`error_scaling`); every entry ``None`` without a forward model.
+    seconds : float
+        Wall time of the step halving (0 without a forward model).
+    """
+    if model is None:
+        return {"convergence": None, "schur": None, "scaling": None}, 0.0
+    conv, conv_s = fd_convergence(params, model, params.runner.n_bootstrap)
+    return {"convergence": conv, "schur": schur_vs_inverse(lc, params), "scaling": error_scaling(lc, params)}, conv_s
+
+
+def check_tables(checks: dict) -> list[pd.DataFrame]:
+    """The step-halving summaries (3-D, then 5-D nuisances) and the Schur table of :func:`derivative_checks`."""
+    conv = checks["convergence"]
+    return [convergence_summary(conv, "3d"), convergence_summary(conv, "5d"), checks["schur"]]
+
+
+def scaling_table(scaling: pd.DataFrame | None) -> pd.DataFrame | None:
+    """Median 3-D R²_max per magnitude (rows) and error scale (columns); ``None`` without the check."""
+    return scaling.pivot(index="mag", columns="error_scale", values="r2_3d") if scaling is not None else None

@@ -23,7 +23,7 @@ from snrmoe_lib.data.mock.base import PARAM_NAMES, PARAM_SPEC_FIELD, ForwardMode
 from snrmoe_lib.data.noise import add_noise, effective_sigma
 from snrmoe_lib.evaluation.metrics import bootstrap_indices, percentile_interval
 
-__all__ = ["label_prior", "map_positions", "starting_points", "run_map", "map_bin_table"]
+__all__ = ["label_prior", "map_positions", "starting_points", "run_map", "map_bin_table", "map_summary"]
 
 
 def label_prior(params: Params) -> LabelPrior:
@@ -111,3 +111,28 @@ def map_bin_table(stars: pd.DataFrame, labels, n_boot: int = 200, seed: int = 0)
             rec.update({name: float(v), f"{name}_lo": lo, f"{name}_hi": hi})
         rows.append(rec)
     return pd.DataFrame(rows)
+
+
+def map_summary(params: Params, ds: PfsDataset, model: ForwardModel | None,
+                ft: FrozenTest) -> tuple[dict | None, pd.DataFrame | None, float]:
+    """The MAP template fit (:func:`run_map`) with its per-bin table, as recorded in the results.
+
+    Parameters
+    ----------
+    params, ds, model, ft
+        As for :func:`run_map`; without a forward model (``None``, real data) nothing is fitted.
+
+    Returns
+    -------
+    map_fit : dict or None
+        ``map_bins`` (:func:`map_bin_table`) and ``map_stars`` (row, bin, true and MAP log g, Laplace σ).
+    stars : pandas.DataFrame or None
+        Every column of :func:`run_map`'s table.
+    seconds : float
+        Wall time of the fit (0 without a forward model).
+    """
+    if model is None:
+        return None, None, 0.0
+    stars, seconds = run_map(params, ds, model, ft)
+    bins = map_bin_table(stars, ft.labels, params.runner.n_bootstrap, params.fisher.seed)
+    return {"map_bins": bins, "map_stars": stars[["row", "bin", "log_g", "logg_map", "sigma_laplace"]]}, stars, seconds

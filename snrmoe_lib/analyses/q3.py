@@ -11,6 +11,7 @@ builds the notebook's verdicts, metrics and payload.
 from __future__ import annotations
 
 import dataclasses
+import time
 import warnings
 from typing import Sequence
 
@@ -58,6 +59,12 @@ __all__ = [
     "gate_accuracy",
     "fallback_rate",
     "describe_run",
+    "run_seeds",
+    "BIN_MODELS",
+    "learning_curve",
+    "mode_reports",
+    "results_of_modes",
+    "describe_mode_leaks",
     "gate_diagnostics",
     "describe_gates",
     "describe_regression_gate",
@@ -390,6 +397,78 @@ def describe_run(run: DeployRun) -> str:
     return (f"experts {run.info['expert_labels']}; control α (whitening, interacted) = "
             f"{run.info['alpha_whitening']:g}, {run.info['alpha_interacted']:g}; τ = {run.info['tau']:g} and "
             f"Gate-4 control {run.info['gate4']['control']} (chosen on validation)")
+
+
+def run_seeds(ds, split, params, results_root=None, curve: bool = True) -> tuple[dict, str, str]:
+    """The gate's input representation, then :func:`run_deployable_modes` for every noise seed.
+
+    Prints the representation's source, a line per seed and one on the error modes (with how well the
+    estimated mode's variance model σ² = background + gain · flux, fitted on training clean errors,
+    reproduces the clean σ²).
+
+    Parameters
+    ----------
+    ds, split, params
+        The dataset, its split and the validated parameters.
+    results_root : str or Path, optional
+        Where to look for Q2's choice of representation (:func:`resolve_representation`).
+    curve : bool
+        Fit the learning-curve sizes too.
+
+    Returns
+    -------
+    by_mode : dict
+        Error mode → list of :class:`DeployRun`, one per seed (the primary mode first).
+    representation, representation_source : str
+        As :func:`resolve_representation`.
+    """
+    representation, source = resolve_representation(params, results_root)
+    print(f"gate input representation: {source}")
+    modes = error_modes(params)
+    vm = variance_model(ds, split, params)
+    by_mode, t0 = {m: [] for m in modes}, time.time()
+    for s in params.seeds:
+        for m, r in run_deployable_modes(ds, split, params, s, representation, curve=curve, variance_model=vm).items():
+            by_mode[m].append(r)
+        print(f"seed {s}: done after {time.time() - t0:.0f} s; {describe_run(by_mode[modes[0]][-1])}")
+    print(f"error modes {modes}" + (f"; σ² model reproduces the clean σ² to {vm.rel_rms_:.1%} rms" if vm else ""))
+    return by_mode, representation, source
+
+
+#: Models of the per-bin table and figure.
+BIN_MODELS = ("global", "oracle", "oracle_soft", DEPLOYED, "regression_gate", "whitening", "interacted")
+
+
+def learning_curve(runs: Sequence[DeployRun], n_boot: int, seed: int) -> tuple[list[dict], pd.DataFrame]:
+    """Gate-3 and Gate-4 at the nested training sizes: :func:`curve_table` and its :func:`curve_points`."""
+    curve = curve_table(runs, n_boot, seed)
+    return curve, curve_points(curve)
+
+
+def mode_reports(by_mode: dict, params, n_boot: int, seed: int, **primary) -> dict:
+    """Error mode → report (``summary``, ``diagnostics``, ``falls``, ``leak``): ``primary`` for the first mode
+    (what the notebook's cells computed), :func:`mode_summary` for the others."""
+    modes = list(by_mode)
+    return {modes[0]: primary} | {m: mode_summary(by_mode[m], params, n_boot, seed) for m in modes[1:]}
+
+
+def results_of_modes(params, by_mode: dict, reports: dict, per_bin_table, representation: str,
+                     representation_source: str, test_rows, curve: list | None = None) -> dict:
+    """:func:`results` of the primary error mode with :func:`other_mode` of every other one beside it.
+
+    ``reports``: :func:`mode_reports`; the other arguments as for :func:`results`.
+    """
+    modes = list(by_mode)
+    first = reports[modes[0]]
+    others = {m: other_mode(params, m, by_mode[m], **reports[m]) for m in modes[1:]}
+    return results(params, by_mode[modes[0]], first["summary"], first["diagnostics"], first["leak"], per_bin_table,
+                   representation, representation_source, test_rows, first["falls"], curve, others)
+
+
+def describe_mode_leaks(reports: dict, threshold: float, representation: str) -> str:
+    """The leak check of every error mode after the first, one line each (a leak is said, not raised)."""
+    return "\n".join(f"{m} errors: {check_leak(r['leak'], threshold, representation, strict=False)}"
+                     for m, r in list(reports.items())[1:])
 
 
 def gate_diagnostics(runs: Sequence[DeployRun], kind: str, n_boot: int, seed: int) -> dict:

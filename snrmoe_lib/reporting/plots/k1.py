@@ -8,9 +8,11 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from snrmoe_lib.analyses.k1_efficiency import residual_frame
 from snrmoe_lib.reporting.plots.common import PALETTE, interval_extent
 
-__all__ = ["plot_cliff", "plot_ceiling_map", "plot_fd_convergence", "plot_bin_bounds", "plot_residuals"]
+__all__ = ["plot_cliff", "plot_ceiling_map", "plot_fd_convergence", "plot_bin_bounds", "plot_residuals",
+           "ceiling_figures", "bin_bounds_figures", "residual_figures"]
 
 _TAGS = {"3d": "3-D (T_eff, [M/H] unknown)", "5d": "5-D (+ [α/M], [C/M] unknown)"}
 
@@ -161,3 +163,44 @@ def plot_residuals(stars: pd.DataFrame, labels: Sequence[str], pred: str = "logg
     fig.suptitle(f"{title}: residual against truth per SNR bin (shrinkage shows as a negative slope)", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+#: Magnitudes of the R²_max map over (T_eff, log g).
+MAP_MAGS = (21.5, 22.5)
+
+#: Notebook, model and title of each residual figure of the models' per-star predictions.
+RESIDUAL_MODELS = (("q1_snr_headroom", "global", "Q1 global Ridge"), ("q3_deployable_gate", "deployed", "Q3 deployed mixture"))
+
+
+def ceiling_figures(frame: pd.DataFrame, table: pd.DataFrame) -> dict:
+    """The SNR cliff (:func:`plot_cliff`) and the R²_max map at :data:`MAP_MAGS` (:func:`plot_ceiling_map`),
+    keyed by file name.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        Per-(star, magnitude) ceiling (``LatticeCeiling.frame``).
+    table : pandas.DataFrame
+        The per-magnitude table (``ceiling_by_magnitude``).
+    """
+    return {"fisher_cliff": plot_cliff(frame, table),
+            "fisher_map_teff_logg": plot_ceiling_map({m: g for m, g in frame.groupby("mag") if m in MAP_MAGS})}
+
+
+def bin_bounds_figures(bounds: pd.DataFrame, efficiency: pd.DataFrame, tag: str = "5d") -> dict:
+    """:func:`plot_bin_bounds` keyed by file name, or nothing when there are no per-bin bounds (real data)."""
+    return {"fisher_bin_bounds": plot_bin_bounds(bounds, efficiency, tag)} if len(bounds) else {}
+
+
+def residual_figures(preds: dict, ft) -> dict:
+    """:func:`plot_residuals` of each model of :data:`RESIDUAL_MODELS` whose per-star predictions were loaded.
+
+    Parameters
+    ----------
+    preds : dict
+        Notebook → its predictions (``load_predictions``).
+    ft : FrozenTest
+        The frozen test (its bins and labels).
+    """
+    return {f"fisher_residuals_{m}": plot_residuals(residual_frame(preds[nb], ft, m), ft.labels, "pred", title)
+            for nb, m, title in RESIDUAL_MODELS if nb in preds and m in preds[nb].models}

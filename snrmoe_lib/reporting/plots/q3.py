@@ -12,7 +12,7 @@ import pandas as pd
 
 from snrmoe_lib.reporting.plots.common import PALETTE, interval_extent
 
-__all__ = ["plot_r2_table", "plot_rho", "plot_confusion", "plot_per_bin", "plot_gate_confidence", "plot_tau_sweep"]
+__all__ = ["plot_r2_table", "plot_rho", "plot_confusion", "plot_per_bin", "plot_gate_confidence", "plot_tau_sweep", "gate_figures", "rho_figure", "bin_figures"]
 
 
 def _plt():
@@ -173,3 +173,57 @@ def plot_tau_sweep(sweep: pd.DataFrame, tau_chosen: float):
     ax.legend(frameon=False, fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def gate_figures(diagnostics: dict, kind: str, tau: float, n_seeds: int) -> dict:
+    """The gate's confusion matrix and the distribution of its largest probability, keyed by file name.
+
+    Parameters
+    ----------
+    diagnostics : dict
+        :func:`~snrmoe_lib.analyses.q3.gate_diagnostics` (``confusion``, ``max_proba``).
+    kind : str
+        The deployed gate (``gate.kind``), named in the title.
+    tau : float
+        The fallback threshold chosen on validation (first seed).
+    n_seeds : int
+        Number of seeds behind the confusion matrix (named in the title).
+    """
+    title = f"{kind} gate: confusion matrix (test spectra, {n_seeds} seeds)"
+    return {"q3_confusion": plot_confusion(diagnostics["confusion"], title),
+            "q3_gate_confidence": plot_gate_confidence(diagnostics["max_proba"], tau)}
+
+
+def rho_figure(summary, threshold: float, labels: dict | None = None):
+    """:func:`plot_rho` of every model but the global one and the hard oracle, with the oracle gap's interval.
+
+    Parameters
+    ----------
+    summary : Summary
+        :func:`~snrmoe_lib.analyses.q3.summarize` (its ``table`` and ``oracle_gap_interval``).
+    threshold : float
+        ``thresholds.gate3_rho_min``.
+    labels : dict, optional
+        Display names (:func:`~snrmoe_lib.analyses.q3.model_names`).
+    """
+    models = [m for m in summary.table.index if m not in ("global", "oracle")]
+    return plot_rho(summary.table, models, threshold, labels, summary.oracle_gap_interval)
+
+
+def bin_figures(per_bin: pd.DataFrame, models: Sequence[str], summary, threshold: float, labels: dict | None = None) -> dict:
+    """The per-bin R² figure (:func:`plot_per_bin`) and the ρ diagram (:func:`rho_figure`), keyed by file name.
+
+    Parameters
+    ----------
+    per_bin : pandas.DataFrame
+        :func:`~snrmoe_lib.analyses.q3.per_bin` of ``models``.
+    models : sequence of str
+        Models of the per-bin figure.
+    summary : Summary
+        :func:`~snrmoe_lib.analyses.q3.summarize`.
+    threshold : float
+        ``thresholds.gate3_rho_min``.
+    labels : dict, optional
+        Display names (:func:`~snrmoe_lib.analyses.q3.model_names`).
+    """
+    return {"q3_per_bin": plot_per_bin(per_bin, models, labels), "q3_rho": rho_figure(summary, threshold, labels)}
