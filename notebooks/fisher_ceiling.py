@@ -30,17 +30,14 @@ params_path = "../params/smoke.yaml"
 output_dir = "../reports/interactive"
 
 # %%
-import pandas as pd
-
 from snrmoe_lib import print_verdicts
 from snrmoe_lib.analyses import k1, k1_ceiling, k1_map
 from snrmoe_lib.reporting.plots import k1 as plots
 from snrmoe_lib.reporting.session import start_run
 
-run = start_run("fisher_ceiling", params_path, output_dir)
+run = start_run("fisher_ceiling", params_path, output_dir, display_precision=3)
 p, ds = run.params, run.dataset
 model = k1.model_of(p)  # the mock's forward model; None on real data
-pd.set_option("display.precision", 3)
 ds
 
 # %% [markdown]
@@ -58,31 +55,22 @@ ds
 # %%
 lc, table = k1.ceiling_by_magnitude(p, model, output_dir)  # shares the lattice Fishers of the run's output folder
 print(k1.describe_ceiling(lc))
+run.save_all(plots.ceiling_figures(lc.frame, table))
 table.set_index("mag").T
 
-# %%
-run.save_all(plots.ceiling_figures(lc.frame, table))
-
 # %% [markdown]
-# ## Checks: step halving, Schur against the inverse, the error scaled
+# ## Checks: step halving, Schur against the inverse, the error scaled; calibration against real grids
 # Finite differences of the forward model at the grid's steps and ½, ¼, ⅛ of them against autograd, on
 # `fisher.fd_check_stars` lattice stars, every magnitude (median |σ_FD/σ_AD − 1|, bootstrap interval;
 # ≤ `fisher.fd_check_tol` at `fisher.fd_check_mag`). The stored flux is divided by its median over pixels,
 # only piecewise smooth in θ: FD stops converging at a few tenths of a per cent, a few stars differ more
 # (`extra.convergence`). Then Schur against the explicit inverse, and R²_max with σ × `fisher.error_scales`.
+# Last, the calibration: the table's median R²_max against the user's real BOSZ + PFS-simulator grids.
 
 # %%
-checks, conv_s = k1_ceiling.derivative_checks(p, model, lc)  # checks of the forward model's derivatives: mock only
-if model is not None:
-    run.save(plots.plot_fd_convergence(checks["convergence"]), "fisher_fd_convergence")
-    print(f"step halving: {conv_s:.1f} s")
-    display(*k1_ceiling.check_tables(checks))
-k1_ceiling.scaling_table(checks["scaling"])
-
-# %% [markdown]
-# ## Calibration: the table's median R²_max against the user's real BOSZ + PFS-simulator grids
-
-# %%
+checks = k1_ceiling.derivative_checks(p, model, lc)  # checks of the forward model's derivatives: mock only
+run.save_all(plots.check_figures(checks))
+display(*k1_ceiling.check_tables(checks))
 (calib := k1_ceiling.calibration_rows(table, p))
 
 # %% [markdown]
@@ -147,20 +135,16 @@ display(*(e.round(3) for e in errors.values()))
 
 # %%
 map_fit, map_stars, map_s = k1_map.map_summary(p, ds, model, ft)  # None on real data: mock only
-if map_fit is not None:
-    run.save(plots.plot_residuals(map_stars, ft.labels), "fisher_map_residuals")
-    print(f"{len(map_stars)} stars, {map_s:.1f} s")
-    display(map_fit["map_bins"])
+run.save_all(plots.map_figures(map_stars, ft.labels))
+map_fit["map_bins"] if map_fit is not None else "the MAP fit needs the forward model (mock only)"
 
 # %% [markdown]
 # ## Summary
-# Checked: FD against autograd at the grid's steps, the Schur complement against the inverse, the mock
-# against the real products, and that no model beats the Van Trees bound of its bin. Results on the
-# mock are provisional.
+# Checked: FD against autograd at the grid's steps, the Schur complement against the inverse, the mock against the
+# real products, and that no model beats the Van Trees bound of its bin. Results on the mock are provisional.
 
 # %%
 bins = k1.bins_payload(ft, corr, bounds, eff, paired, errors)
-seconds = {"ceiling": lc.seconds, "bin_bounds": bins_s, "map_fit": map_s}
-metrics, verdicts, extra = k1.k1_results(p, table, calib, checks, bins, map_fit, seconds)
-print_verdicts(verdicts, mock=p.data.mock is not None)
-print("results:", run.finish(metrics=metrics, verdicts=verdicts, extra=extra).name)
+res = k1.results(p, table, calib, checks, bins, map_fit, {"ceiling": lc.seconds, "bin_bounds": bins_s, "map_fit": map_s})
+print_verdicts(res["verdicts"], mock=p.data.mock is not None)
+print("results:", run.finish(**res).name)

@@ -48,3 +48,20 @@ def test_results_record_the_frozen_test(tmp_path):
     build_hub(tmp_path)
     rows = [r for r in (tmp_path / "hub.md").read_text().splitlines() if "| nb_" in r or "[nb_" in r]
     assert rows and all("(shared)" in r for r in rows)
+
+
+def test_save_all_keeps_the_order_and_display_precision_is_set(tmp_path):
+    import pandas as pd
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("name: c\ndata:\n  path: d.h5\n  mock:\n    n: 12\n    model: simple\n"
+                   "split:\n  n_train: 6\n  n_val: 2\n  n_test: 4\n")
+    before = pd.get_option("display.precision")
+    try:
+        run = start_run("nb", cfg, tmp_path / "out", progress=False, display_precision=2)
+        assert pd.get_option("display.precision") == 2
+    finally:
+        pd.set_option("display.precision", before)
+    figs = {name: plt.subplots()[0] for name in ("b", "a")}
+    assert run.save_all(figs) == ["b.png", "a.png"] and run.save_all({}) == []
+    assert read_results(run.finish({}))["figures"] == ["b.png", "a.png"]

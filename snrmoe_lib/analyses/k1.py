@@ -38,7 +38,7 @@ from snrmoe_lib.evaluation.records import metric, verdict
 __all__ = ["grid_files", "grid_ceiling", "model_of", "ceiling_by_magnitude", "bins_and_bounds", "model_efficiency",
            "load_predictions", "paired_efficiency", "model_errors", "residual_frame",
            "interval_of_abs", "k1_verdicts", "k1_metrics", "k1_results", "describe_ceiling", "bounds_view",
-           "EFFICIENCY_COLUMNS", "errors_by", "bins_payload"]
+           "EFFICIENCY_COLUMNS", "errors_by", "bins_payload", "results"]
 
 
 def model_of(params: Params) -> ForwardModel | None:
@@ -249,3 +249,10 @@ def k1_results(params: Params, table: pd.DataFrame, calib: pd.DataFrame, checks:
     metrics = k1_metrics(table, bins["bounds"], bins["efficiency"], (map_fit or {}).get("map_bins"), paired)
     return metrics, k1_verdicts(params, checks.get("convergence"), checks.get("schur"), calib, bins["efficiency"],
                                 paired), extra
+
+
+def results(params: Params, table: pd.DataFrame, calib: pd.DataFrame, checks: dict, bins: dict,
+            map_fit: dict | None = None, seconds: dict | None = None) -> dict:
+    """:func:`k1_results` as the keyword arguments of ``NotebookRun.finish``: ``metrics``, ``verdicts``, ``extra``."""
+    metrics, verdicts, extra = k1_results(params, table, calib, checks, bins, map_fit, seconds)
+    return {"metrics": metrics, "verdicts": verdicts, "extra": extra}

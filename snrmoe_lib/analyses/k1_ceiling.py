@@ -37,7 +37,7 @@ from snrmoe_lib.evaluation.metrics import bootstrap_indices, percentile_interval
 
 __all__ = ["LATTICE_CACHE", "LatticeCeiling", "lattice_stars", "nuisance_sets", "lattice_ceiling", "magnitude_table",
            "calibration_rows", "fd_convergence", "convergence_summary", "schur_vs_inverse", "error_scaling",
-           "derivative_checks", "check_tables", "scaling_table"]
+           "derivative_checks", "check_tables"]
 
 
 @dataclass
@@ -265,8 +265,10 @@ def error_scaling(lc: LatticeCeiling, params: Params) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def derivative_checks(params: Params, model: ForwardModel | None, lc: LatticeCeiling) -> tuple[dict, float]:
+def derivative_checks(params: Params, model: ForwardModel | None, lc: LatticeCeiling) -> dict:
     """The checks of the forward model's derivatives: step halving, Schur against the inverse, σ scaled.
+
+    Prints the wall time of the step halving.
 
     Parameters
     ----------
@@ -279,24 +281,24 @@ def derivative_checks(params: Params, model: ForwardModel | None, lc: LatticeCei
 
     Returns
     -------
-    checks : dict
+    dict
         ``convergence`` (:func:`fd_convergence`), ``schur`` (:func:`schur_vs_inverse`), ``scaling``
         (:func:`error_scaling`); every entry ``None`` without a forward model.
-    seconds : float
-        Wall time of the step halving (0 without a forward model).
     """
     if model is None:
-        return {"convergence": None, "schur": None, "scaling": None}, 0.0
+        return {"convergence": None, "schur": None, "scaling": None}
     conv, conv_s = fd_convergence(params, model, params.runner.n_bootstrap)
-    return {"convergence": conv, "schur": schur_vs_inverse(lc, params), "scaling": error_scaling(lc, params)}, conv_s
+    checks = {"convergence": conv, "schur": schur_vs_inverse(lc, params), "scaling": error_scaling(lc, params)}
+    print(f"step halving: {conv_s:.1f} s")
+    return checks
 
 
 def check_tables(checks: dict) -> list[pd.DataFrame]:
-    """The step-halving summaries (3-D, then 5-D nuisances) and the Schur table of :func:`derivative_checks`."""
+    """The tables of :func:`derivative_checks` as shown: the step-halving summaries (3-D, then 5-D nuisances),
+    the Schur table, and the median 3-D R²_max per magnitude (rows) and error scale (columns); none without
+    the checks (real data)."""
     conv = checks["convergence"]
-    return [convergence_summary(conv, "3d"), convergence_summary(conv, "5d"), checks["schur"]]
-
-
-def scaling_table(scaling: pd.DataFrame | None) -> pd.DataFrame | None:
-    """Median 3-D R²_max per magnitude (rows) and error scale (columns); ``None`` without the check."""
-    return scaling.pivot(index="mag", columns="error_scale", values="r2_3d") if scaling is not None else None
+    if conv is None:
+        return []
+    scaled = checks["scaling"].pivot(index="mag", columns="error_scale", values="r2_3d")
+    return [convergence_summary(conv, "3d"), convergence_summary(conv, "5d"), checks["schur"], scaled]

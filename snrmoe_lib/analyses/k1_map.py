@@ -117,6 +117,8 @@ def map_summary(params: Params, ds: PfsDataset, model: ForwardModel | None,
                 ft: FrozenTest) -> tuple[dict | None, pd.DataFrame | None, float]:
     """The MAP template fit (:func:`run_map`) with its per-bin table, as recorded in the results.
 
+    Prints how many stars were fitted and the wall time.
+
     Parameters
     ----------
     params, ds, model, ft
@@ -135,4 +137,5 @@ def map_summary(params: Params, ds: PfsDataset, model: ForwardModel | None,
         return None, None, 0.0
     stars, seconds = run_map(params, ds, model, ft)
     bins = map_bin_table(stars, ft.labels, params.runner.n_bootstrap, params.fisher.seed)
+    print(f"{len(stars)} stars, {seconds:.1f} s")
     return {"map_bins": bins, "map_stars": stars[["row", "bin", "log_g", "logg_map", "sigma_laplace"]]}, stars, seconds

@@ -88,8 +88,17 @@ class NotebookRun:
                              verdicts=verdicts, figures=self.figures, extra=extra, frozen_test=frozen)
 
 
-def start_run(notebook: str, params_path: str | Path, output_dir: str | Path, progress: bool = True) -> NotebookRun:
-    """Validate the parameters, create ``output_dir`` and open (generating if needed) the dataset."""
+def start_run(notebook: str, params_path: str | Path, output_dir: str | Path, progress: bool = True,
+              display_precision: int | None = None) -> NotebookRun:
+    """Validate the parameters, create ``output_dir`` and open (generating if needed) the dataset.
+
+    ``display_precision``: digits pandas shows for floats in the notebook (``display.precision``);
+    ``None`` leaves pandas' setting as it is.
+    """
+    if display_precision is not None:
+        import pandas as pd
+
+        pd.set_option("display.precision", int(display_precision))
     params = load_params(params_path)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,8 @@ from snrmoe_lib.analyses.k1_efficiency import residual_frame
 from snrmoe_lib.reporting.plots.common import PALETTE, interval_extent
 
 __all__ = ["plot_cliff", "plot_ceiling_map", "plot_fd_convergence", "plot_bin_bounds", "plot_residuals",
-           "ceiling_figures", "bin_bounds_figures", "residual_figures"]
+           "ceiling_figures", "bin_bounds_figures", "residual_figures",
+           "check_figures", "map_figures"]
 
 _TAGS = {"3d": "3-D (T_eff, [M/H] unknown)", "5d": "5-D (+ [α/M], [C/M] unknown)"}
 
@@ -204,3 +205,14 @@ def residual_figures(preds: dict, ft) -> dict:
     """
     return {f"fisher_residuals_{m}": plot_residuals(residual_frame(preds[nb], ft, m), ft.labels, "pred", title)
             for nb, m, title in RESIDUAL_MODELS if nb in preds and m in preds[nb].models}
+
+
+def check_figures(checks: dict) -> dict:
+    """:func:`plot_fd_convergence` of the derivative checks keyed by file name; nothing without them (real data)."""
+    conv = checks.get("convergence")
+    return {"fisher_fd_convergence": plot_fd_convergence(conv)} if conv is not None else {}
+
+
+def map_figures(stars: pd.DataFrame | None, labels: Sequence[str]) -> dict:
+    """The MAP fit's residuals (:func:`plot_residuals`) keyed by file name; nothing without a fit (real data)."""
+    return {"fisher_map_residuals": plot_residuals(stars, labels)} if stars is not None else {}
