@@ -120,7 +120,7 @@ print(q3.describe_regression_gate(summary, runs[0], g.kind))
 
 # %%
 curve, pts = q3.learning_curve(runs, n_boot, p.seeds[0])
-run.save(plots_q1.learning_curve(pts, None, "ρ (Gate-3) · ΔR² (Gate-4)"), "q3_learning_curve")
+run.save(plots_q1.learning_curve(pts, panels=True, **q3.curve_style(th)), "q3_learning_curve")
 pts.round(4)
 
 # %% [markdown]

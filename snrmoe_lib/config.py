@@ -370,9 +370,10 @@ class RunnerSpec(_Section):
     _KEY: ClassVar[str] = "runner"
 
     timeout_s: int = 1800
-    # bootstrap draws behind every interval, hence every verdict: ≥ 1,000 for a decision (the smoke
-    # configuration uses fewer to stay fast; its verdicts are not decisions)
+    # bootstrap draws behind every interval (≥ 1,000 for a decision; the smoke configuration uses fewer to stay
+    # fast: its verdicts are not decisions) and the fewest noise seeds behind Q1's verdicts (fewer: say why)
     n_bootstrap: int = 1000
+    min_seeds: int = 3
 
 
 @dataclass
@@ -533,7 +534,7 @@ def _check_params(obj: Params, p: str) -> None:
 #: Value checks that types cannot express, per section.
 _VALUE_CHECKS = {MockSpec: _check_mock, SplitSpec: _check_split, NoiseSpec: _check_noise, SNRBinSpec: _check_snr_bins,
                  QualitySpec: _check_quality, RidgeSpec: _check_ridge, FisherSpec: _check_fisher, GateSpec: _check_gate,
-                 Params: _check_params}
+                 RunnerSpec: lambda o, p: _positive(o, p, ("n_bootstrap", "min_seeds")), Params: _check_params}
 
 
 def params_from_dict(data: dict | None, source: str | Path | None = None) -> Params:

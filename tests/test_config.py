@@ -102,3 +102,19 @@ def test_registry_name_lists_match_the_registries():
 
     assert tuple(REPRESENTATIONS) == REPRESENTATION_NAMES
     assert set(model_names()) == set(MOCK_MODELS)
+
+
+def test_min_seeds_is_checked_and_read_by_q1():
+    import pandas as pd
+
+    from snrmoe_lib.analyses.q1 import Q1CheckError, check_consistency
+
+    with pytest.raises(ParameterError, match=r"runner\.min_seeds"):
+        params_from_dict({"runner": {"min_seeds": 0}})
+    empty = pd.DataFrame(columns=["r2", "mae", "rmse"])
+    with pytest.raises(Q1CheckError, match=r"at least 3 noise seeds \(runner\.min_seeds\)"):
+        check_consistency(params_from_dict({"seeds": [0]}), {}, {}, empty, 0)
+    # a configuration that says it runs one seed (params/gates_1m.yaml) passes this check
+    check_consistency(params_from_dict({"seeds": [0], "runner": {"min_seeds": 1}}), {}, {}, empty, 0)
+    one = load_params(ROOT / "params" / "gates_1m.yaml")
+    assert one.seeds == [0] and one.runner.min_seeds == 1 and one.controls.curve_sizes[-1] < one.split.n_train

@@ -13,3 +13,45 @@ def test_interval_extent_is_never_negative_and_keeps_the_far_end():
 
 def test_interval_extent_of_scalars_is_a_2x1_column_for_errorbar():
     assert interval_extent(1.0, 0.5, 2.0).tolist() == [[0.5], [1.0]]
+
+
+def _curve_points():
+    from snrmoe_lib.analyses.q3_report import curve_points
+
+    pt = lambda v, lo, hi: {"value": v, "interval": [lo, hi]}  # noqa: E731
+    curve = [{"n_train": n, "rho_vs_best_oracle": pt(r, r - 0.1, r + 0.05),
+              "deployed_minus_control_r2": pt(d, d - 0.01, d + 0.02)}
+             for n, r, d in ((1000, 0.6, 0.03), (10_000, 0.8, 0.01), (100_000, 0.9, -0.005))]
+    return curve_points(curve)
+
+
+def test_learning_curve_panels_give_each_gate_its_axis_threshold_and_intervals():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from snrmoe_lib.analyses.q3_report import curve_style
+    from snrmoe_lib.config import Thresholds
+    from snrmoe_lib.reporting.plots.q1 import learning_curve
+
+    pts = _curve_points()
+    th = Thresholds(gate3_rho_min=0.7, gate4_margin=0.01)
+    style = curve_style(th)
+    assert set(style["threshold"]) == set(pts["series"])  # every plotted series has its gate's threshold
+    fig = learning_curve(pts, panels=True, **style)
+    axes = fig.axes
+    assert len(axes) == 2
+    for ax, series, limit in zip(axes, pts["series"].unique(), (0.7, 0.01)):
+        assert ax.get_xscale() == "log"
+        assert ax.get_ylabel() == style["ylabel"][series]
+        flat = [ln for ln in ax.get_lines() if len(set(ln.get_ydata())) == 1]
+        assert any(ln.get_ydata()[0] == limit for ln in flat), f"{series}: no threshold line at {limit}"
+        bars = [c for c in ax.collections if len(c.get_segments()) == 3]  # one error bar per training size
+        lo_hi = sorted(tuple(sorted(s[:, 1])) for s in bars[0].get_segments())
+        expected = pts[pts["series"] == series].sort_values("lo")
+        assert np.allclose([a for a, _ in lo_hi], expected["lo"]) and np.allclose([b for _, b in lo_hi], expected["hi"])
+    plt.close(fig)
+    one = learning_curve(pts, 0.02)  # the default: every series on one axis, one shared threshold
+    assert len(one.axes) == 1 and one.axes[0].get_xscale() == "log"
+    plt.close(one)

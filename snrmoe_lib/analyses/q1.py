@@ -428,8 +428,9 @@ def check_consistency(params, head: dict, tables: dict, summary: pd.DataFrame, n
     on at least ``min_count`` spectra; the oracle is the routed expert's own prediction; every score
     is defined.
     """
-    if len(params.seeds) < 3:
-        raise Q1CheckError(f"Gate-2 needs at least 3 noise seeds, the configuration has {len(params.seeds)}")
+    if len(params.seeds) < params.runner.min_seeds:
+        raise Q1CheckError(f"Gate-2 needs at least {params.runner.min_seeds} noise seeds (runner.min_seeds), the "
+                           f"configuration has {len(params.seeds)}")
     need = max(params.snr_bins.min_count, 1)
     for nl, h in head.items():
         per_model = tables[nl].groupby("model")["n"].sum()

@@ -34,8 +34,8 @@ from snrmoe_lib.analyses.q1 import curve_sizes, oracle_settings
 from snrmoe_lib.analyses.q1_waterfall import carve_holdout
 from snrmoe_lib.analyses.error_modes import ASSUMPTION, error_modes, variance_model
 from snrmoe_lib.analyses.q3_models import fit_gates, gate_hyperparameters
-from snrmoe_lib.analyses.q3_report import (Q3CheckError, check_consistency, curve_points, curve_table, gate4_control,
-                                           mode_metrics, other_mode, results, verdicts, waterfall_table)
+from snrmoe_lib.analyses.q3_report import (Q3CheckError, check_consistency, curve_points, curve_style, curve_table,
+                                           gate4_control, mode_metrics, other_mode, results, verdicts, waterfall_table)
 from snrmoe_lib.analyses.q3_summary import (DEPLOYED, DeployRun, Summary, confusion, fallback_rate, format_table,
                                             gate_accuracy, model_names, oracle_rhos, per_bin, seed_bootstrap,
                                             summarize, tau_table)
@@ -77,6 +77,7 @@ __all__ = [
     "results",
     "curve_table",
     "curve_points",
+    "curve_style",
     "gate4_control",
     "waterfall_table",
     "oracle_rhos",

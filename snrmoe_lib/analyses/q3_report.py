@@ -20,7 +20,7 @@ from snrmoe_lib.evaluation.metrics import percentile_interval
 from snrmoe_lib.evaluation.records import metric, verdict
 
 __all__ = ["Q3CheckError", "WATERFALL_Q3", "gate4_control", "waterfall_table", "curve_table", "curve_points",
-           "check_consistency", "mode_metrics", "other_mode", "verdicts", "results"]
+           "CURVE_SERIES", "curve_style", "check_consistency", "mode_metrics", "other_mode", "verdicts", "results"]
 
 #: Q3's waterfall: Q1's steps, then the soft and regression oracles and the deployed mixture.
 WATERFALL_Q3 = ("global", *CONTROLS, "oracle", "oracle_soft", "oracle_regression", DEPLOYED)
@@ -69,16 +69,28 @@ def curve_table(runs: Sequence[DeployRun], n_boot: int, seed: int) -> list[dict]
     return out
 
 
+#: The learning curve's series: :func:`curve_table`'s key → the plotted name and its y-axis label.
+CURVE_SERIES = {"rho_vs_best_oracle": ("Gate-3: ρ vs best oracle", "ρ (fraction of the oracle gain)"),
+                "deployed_minus_control_r2": ("Gate-4: deployed − control (chosen on val)", "ΔR² of log g")}
+
+
 def curve_points(curve: list[dict]) -> pd.DataFrame:
     """The learning curve as plot points: Gate-3's ρ and Gate-4's difference per training size."""
     rows = []
     for c in curve:
-        for name, key in (("Gate-3: ρ vs best oracle", "rho_vs_best_oracle"),
-                          ("Gate-4: deployed − control (chosen on val)", "deployed_minus_control_r2")):
+        for key, (name, _) in CURVE_SERIES.items():
             d = c[key]
             rows.append({"n_train": c["n_train"], "series": name, "value": d["value"], "lo": d["interval"][0],
                          "hi": d["interval"][1]})
     return pd.DataFrame(rows)
+
+
+def curve_style(thresholds) -> dict:
+    """The learning-curve plot's per-series threshold and y label (``learning_curve(..., panels=True, **style)``):
+    Gate-3's ρ minimum and Gate-4's margin."""
+    limit = {"rho_vs_best_oracle": thresholds.gate3_rho_min, "deployed_minus_control_r2": thresholds.gate4_margin}
+    return {"threshold": {name: limit[k] for k, (name, _) in CURVE_SERIES.items()},
+            "ylabel": {name: label for name, label in CURVE_SERIES.values()}}
 
 
 def check_consistency(runs: Sequence[DeployRun], summary: Summary, diagnostics: dict, test_rows,

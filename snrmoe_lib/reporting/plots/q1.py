@@ -157,24 +157,39 @@ def waterfall_bars(table: pd.DataFrame, title: str = ""):
     return fig
 
 
-def learning_curve(points: pd.DataFrame, threshold: float | None = None, ylabel: str = "ΔR²", title: str = ""):
-    """Numbers against the training size: ``points`` has columns n_train, series, value, lo, hi."""
+def learning_curve(points: pd.DataFrame, threshold: float | dict | None = None, ylabel: str | dict = "ΔR²",
+                   title: str = "", panels: bool = False):
+    """Numbers against the training size (log axis) with their intervals.
+
+    ``points`` has columns n_train, series, value, lo, hi. ``threshold``: one line for every series, or a
+    mapping series → its threshold (a gate's); ``ylabel``: one label, or a mapping series → label.
+    ``panels``: one panel per series, each with its own y axis and threshold (series of different units,
+    such as Gate-3's ρ and Gate-4's ΔR²), instead of one axis.
+    """
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for i, (name, t) in enumerate(points.groupby("series", sort=False)):
+    groups = list(points.groupby("series", sort=False))
+    n_ax = len(groups) if panels else 1
+    fig, axes = plt.subplots(n_ax, 1, figsize=(6.5, 4 if n_ax == 1 else 2.7 * n_ax), sharex=True, squeeze=False)
+    axes = axes[:, 0]
+    for i, (name, t) in enumerate(groups):
+        ax, color = axes[i if panels else 0], PALETTE[i % len(PALETTE)]
         t = t.sort_values("n_train")
         err = interval_extent(t["value"], t["lo"], t["hi"])
-        ax.errorbar(t["n_train"], t["value"], yerr=err, marker="o", capsize=3, label=name,
-                    color=PALETTE[i % len(PALETTE)])
-    if threshold is not None:
-        ax.axhline(threshold, color="0.3", ls="--", lw=1, label=f"threshold {threshold:g}")
-    ax.axhline(0, color="0.6", lw=0.8)
-    ax.set_xscale("log")
-    ax.set_xlabel("training spectra the experts fit (nested random subsets)")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.legend(frameon=False, fontsize=8)
+        ax.errorbar(t["n_train"], t["value"], yerr=err, marker="o", capsize=3, label=name, color=color)
+        per_series = isinstance(threshold, dict)
+        th = threshold.get(name) if per_series else threshold
+        if th is not None and (panels or per_series or i == 0):  # one shared line, or one per series
+            ax.axhline(th, color=color if per_series and not panels else "0.3", ls="--", lw=1,
+                       label=f"threshold {th:g}")
+        if panels or i == 0:
+            ax.axhline(0, color="0.6", lw=0.8)
+            ax.set_ylabel(ylabel.get(name, name) if isinstance(ylabel, dict) else ylabel)
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.legend(frameon=False, fontsize=8)
+    axes[-1].set_xlabel("training spectra the experts fit (nested random subsets)")
+    axes[0].set_title(title)
     fig.tight_layout()
     return fig
 
