@@ -7,6 +7,7 @@ PY     := $(VENV)/bin/python
 SNRMOE := $(VENV)/bin/snrmoe
 STAMP  := $(VENV)/.installed
 CONFIG ?= default
+JOBS   ?= 2
 export JUPYTER_PREFER_ENV_PATH := 1
 export PYTHONHASHSEED := 0
 
@@ -26,8 +27,9 @@ data: env
 	$(SNRMOE) simulate --params params/$(CONFIG).yaml
 
 ## reports: the main job — data, every notebook into reports/$(CONFIG)/ with HTML, then the Hub page
+## (JOBS notebooks at a time, each once the notebooks it reads have finished; JOBS=1: one after another)
 reports: data
-	$(SNRMOE) run --params params/$(CONFIG).yaml
+	$(SNRMOE) run --params params/$(CONFIG).yaml --jobs $(JOBS)
 	$(SNRMOE) hub --reports reports
 
 ## sweep: every SNR configuration (single magnitudes and the noise_level sweep), two at a time, then the Hub page

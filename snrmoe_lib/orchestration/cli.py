@@ -48,11 +48,12 @@ def _keep_existing(spec, out: Path) -> int:
 
 
 def _run(args) -> int:
-    if len(args.params) > 1 or (args.jobs or 1) > 1 or args.scheduler:
+    if len(args.params) > 1 or args.scheduler:
         return _sweep(args)
     failed = 0
     for params_path in args.params:
-        statuses = run_config(params_path, notebooks=args.notebooks or None, reports_dir=args.reports)
+        statuses = run_config(params_path, notebooks=args.notebooks or None, reports_dir=args.reports,
+                              jobs=args.jobs or 1)
         failed += sum(not s.ok for s in statuses)
     if args.hub:
         _build_hub(args.reports)
@@ -147,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--notebooks", nargs="*", help="notebook names (default: all, in order)")
     p.add_argument("--reports", default=None, help="reports folder (default: <project>/reports)")
     p.add_argument("--jobs", type=int, default=None,
-                   help="configurations run in parallel as local processes (default with several: CPU cores)")
+                   help="with several configurations: how many run at once as local processes (default: CPU "
+                        "cores); with one: how many of its notebooks run at once, each when the notebooks it "
+                        "reads have finished (default 1)")
     p.add_argument("--scheduler", default=None,
                    help="run the configurations on this Dask cluster (tcp://host:8786) instead of local processes")
     p.add_argument("--hub", action="store_true", help="build reports/index.html and reports/hub.md at the end")

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
-import multiprocessing as mp
 import os
 import socket
 import sys
@@ -42,11 +41,9 @@ from typing import Callable, Iterator, Sequence
 
 from snrmoe_lib.config import load_params
 from snrmoe_lib.data.mock import simulate
-from snrmoe_lib.orchestration.runner import run_config
+from snrmoe_lib.orchestration.runner import local_pool, run_config
 
 __all__ = ["ConfigOutcome", "prepare_dataset", "run_one", "executor", "run_sweep", "summary_table"]
-
-_BLAS_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 @dataclass
@@ -132,12 +129,6 @@ def run_one(params_path: str, notebooks: Sequence[str] | None = None, reports_di
                                 _where()))
 
 
-def _init_local_worker(blas_threads: int) -> None:
-    # the worker's notebook kernels inherit these: jobs × threads stays within the machine's cores
-    for k in _BLAS_VARS:
-        os.environ[k] = str(blas_threads)
-
-
 @contextlib.contextmanager
 def executor(jobs: int | None = None, scheduler: str | None = None) -> Iterator[cf.Executor]:
     """A ``concurrent.futures`` executor: a local process pool, or a Dask cluster's.
@@ -161,11 +152,7 @@ def executor(jobs: int | None = None, scheduler: str | None = None) -> Iterator[
         finally:
             client.close()
         return
-    n = max(1, int(jobs or os.cpu_count() or 1))
-    threads = max(1, (os.cpu_count() or 1) // n)
-    # 'spawn': a clean interpreter per worker (no forked locks or threads of the caller)
-    with cf.ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn"),
-                                initializer=_init_local_worker, initargs=(threads,)) as ex:
+    with local_pool(int(jobs or os.cpu_count() or 1)) as ex:
         yield ex
 
 
