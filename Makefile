@@ -16,7 +16,7 @@ export PYTHONHASHSEED := 0
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (or: make PYTHON=python3 ...)"; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e .
+	$(PY) -m pip install --quiet --no-compile --disable-pip-version-check -e .
 	@touch $(STAMP)
 
 ## env: create .venv and install snrmoe_lib with its pinned dependencies

@@ -117,10 +117,11 @@ def test_parallel_failure_is_recorded_and_the_rest_runs(project):
 
 
 def test_notebook_needs_cover_the_shipped_notebooks_and_only_look_back():
-    from snrmoe_lib.orchestration.runner import NOTEBOOK_NEEDS, NOTEBOOK_ORDER, notebook_needs, project_root
+    from snrmoe_lib.orchestration.runner import (NOTEBOOK_NEEDS, NOTEBOOK_ORDER, START_PRIORITY, notebook_needs,
+                                                 project_root)
 
     shipped = {p.stem for p in (project_root() / "notebooks").glob("*.py")}
-    assert shipped == set(NOTEBOOK_ORDER) == set(NOTEBOOK_NEEDS)
+    assert shipped == set(NOTEBOOK_ORDER) == set(NOTEBOOK_NEEDS) == set(START_PRIORITY)
     for i, name in enumerate(NOTEBOOK_ORDER):
         assert set(NOTEBOOK_NEEDS[name]) <= set(NOTEBOOK_ORDER[:i]), name  # no wait on a later notebook: no deadlock
     needs = notebook_needs(["q2_error_leakage", "q3_deployable_gate", "zz_mine"])

@@ -33,7 +33,7 @@ from snrmoe_lib.config import PLAIN_NAME, Params, load_params
 from snrmoe_lib.data.io import open_dataset, require_labels
 from snrmoe_lib.data.writers import atomic_write_text
 
-__all__ = ["NOTEBOOK_ORDER", "NOTEBOOK_NEEDS", "NotebookStatus", "local_pool", "notebook_needs", "RunLog", "check_dataset", "check_name", "discover_notebooks", "run_notebook",
+__all__ = ["NOTEBOOK_ORDER", "NOTEBOOK_NEEDS", "START_PRIORITY", "NotebookStatus", "local_pool", "notebook_needs", "RunLog", "check_dataset", "check_name", "discover_notebooks", "run_notebook",
            "render_notebook_html", "run_config", "project_root"]
 
 #: Execution order: later notebooks read earlier notebooks' results.
@@ -52,6 +52,11 @@ NOTEBOOK_NEEDS = {
     "q4_stronger_experts": ("q2_error_leakage",),
     "fisher_ceiling": ("00_data_overview", "q1_snr_headroom", "q3_deployable_gate", "q4_stronger_experts"),
 }
+
+#: Which ready notebook a parallel run starts first: Q2 (Q3 and Q4 wait for it), then the longest, and
+#: the short data notebook last (only the Fisher notebook, itself last, reads it). Others follow in order.
+START_PRIORITY = ("q2_error_leakage", "q1_snr_headroom", "q3_deployable_gate", "q4_stronger_experts",
+                  "00_data_overview", "fisher_ceiling")
 
 _BLAS_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -305,9 +310,10 @@ def local_pool(jobs: int) -> Iterator[cf.ProcessPoolExecutor]:
 
 def _run_parallel(paths: list[Path], params_path, output_dir: Path, timeout_s: int, jobs: int, on_start, on_end) -> None:
     """Run ``paths`` ``jobs`` at a time, each once the notebooks it needs have finished (ok or not: a
-    notebook whose input failed says so itself), the earliest in execution order first."""
+    notebook whose input failed says so itself), in :data:`START_PRIORITY` order among the ready ones."""
     needs = notebook_needs([p.stem for p in paths])
-    waiting, running, finished = list(paths), {}, set()
+    rank = {n: i for i, n in enumerate(START_PRIORITY)}
+    waiting, running, finished = sorted(paths, key=lambda p: rank.get(p.stem, len(rank))), {}, set()
     with local_pool(jobs) as ex:
         while waiting or running:
             for nb in [nb for nb in waiting if needs[nb.stem] <= finished][:jobs - len(running)]:
