@@ -55,3 +55,28 @@ def test_learning_curve_panels_give_each_gate_its_axis_threshold_and_intervals()
     one = learning_curve(pts, 0.02)  # the default: every series on one axis, one shared threshold
     assert len(one.axes) == 1 and one.axes[0].get_xscale() == "log"
     plt.close(one)
+
+
+def test_q4_curve_of_one_size_sets_the_models_side_by_side_per_family():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from snrmoe_lib.reporting.plots.q4 import plot_learning_curve
+
+    rows = [(f, m, 12000, r2, r2 - 0.01, r2 + 0.02) for f, base in (("ridge", 0.40), ("boosted", 0.48))
+            for m, r2 in (("global", base), ("deployed", base + 0.01))]
+    one = pd.DataFrame(rows, columns=["family", "model", "n_train", "r2", "lo", "hi"])
+    fig = plot_learning_curve(one)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "linear" and "q4.curve_sizes is empty" in ax.get_title()
+    assert [t.get_text().split("\n")[0] for t in ax.get_xticklabels()] == ["ridge", "boosted"]
+    ys = sorted(y for c in ax.containers for y in c.lines[0].get_ydata())  # each errorbar's data points
+    assert np.allclose(ys, sorted(one["r2"]))  # every model's point, where its number says
+    plt.close(fig)
+    two = pd.concat([one, one.assign(n_train=3000, r2=one["r2"] - 0.05, lo=one["lo"] - 0.05, hi=one["hi"] - 0.05)])
+    fig = plot_learning_curve(two)
+    assert fig.axes[0].get_xscale() == "log" and fig.axes[0].get_title() == "Learning curve per family"
+    plt.close(fig)

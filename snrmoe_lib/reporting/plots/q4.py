@@ -147,6 +147,8 @@ def plot_learning_curve(curve: pd.DataFrame):
     t = curve[curve["model"].notna()]
     col = _family_colors(t["family"])
     fig, ax = plt.subplots(figsize=(7, 4.2))
+    if len(t) and t.groupby("family")["n_train"].nunique().max() == 1:
+        return _one_size(fig, ax, t)
     for (f, m), s in t.groupby(["family", "model"], sort=False):
         s = s.sort_values("n_train")
         ax.errorbar(s["n_train"], s["r2"], yerr=interval_extent(s["r2"], s["lo"], s["hi"]),
@@ -157,5 +159,23 @@ def plot_learning_curve(curve: pd.DataFrame):
     ax.set_ylabel("R² of log g on the test stars")
     ax.legend(fontsize=7, ncol=2)
     ax.set_title("Learning curve per family", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _one_size(fig, ax, t: pd.DataFrame):
+    """One training size per family (``q4.curve_sizes`` empty): the models side by side per family."""
+    fams, models = list(dict.fromkeys(t["family"])), list(dict.fromkeys(t["model"]))
+    width = 0.8 / max(len(models), 1)
+    for j, m in enumerate(models):
+        s = t[t["model"] == m].set_index("family").reindex(fams)
+        x = np.arange(len(fams)) - 0.4 + width * (j + 0.5)
+        ax.errorbar(x, s["r2"], yerr=interval_extent(s["r2"], s["lo"], s["hi"]), ls="none", capsize=2,
+                    marker=_MARKERS.get(m, "o"), color=PALETTE[j % len(PALETTE)], label=m)
+    n = t.groupby("family")["n_train"].first()
+    ax.set_xticks(np.arange(len(fams)), [f"{f}\n({int(n[f]):,} training spectra)" for f in fams])
+    ax.set_ylabel("R² of log g on the test stars")
+    ax.legend(fontsize=7, title="model", title_fontsize=7)
+    ax.set_title("R² per family at one training size (no learning curve: q4.curve_sizes is empty)", fontsize=10)
     fig.tight_layout()
     return fig
