@@ -266,6 +266,31 @@ def test_stream_noise_is_fresh_per_epoch_and_keyed_by_row(ds):
     assert epoch_noise_seed(3, 0) != epoch_noise_seed(3, 1)
 
 
+def test_validation_inputs_are_read_once_when_small_and_every_time_when_not(ds):
+    calls = []
+
+    def counting(src):
+        orig = src._pass
+        src._pass = lambda rows, seed, label: (calls.append(label), orig(rows, seed, label))[1]
+        return src
+
+    small = counting(_source(ds, 20))
+    first = [c["X"] for c in small.validation()]
+    next(iter(small.validation()))  # a partial read after the cache: no new pass
+    again = [c["X"] for c in small.validation()]
+    assert calls == ["val"] and len(first) == 4
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    calls.clear()
+    big = counting(_source(ds, 20, validation_cache_mb=1e-4))  # 100 bytes: never kept
+    part = next(iter(big.validation()))  # a partial first read keeps nothing either
+    full = [c["X"] for c in big.validation()] + [c["X"] for c in big.validation()]
+    assert calls == ["val"] * 3 and big._val_cache is None and np.array_equal(part["X"], first[0])
+    assert all(np.array_equal(a, b) for a, b in zip(full, first + first))
+    fitted = NeuralExperts(**{**TINY, "max_epochs": 2}).fit_stream(_source(ds, 20))
+    again = NeuralExperts(**{**TINY, "max_epochs": 2}).fit_stream(_source(ds, 20, validation_cache_mb=0))
+    assert _same_state(_state(fitted), _state(again))  # the cache changes nothing in the fit
+
+
 def test_chunk_size_changes_nothing(ds):
     kw = {**TINY, "variant": "heads", "n_bins": 3, "max_epochs": 2, "shuffle_block": 48}
     route = SnrBins(edges=[5.0, 15.0])

@@ -130,6 +130,9 @@ class StreamSource:
     error_mode : {'clean', 'estimated'}
     variance_model : VarianceModel, optional
         Needed for ``error_mode='estimated'``.
+    validation_cache_mb : float
+        The validation rows' inputs (the same every epoch) are kept in memory after the first full
+        pass when they take at most this much; larger validation sets are read again each epoch.
     """
 
     ds: object
@@ -145,6 +148,8 @@ class StreamSource:
     workers: int = 2
     error_mode: str = "clean"
     variance_model: VarianceModel | None = None
+    validation_cache_mb: float = 256.0
+    _val_cache: list | None = field(default=None, init=False, repr=False, compare=False)
 
     def _pass(self, rows: np.ndarray, seed: int, label: str) -> Iterator[dict]:
         for _, nc in split_pass(self.ds, {label: rows}, noise_level=self.noise_level, seed=seed, features=_Noisy(),
@@ -170,5 +175,19 @@ class StreamSource:
         return self._pass(np.asarray(self.train_rows), epoch_noise_seed(self.seed, epoch), "train")
 
     def validation(self) -> Iterator[dict]:
-        """The validation rows with the run's own noise (the same every call)."""
-        return self._pass(np.asarray(self.val_rows), int(self.seed), "val")
+        """The validation rows with the run's own noise (the same every call: kept in memory after the
+        first complete pass when they fit ``validation_cache_mb``)."""
+        if self._val_cache is not None:
+            yield from self._val_cache
+            return
+        kept, size = [], 0
+        for c in self._pass(np.asarray(self.val_rows), int(self.seed), "val"):
+            if kept is not None:
+                size += sum(np.asarray(v).nbytes for v in c.values())
+                if size <= self.validation_cache_mb * 2 ** 20:
+                    kept.append(c)
+                else:
+                    kept = None
+            yield c
+        if kept is not None:  # reached only when the pass was read to its end
+            self._val_cache = kept
