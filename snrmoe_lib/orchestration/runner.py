@@ -9,7 +9,8 @@ For each configuration ``params/<name>.yaml`` and notebook ``notebooks/<nb>.ipyn
 
 A failing notebook is reported with its error and does not stop the others. With ``jobs`` > 1 the
 notebooks run that many at a time, each as soon as the notebooks it reads (:data:`NOTEBOOK_NEEDS`) have
-finished; the numbers do not depend on it. Before a notebook runs,
+finished; the numbers do not depend on it beyond rounding (one BLAS thread per notebook instead of all
+sums in another order). Before a notebook runs,
 its previous results and page are put out of sight, so an interrupted or failed run never leaves an
 old "ok" behind. The HTML shows the parameters the run used (papermill's injected cell).
 """
@@ -33,8 +34,9 @@ from snrmoe_lib.config import PLAIN_NAME, Params, load_params
 from snrmoe_lib.data.io import open_dataset, require_labels
 from snrmoe_lib.data.writers import atomic_write_text
 
-__all__ = ["NOTEBOOK_ORDER", "NOTEBOOK_NEEDS", "START_PRIORITY", "NotebookStatus", "local_pool", "notebook_needs", "RunLog", "check_dataset", "check_name", "discover_notebooks", "run_notebook",
-           "render_notebook_html", "run_config", "project_root"]
+__all__ = ["NOTEBOOK_ORDER", "NOTEBOOK_NEEDS", "START_PRIORITY", "NotebookStatus", "RunLog", "check_dataset",
+           "check_name", "discover_notebooks", "local_pool", "notebook_needs", "project_root", "render_notebook_html",
+           "run_config", "run_notebook"]
 
 #: Execution order: later notebooks read earlier notebooks' results.
 NOTEBOOK_ORDER = ("00_data_overview", "q2_error_leakage", "q1_snr_headroom", "q3_deployable_gate", "q4_stronger_experts",
@@ -340,8 +342,8 @@ def run_config(params_path: str | Path, notebooks: Iterable[str] | None = None, 
 
     ``run.json`` says at every moment what is running and how each notebook ended; an interrupt
     (Ctrl-C, SIGTERM) is recorded there before it propagates. ``jobs`` > 1: that many notebooks at a
-    time, in worker processes, in the order :data:`NOTEBOOK_NEEDS` allows (same results, less wall time
-    on a machine with that many cores). The statuses come back in execution order either way.
+    time, in worker processes, in the order :data:`NOTEBOOK_NEEDS` allows (the same results to rounding,
+    less wall time on a machine with that many cores). The statuses come back in execution order either way.
     """
     params = load_params(params_path)
     check_name(params.name, "configuration name")
