@@ -9,8 +9,8 @@ For each configuration ``params/<name>.yaml`` and notebook ``notebooks/<nb>.ipyn
 
 A failing notebook is reported with its error and does not stop the others. With ``jobs`` > 1 the
 notebooks run that many at a time, each as soon as the notebooks it reads (:data:`NOTEBOOK_NEEDS`) have
-finished; the numbers do not depend on it beyond rounding (one BLAS thread per notebook instead of all
-sums in another order). Before a notebook runs,
+finished; the numbers do not depend on it beyond rounding (with one BLAS thread per notebook the
+sums run in another order). Before a notebook runs,
 its previous results and page are put out of sight, so an interrupted or failed run never leaves an
 old "ok" behind. The HTML shows the parameters the run used (papermill's injected cell).
 """
