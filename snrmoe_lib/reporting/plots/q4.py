@@ -145,10 +145,10 @@ def plot_learning_curve(curve: pd.DataFrame):
     """Test R² against training spectra per family (colour) and model (marker), 95 % intervals."""
     plt = _plt()
     t = curve[curve["model"].notna()]
-    col = _family_colors(t["family"])
     fig, ax = plt.subplots(figsize=(7, 4.2))
     if len(t) and t.groupby("family")["n_train"].nunique().max() == 1:
         return _one_size(fig, ax, t)
+    col = _family_colors(t["family"])
     for (f, m), s in t.groupby(["family", "model"], sort=False):
         s = s.sort_values("n_train")
         ax.errorbar(s["n_train"], s["r2"], yerr=interval_extent(s["r2"], s["lo"], s["hi"]),
